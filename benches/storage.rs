@@ -1,0 +1,157 @@
+//! Storage benchmarks on the real filesystem (the current directory's, or
+//! `RINGMQ_BENCH_DIR`): preallocation methods, durable append latency and
+//! throughput, and the fetch read path. Compare with fio (README, Performance).
+
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use glommio::io::{DmaFile, OpenOptions};
+use glommio::{LocalExecutor, LocalExecutorBuilder};
+use ringmq::kafka::record_batch::synthetic_batch;
+use ringmq::storage::log::AckWait;
+use ringmq::storage::segment::preallocate;
+use ringmq::storage::{LogConfig, PartitionLog, Preallocation};
+
+fn bench_dir() -> tempfile::TempDir {
+    let base = std::env::var_os("RINGMQ_BENCH_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("target"));
+    std::fs::create_dir_all(&base).expect("bench dir");
+    tempfile::tempdir_in(base).expect("tempdir")
+}
+
+fn executor() -> LocalExecutor {
+    LocalExecutorBuilder::default().make().expect("executor")
+}
+
+/// fdatasync latency of 4 KiB appends into a segment reserved by each method.
+fn preallocation(c: &mut Criterion) {
+    let mut group = c.benchmark_group("preallocation_4k_append_fdatasync");
+    group.measurement_time(Duration::from_secs(5)).warm_up_time(Duration::from_secs(1)).sample_size(20);
+    let ex = executor();
+    for mode in [Preallocation::Zero, Preallocation::Fallocate] {
+        group.bench_function(BenchmarkId::from_parameter(format!("{mode:?}")), |b| {
+            b.iter_custom(|iters| {
+                ex.run(async move {
+                    let dir = bench_dir();
+                    let path = dir.path().join("seg");
+                    let capacity = (iters as u64 + 1) * 4096;
+                    let file: DmaFile = OpenOptions::new().read(true).write(true).create(true).dma_open(&path).await.expect("open");
+                    preallocate(&file, 0, capacity.next_multiple_of(1 << 20), mode, &path).await.expect("preallocate");
+                    let start = Instant::now();
+                    for i in 0..iters {
+                        let mut buf = file.alloc_dma_buffer(4096);
+                        buf.as_bytes_mut().fill(0xab);
+                        file.write_at(buf, i * 4096).await.expect("write");
+                        file.fdatasync().await.expect("fdatasync");
+                    }
+                    let elapsed = start.elapsed();
+                    file.close().await.expect("close");
+                    elapsed
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
+async fn open_log(dir: &std::path::Path) -> Rc<PartitionLog> {
+    let config = LogConfig { segment_bytes: 256 << 20, ..LogConfig::default() };
+    PartitionLog::open(dir.to_path_buf(), "bench".into(), 0, config).await.expect("open")
+}
+
+/// One producer, one batch at a time: latency of append + group commit.
+fn append_commit(c: &mut Criterion) {
+    let mut group = c.benchmark_group("append_commit_sequential");
+    group.measurement_time(Duration::from_secs(5)).warm_up_time(Duration::from_secs(1)).sample_size(20);
+    let ex = executor();
+    for batch_bytes in [1024usize, 64 * 1024] {
+        group.throughput(Throughput::Bytes(batch_bytes as u64));
+        group.bench_function(BenchmarkId::from_parameter(batch_bytes), |b| {
+            b.iter_custom(|iters| {
+                ex.run(async move {
+                    let dir = bench_dir();
+                    let log = open_log(dir.path()).await;
+                    let template = synthetic_batch(1, batch_bytes - 80, 0);
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        log.append(template.clone(), AckWait::Commit).await.expect("append");
+                    }
+                    let elapsed = start.elapsed();
+                    log.close().await;
+                    elapsed
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
+/// Many producers at once (64 appends in flight): group-commit throughput.
+fn append_commit_concurrent(c: &mut Criterion) {
+    let mut group = c.benchmark_group("append_commit_64_in_flight");
+    group.measurement_time(Duration::from_secs(5)).warm_up_time(Duration::from_secs(1)).sample_size(10);
+    let ex = executor();
+    for batch_bytes in [1024usize, 64 * 1024] {
+        group.throughput(Throughput::Bytes(batch_bytes as u64 * 64));
+        group.bench_function(BenchmarkId::from_parameter(batch_bytes), |b| {
+            b.iter_custom(|iters| {
+                ex.run(async move {
+                    let dir = bench_dir();
+                    let log = open_log(dir.path()).await;
+                    let template = synthetic_batch(1, batch_bytes - 80, 0);
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        let appends = (0..64).map(|_| log.append(template.clone(), AckWait::Commit));
+                        for r in futures_util::future::join_all(appends).await {
+                            r.expect("append");
+                        }
+                    }
+                    let elapsed = start.elapsed();
+                    log.close().await;
+                    elapsed
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
+/// The fetch path: reading committed batches from a sealed (mapped) segment.
+fn read_path(c: &mut Criterion) {
+    let mut group = c.benchmark_group("read_1mib_of_1k_batches");
+    group.measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
+    group.throughput(Throughput::Bytes(1 << 20));
+    let ex = executor();
+    let dir = bench_dir();
+    let path = dir.path().to_path_buf();
+    let log = ex.run(async move {
+        let config = LogConfig { segment_bytes: 8 << 20, tail_cache_bytes: 0, ..LogConfig::default() };
+        let log = PartitionLog::open(path, "bench".into(), 0, config).await.expect("open");
+        let template = synthetic_batch(1, 1024 - 80, 0);
+        for _ in 0..16 {
+            let appends = (0..1024).map(|_| log.append(template.clone(), AckWait::Commit));
+            for r in futures_util::future::join_all(appends).await {
+                r.expect("append");
+            }
+        }
+        log
+    });
+    let hw = log.high_watermark();
+    group.bench_function("mmap", |b| {
+        let mut offset = 0;
+        b.iter(|| {
+            let r = log.read(offset, 1 << 20).expect("read");
+            offset += 1000;
+            if offset + 1100 >= hw {
+                offset = 0;
+            }
+            r.bytes
+        })
+    });
+    group.finish();
+    ex.run(async move { log.close().await });
+}
+
+criterion_group!(benches, preallocation, append_commit, append_commit_concurrent, read_path);
+criterion_main!(benches);

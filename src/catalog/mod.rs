@@ -1,0 +1,191 @@
+//! The topic catalog: names, ids, partition counts and per-topic configs.
+//! Persisted as `<data-dir>/catalog`: a first line `crc32c=<hex>` over the
+//! TOML body that follows, written to a temporary file, fsynced and renamed
+//! over the old one, so a crash leaves either the old or the new catalog.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::storage::LogConfig;
+
+pub const CATALOG_FILE_NAME: &str = "catalog";
+pub const MAX_TOPIC_NAME_BYTES: usize = 249;
+pub const MAX_PARTITIONS: i32 = 10_000;
+
+/// Topic configs ringmq understands; others are rejected (INVALID_CONFIG).
+pub const SUPPORTED_CONFIGS: &[&str] = &["segment.bytes", "retention.ms", "retention.bytes", "max.message.bytes", "cleanup.policy"];
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TopicMeta {
+    pub id: uuid::Uuid,
+    pub partitions: i32,
+    #[serde(default)]
+    pub configs: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct Catalog {
+    #[serde(default)]
+    pub topics: BTreeMap<String, TopicMeta>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("{context}: {source}")]
+    Io { context: String, source: std::io::Error },
+    #[error("catalog {path} is corrupt: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TopicError {
+    #[error("invalid topic name `{0}`: use 1-249 of [a-zA-Z0-9._-], not `.` or `..`")]
+    InvalidName(String),
+    #[error("invalid partition count {0} (1..={MAX_PARTITIONS})")]
+    InvalidPartitions(i32),
+    #[error("invalid config {key}={value}: {reason}")]
+    InvalidConfig { key: String, value: String, reason: String },
+}
+
+pub fn validate_topic_name(name: &str) -> Result<(), TopicError> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_TOPIC_NAME_BYTES
+        && name != "."
+        && name != ".."
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(TopicError::InvalidName(name.to_string()))
+    }
+}
+
+/// Checks one topic config and applies it to `log`.
+pub fn apply_config(log: &mut LogConfig, key: &str, value: &str) -> Result<(), TopicError> {
+    let bad = |reason: &str| TopicError::InvalidConfig { key: key.into(), value: value.into(), reason: reason.into() };
+    let int = || value.parse::<i64>().map_err(|_| bad("not an integer"));
+    match key {
+        "segment.bytes" => {
+            let v = int()?;
+            if !(14..=1 << 30).contains(&v) {
+                return Err(bad("must be between 14 and 1073741824"));
+            }
+            log.segment_bytes = (v as u64).max(64 * 1024);
+        }
+        "retention.ms" => {
+            let v = int()?;
+            if v < -1 {
+                return Err(bad("must be -1 or more"));
+            }
+            log.retention_ms = v;
+        }
+        "retention.bytes" => {
+            let v = int()?;
+            if v < -1 {
+                return Err(bad("must be -1 or more"));
+            }
+            log.retention_bytes = v;
+        }
+        "max.message.bytes" => {
+            let v = int()?;
+            if !(0..=i32::MAX as i64).contains(&v) {
+                return Err(bad("must be between 0 and 2147483647"));
+            }
+            log.max_message_bytes = v as usize;
+        }
+        "cleanup.policy" => {
+            if value != "delete" {
+                return Err(bad("only `delete` is supported"));
+            }
+        }
+        _ => return Err(bad("unknown topic config")),
+    }
+    Ok(())
+}
+
+/// The log config of a topic: broker defaults overridden by its configs.
+pub fn log_config(defaults: &LogConfig, meta: &TopicMeta) -> LogConfig {
+    let mut c = defaults.clone();
+    for (k, v) in &meta.configs {
+        // Stored configs were validated when set; a bad one is skipped, not fatal.
+        if let Err(e) = apply_config(&mut c, k, v) {
+            tracing::warn!(error = %e, "ignoring stored topic config");
+        }
+    }
+    c
+}
+
+impl Catalog {
+    pub fn load(data_dir: &Path) -> Result<Catalog, CatalogError> {
+        let path = data_dir.join(CATALOG_FILE_NAME);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Catalog::default()),
+            Err(e) => return Err(CatalogError::Io { context: format!("read {}", path.display()), source: e }),
+        };
+        let corrupt = |reason: &str| CatalogError::Corrupt { path: path.clone(), reason: reason.into() };
+        let (first, body) = text.split_once('\n').ok_or_else(|| corrupt("no checksum line"))?;
+        let stored = first.strip_prefix("crc32c=").and_then(|h| u32::from_str_radix(h, 16).ok()).ok_or_else(|| corrupt("bad checksum line"))?;
+        if crc32c::crc32c(body.as_bytes()) != stored {
+            return Err(corrupt("checksum mismatch"));
+        }
+        toml::from_str(body).map_err(|e| corrupt(&e.to_string()))
+    }
+
+    /// Writes the catalog durably (blocking: call from a helper thread).
+    pub fn store(&self, data_dir: &Path) -> Result<(), CatalogError> {
+        let io = |context: String| move |source| CatalogError::Io { context, source };
+        let body = toml::to_string(self).map_err(|e| CatalogError::Io { context: "encode catalog".into(), source: std::io::Error::other(e) })?;
+        let text = format!("crc32c={:08x}\n{body}", crc32c::crc32c(body.as_bytes()));
+        let tmp = data_dir.join("catalog.tmp");
+        let path = data_dir.join(CATALOG_FILE_NAME);
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp).map_err(io(format!("create {}", tmp.display())))?;
+            f.write_all(text.as_bytes()).map_err(io(format!("write {}", tmp.display())))?;
+            f.sync_all().map_err(io(format!("fsync {}", tmp.display())))?;
+        }
+        std::fs::rename(&tmp, &path).map_err(io(format!("rename {}", tmp.display())))?;
+        std::fs::File::open(data_dir).and_then(|d| d.sync_all()).map_err(io(format!("fsync {}", data_dir.display())))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn catalog_round_trips_through_its_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut c = Catalog::default();
+        let mut configs = BTreeMap::new();
+        configs.insert("retention.ms".to_string(), "1000".to_string());
+        c.topics.insert("t".into(), TopicMeta { id: uuid::Uuid::new_v4(), partitions: 3, configs });
+        c.store(dir.path()).expect("store");
+        let back = Catalog::load(dir.path()).expect("load");
+        assert_eq!(back.topics, c.topics);
+    }
+
+    #[test]
+    fn corrupt_catalog_is_rejected_with_its_path() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut c = Catalog::default();
+        c.topics.insert("t".into(), TopicMeta { id: uuid::Uuid::new_v4(), partitions: 3, configs: BTreeMap::new() });
+        c.store(dir.path()).expect("store");
+        let path = dir.path().join(CATALOG_FILE_NAME);
+        let text = std::fs::read_to_string(&path).expect("read").replace("partitions = 3", "partitions = 4");
+        std::fs::write(&path, text).expect("write");
+        assert!(matches!(Catalog::load(dir.path()), Err(CatalogError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn topic_names_follow_kafka_rules() {
+        assert!(validate_topic_name("orders-v2_x.y").is_ok());
+        for bad in ["", ".", "..", "a/b", "spaced name", &"x".repeat(250)] {
+            assert!(validate_topic_name(bad).is_err(), "{bad}");
+        }
+    }
+}

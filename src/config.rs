@@ -1,0 +1,253 @@
+//! Broker settings: command-line flags, an optional TOML file (`--config`)
+//! whose keys are the flag names with `_` for `-`, and defaults. Flags win over
+//! the file; everything is validated once, here, before anything starts.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use serde::Deserialize;
+
+use crate::storage::LogConfig;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9092";
+pub const DEFAULT_METRICS: &str = "127.0.0.1:9644";
+pub const DEFAULT_DATA_DIR: &str = "./ringmq-data";
+
+/// `ringmq serve` flags. Every one is optional so a config file can set it.
+#[derive(Debug, Default, Clone, Args, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct ServeArgs {
+    /// Directory holding the catalog and the topic logs [default: ./ringmq-data]
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Address to accept Kafka clients on (port 0 picks a free port) [default: 127.0.0.1:9092]
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Address given to clients in Metadata [default: the bound listen address]
+    #[arg(long)]
+    pub advertise: Option<String>,
+    /// Number of shards (CPU cores) [default: 1; more shards are not implemented yet]
+    #[arg(long)]
+    pub cores: Option<usize>,
+    /// Address of the Prometheus endpoint (/metrics, /health), or `off` [default: 127.0.0.1:9644]
+    #[arg(long)]
+    pub metrics: Option<String>,
+    /// TOML file with any of these settings (keys as flag names, `-` as `_`)
+    #[arg(long)]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Create topics on first produce or metadata request [default: true]
+    #[arg(long)]
+    pub auto_create_topics: Option<bool>,
+    /// Partitions of auto-created topics [default: 1]
+    #[arg(long)]
+    pub default_partitions: Option<i32>,
+    /// Segment file size in bytes [default: 134217728]
+    #[arg(long)]
+    pub segment_bytes: Option<u64>,
+    /// Default retention in ms, -1 for none [default: 604800000]
+    #[arg(long, allow_hyphen_values = true)]
+    pub retention_ms: Option<i64>,
+    /// Default retention in bytes per partition, -1 for none [default: -1]
+    #[arg(long, allow_hyphen_values = true)]
+    pub retention_bytes: Option<i64>,
+    /// Largest record batch accepted [default: 1048588]
+    #[arg(long)]
+    pub max_message_bytes: Option<usize>,
+    /// `always` (ack after fdatasync) or `interval:<ms>` (ack after write) [default: always]
+    #[arg(long)]
+    pub flush: Option<String>,
+    /// How segment files are reserved: `zero` or `fallocate` [default: zero]
+    #[arg(long)]
+    pub preallocation: Option<String>,
+    /// Wait this long before a commit to gather more appends [default: 0]
+    #[arg(long)]
+    pub commit_linger_us: Option<u64>,
+    /// Largest single group-commit write [default: 1048576]
+    #[arg(long)]
+    pub commit_max_bytes: Option<usize>,
+    /// Largest request frame accepted [default: 104857600]
+    #[arg(long)]
+    pub max_request_bytes: Option<usize>,
+    /// Recent committed data kept in memory per partition [default: 4194304]
+    #[arg(long)]
+    pub tail_cache_bytes: Option<usize>,
+    /// How often retention runs, in ms [default: 30000]
+    #[arg(long)]
+    pub retention_check_ms: Option<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid value for `{key}`: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+/// The validated settings of one broker process.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub advertise: Option<(String, u16)>,
+    pub cores: usize,
+    pub metrics: Option<SocketAddr>,
+    pub auto_create_topics: bool,
+    pub default_partitions: i32,
+    pub max_request_bytes: usize,
+    pub retention_check: Duration,
+    pub log: LogConfig,
+}
+
+fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key, message: message.into() }
+}
+
+fn parse_addr(key: &'static str, s: &str) -> Result<SocketAddr, ConfigError> {
+    use std::net::ToSocketAddrs;
+    s.to_socket_addrs()
+        .map_err(|e| invalid(key, format!("`{s}` is not HOST:PORT ({e})")))?
+        .next()
+        .ok_or_else(|| invalid(key, format!("`{s}` resolves to no address")))
+}
+
+impl ServeConfig {
+    pub fn resolve(flags: ServeArgs) -> Result<ServeConfig, ConfigError> {
+        let file = match &flags.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+                toml::from_str::<ServeArgs>(&text).map_err(|e| ConfigError::Parse { path: path.clone(), message: e.to_string() })?
+            }
+            None => ServeArgs::default(),
+        };
+        macro_rules! pick {
+            ($field:ident) => {
+                flags.$field.clone().or(file.$field.clone())
+            };
+        }
+        let mut log = LogConfig::default();
+        if let Some(v) = pick!(segment_bytes) {
+            if !(64 * 1024..=1 << 30).contains(&v) {
+                return Err(invalid("segment_bytes", "must be between 65536 and 1073741824"));
+            }
+            log.segment_bytes = v;
+        }
+        if let Some(v) = pick!(retention_ms) {
+            if v < -1 {
+                return Err(invalid("retention_ms", "must be -1 or more"));
+            }
+            log.retention_ms = v;
+        }
+        if let Some(v) = pick!(retention_bytes) {
+            if v < -1 {
+                return Err(invalid("retention_bytes", "must be -1 or more"));
+            }
+            log.retention_bytes = v;
+        }
+        if let Some(v) = pick!(max_message_bytes) {
+            if v < 64 {
+                return Err(invalid("max_message_bytes", "must be at least 64"));
+            }
+            log.max_message_bytes = v;
+        }
+        if let Some(v) = pick!(flush) {
+            log.flush = v.parse().map_err(|m: String| invalid("flush", m))?;
+        }
+        if let Some(v) = pick!(preallocation) {
+            log.preallocation = v.parse().map_err(|m: String| invalid("preallocation", m))?;
+        }
+        if let Some(v) = pick!(commit_linger_us) {
+            if v > 1_000_000 {
+                return Err(invalid("commit_linger_us", "must be at most 1000000"));
+            }
+            log.commit_linger = Duration::from_micros(v);
+        }
+        if let Some(v) = pick!(commit_max_bytes) {
+            if !(4096..=64 << 20).contains(&v) {
+                return Err(invalid("commit_max_bytes", "must be between 4096 and 67108864"));
+            }
+            log.commit_max_bytes = v;
+        }
+        if let Some(v) = pick!(tail_cache_bytes) {
+            log.tail_cache_bytes = v;
+        }
+        log.pending_max_bytes = log.pending_max_bytes.max(2 * log.max_message_bytes);
+        let max_request_bytes = pick!(max_request_bytes).unwrap_or(100 * 1024 * 1024);
+        if !(1024..=1 << 30).contains(&max_request_bytes) {
+            return Err(invalid("max_request_bytes", "must be between 1024 and 1073741824"));
+        }
+        let cores = pick!(cores).unwrap_or(1);
+        if cores != 1 {
+            return Err(invalid("cores", "this build runs one shard; more shards are not implemented yet"));
+        }
+        let default_partitions = pick!(default_partitions).unwrap_or(1);
+        if !(1..=crate::catalog::MAX_PARTITIONS).contains(&default_partitions) {
+            return Err(invalid("default_partitions", "must be between 1 and 10000"));
+        }
+        let listen = parse_addr("listen", &pick!(listen).unwrap_or_else(|| DEFAULT_LISTEN.into()))?;
+        let advertise = match pick!(advertise) {
+            Some(a) => {
+                let (host, port) = a.rsplit_once(':').ok_or_else(|| invalid("advertise", format!("`{a}` is not HOST:PORT")))?;
+                let port: u16 = port.parse().map_err(|_| invalid("advertise", format!("bad port in `{a}`")))?;
+                if host.is_empty() || port == 0 {
+                    return Err(invalid("advertise", format!("`{a}` needs a host and a non-zero port")));
+                }
+                Some((host.to_string(), port))
+            }
+            None => None,
+        };
+        let metrics = match pick!(metrics).unwrap_or_else(|| DEFAULT_METRICS.into()).as_str() {
+            "off" => None,
+            s => Some(parse_addr("metrics", s)?),
+        };
+        let retention_check = Duration::from_millis(pick!(retention_check_ms).unwrap_or(30_000).max(10));
+        Ok(ServeConfig {
+            data_dir: pick!(data_dir).unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
+            listen,
+            advertise,
+            cores,
+            metrics,
+            auto_create_topics: pick!(auto_create_topics).unwrap_or(true),
+            default_partitions,
+            max_request_bytes,
+            retention_check,
+            log,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_config_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ringmq.toml");
+        std::fs::write(&path, "default_partitions = 3\nsegment_bytes = 1048576\n").expect("write");
+        let flags = ServeArgs { config: Some(path), default_partitions: Some(5), ..Default::default() };
+        let c = ServeConfig::resolve(flags).expect("valid");
+        assert_eq!(c.default_partitions, 5);
+        assert_eq!(c.log.segment_bytes, 1048576);
+    }
+
+    #[test]
+    fn unknown_config_file_key_is_rejected_with_its_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ringmq.toml");
+        std::fs::write(&path, "segmnet_bytes = 5\n").expect("write");
+        let err = ServeConfig::resolve(ServeArgs { config: Some(path), ..Default::default() }).expect_err("unknown key");
+        assert!(err.to_string().contains("segmnet_bytes"), "{err}");
+    }
+
+    #[test]
+    fn bad_flush_policy_names_the_key() {
+        let err = ServeConfig::resolve(ServeArgs { flush: Some("sometimes".into()), ..Default::default() }).expect_err("bad");
+        assert!(err.to_string().contains("flush"), "{err}");
+    }
+}

@@ -1,0 +1,34 @@
+//! Kafka error codes used by ringmq, and the mapping from storage errors.
+
+use crate::storage::batch::BatchError;
+use crate::storage::StorageError;
+
+pub const NONE: i16 = 0;
+pub const OFFSET_OUT_OF_RANGE: i16 = 1;
+pub const CORRUPT_MESSAGE: i16 = 2;
+pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+pub const MESSAGE_TOO_LARGE: i16 = 10;
+pub const INVALID_TOPIC_EXCEPTION: i16 = 17;
+pub const INVALID_REQUIRED_ACKS: i16 = 21;
+pub const UNSUPPORTED_VERSION: i16 = 35;
+pub const TOPIC_ALREADY_EXISTS: i16 = 36;
+pub const INVALID_PARTITIONS: i16 = 37;
+pub const INVALID_REPLICATION_FACTOR: i16 = 38;
+pub const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
+pub const INVALID_CONFIG: i16 = 40;
+pub const INVALID_REQUEST: i16 = 42;
+pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
+pub const KAFKA_STORAGE_ERROR: i16 = 56;
+pub const UNKNOWN_SERVER_ERROR: i16 = -1;
+
+/// The Kafka error code a producer or consumer gets for a storage error.
+pub fn for_storage(e: &StorageError) -> i16 {
+    match e {
+        StorageError::Batch(BatchError::TooLarge { .. }) | StorageError::TooLarge { .. } => MESSAGE_TOO_LARGE,
+        StorageError::Batch(_) => CORRUPT_MESSAGE,
+        StorageError::OffsetOutOfRange { .. } => OFFSET_OUT_OF_RANGE,
+        StorageError::Closed => NOT_LEADER_OR_FOLLOWER,
+        StorageError::Io { .. } | StorageError::DiskFull { .. } => KAFKA_STORAGE_ERROR,
+    }
+}

@@ -1,0 +1,43 @@
+//! ListOffsets v1-7: earliest (-2) and latest (-1, the high watermark).
+//! Lookups by timestamp need the time index, which ringmq does not keep yet:
+//! they are answered with INVALID_REQUEST.
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+
+use super::{codes, decode_body, encode_response, Reply, RequestContext, RequestError};
+use crate::runtime::shard::Shard;
+
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+
+pub fn handle(shard: &Rc<Shard>, ctx: &RequestContext, body: Bytes) -> Result<Reply, RequestError> {
+    let req: ListOffsetsRequest = decode_body(ctx, body)?;
+    let mut topics = Vec::with_capacity(req.topics.len());
+    for t in req.topics {
+        let name = t.name.0.to_string();
+        let mut partitions = Vec::with_capacity(t.partitions.len());
+        for p in t.partitions {
+            // timestamp and leader epoch keep their defaults (-1): fields a
+            // version lacks must hold their default for the encoder.
+            let mut out = ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index).with_timestamp(-1).with_offset(-1);
+            match shard.log(&name, p.partition_index) {
+                None => out.error_code = codes::UNKNOWN_TOPIC_OR_PARTITION,
+                Some(log) => {
+                    let o = log.offsets();
+                    match p.timestamp {
+                        LATEST => out.offset = o.high_watermark,
+                        EARLIEST => out.offset = o.log_start_offset,
+                        _ => out.error_code = codes::INVALID_REQUEST,
+                    }
+                }
+            }
+            partitions.push(out);
+        }
+        topics.push(ListOffsetsTopicResponse::default().with_name(t.name).with_partitions(partitions));
+    }
+    encode_response(ctx, &ListOffsetsResponse::default().with_topics(topics))
+}

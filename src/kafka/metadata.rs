@@ -1,0 +1,76 @@
+//! Metadata v0-12: this broker, and the topics asked for (all when null, or
+//! an empty list before v1). Unknown topics are auto-created when both the
+//! request (v4+) and the broker allow it.
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+
+use super::{codes, decode_body, encode_response, Reply, RequestContext, RequestError, CLUSTER_ID, NODE_ID};
+use crate::catalog::{self, TopicMeta};
+use crate::runtime::shard::Shard;
+
+pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, body: Bytes) -> Result<Reply, RequestError> {
+    let req: MetadataRequest = decode_body(ctx, body)?;
+    let allow_auto_create = ctx.api_version < 4 || req.allow_auto_topic_creation;
+    let wanted: Option<Vec<String>> = match req.topics {
+        None => None,
+        Some(t) if t.is_empty() && ctx.api_version == 0 => None,
+        Some(t) => Some(t.into_iter().filter_map(|t| t.name.map(|n| n.0.to_string())).collect()),
+    };
+    let mut topics = Vec::new();
+    match wanted {
+        None => {
+            for (name, meta) in shard.topics() {
+                topics.push(describe(&name, Some(&meta), ctx.api_version));
+            }
+        }
+        Some(names) => {
+            for name in names {
+                if catalog::validate_topic_name(&name).is_err() {
+                    let mut t = describe(&name, None, ctx.api_version);
+                    t.error_code = codes::INVALID_TOPIC_EXCEPTION;
+                    topics.push(t);
+                    continue;
+                }
+                let meta = if allow_auto_create { shard.ensure_topic(&name).await } else { shard.topic(&name) };
+                topics.push(describe(&name, meta.as_ref(), ctx.api_version));
+            }
+        }
+    }
+    let (host, port) = shard.advertised.borrow().clone();
+    let broker = MetadataResponseBroker::default().with_node_id(BrokerId(NODE_ID)).with_host(StrBytes::from_string(host)).with_port(i32::from(port));
+    let mut resp = MetadataResponse::default().with_brokers(vec![broker]).with_topics(topics);
+    if ctx.api_version >= 1 {
+        resp.controller_id = BrokerId(NODE_ID);
+    }
+    if ctx.api_version >= 2 {
+        resp.cluster_id = Some(StrBytes::from_static_str(CLUSTER_ID));
+    }
+    encode_response(ctx, &resp)
+}
+
+fn describe(name: &str, meta: Option<&TopicMeta>, version: i16) -> MetadataResponseTopic {
+    let topic = MetadataResponseTopic::default().with_name(Some(TopicName(StrBytes::from_string(name.to_string()))));
+    let Some(meta) = meta else {
+        return topic.with_error_code(codes::UNKNOWN_TOPIC_OR_PARTITION);
+    };
+    let partitions = (0..meta.partitions)
+        .map(|p| {
+            MetadataResponsePartition::default()
+                .with_partition_index(p)
+                .with_leader_id(BrokerId(NODE_ID))
+                .with_replica_nodes(vec![BrokerId(NODE_ID)])
+                .with_isr_nodes(vec![BrokerId(NODE_ID)])
+        })
+        .collect();
+    let topic = topic.with_partitions(partitions);
+    if version >= 10 {
+        topic.with_topic_id(meta.id)
+    } else {
+        topic
+    }
+}

@@ -1,0 +1,148 @@
+//! Kafka protocol: the version table (what ringmq advertises is exactly what
+//! it handles), request dispatch and response framing. One file per API.
+
+pub mod api_versions;
+pub mod codes;
+pub mod create_topics;
+pub mod delete_topics;
+pub mod fetch;
+pub mod fetch_response;
+pub mod list_offsets;
+pub mod metadata;
+pub mod produce;
+pub mod record_batch;
+
+use std::rc::Rc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
+
+use crate::runtime::shard::Shard;
+
+/// The broker's node id in Metadata; ringmq is a single-node cluster.
+pub const NODE_ID: i32 = 0;
+pub const CLUSTER_ID: &str = "ringmq";
+
+/// (api, min version, max version) handled end to end.
+pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 9),
+    (ApiKey::Fetch, 4, 12),
+    (ApiKey::ListOffsets, 1, 7),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 3),
+    (ApiKey::CreateTopics, 0, 7),
+    (ApiKey::DeleteTopics, 0, 5),
+];
+
+pub fn supported_range(key: ApiKey) -> Option<(i16, i16)> {
+    SUPPORTED.iter().find(|(k, _, _)| *k == key).map(|&(_, lo, hi)| (lo, hi))
+}
+
+/// What a request is answered with.
+pub enum Reply {
+    /// A whole response frame (size prefix included) as chunks to write in order.
+    Frame(Vec<Bytes>),
+    /// No response (produce with acks=0).
+    Nothing,
+    /// Close the connection (after writing earlier responses).
+    Close(String),
+}
+
+/// The parts of a request header the handlers use.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    pub api_key: ApiKey,
+    pub api_version: i16,
+    pub correlation_id: i32,
+    pub client_id: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("request of {0} bytes is too short for a header")]
+    TooShort(usize),
+    #[error("unknown api key {0}")]
+    UnknownApi(i16),
+    #[error("unsupported version {version} of {api:?}")]
+    UnsupportedVersion { api: ApiKey, version: i16 },
+    #[error("malformed {api:?} v{version} request: {message}")]
+    Malformed { api: ApiKey, version: i16, message: String },
+    #[error("cannot encode {api:?} v{version} response: {message}")]
+    Encode { api: ApiKey, version: i16, message: String },
+}
+
+/// Parses the request header of a frame (size prefix already removed).
+/// Returns the context and the offset at which the body starts.
+pub fn parse_header(frame: &Bytes) -> Result<(RequestContext, usize), RequestError> {
+    if frame.len() < 8 {
+        return Err(RequestError::TooShort(frame.len()));
+    }
+    let key = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+    let api = ApiKey::try_from(key).map_err(|_| RequestError::UnknownApi(key))?;
+    let (lo, hi) = supported_range(api).ok_or(RequestError::UnknownApi(key))?;
+    if version < lo || version > hi {
+        // ApiVersions answers any version with its error and the table (KIP-511).
+        if api == ApiKey::ApiVersions {
+            return Ok((RequestContext { api_key: api, api_version: version, correlation_id, client_id: None }, frame.len()));
+        }
+        return Err(RequestError::UnsupportedVersion { api, version });
+    }
+    let mut cursor = frame.clone();
+    let header = RequestHeader::decode(&mut cursor, api.request_header_version(version))
+        .map_err(|e| RequestError::Malformed { api, version, message: e.to_string() })?;
+    let body_start = frame.len() - cursor.len();
+    let client_id = header.client_id.as_ref().map(|s| s.to_string());
+    Ok((RequestContext { api_key: api, api_version: version, correlation_id: header.correlation_id, client_id }, body_start))
+}
+
+/// Decodes a request body, mapping errors to `RequestError::Malformed`.
+pub fn decode_body<T: Decodable>(ctx: &RequestContext, body: Bytes) -> Result<T, RequestError> {
+    let mut cursor = body;
+    let req = T::decode(&mut cursor, ctx.api_version).map_err(|e| RequestError::Malformed { api: ctx.api_key, version: ctx.api_version, message: e.to_string() })?;
+    Ok(req)
+}
+
+/// Encodes a whole response frame: size prefix, header, body.
+pub fn encode_response<T: Encodable + HeaderVersion>(ctx: &RequestContext, body: &T) -> Result<Reply, RequestError> {
+    let err = |e: kafka_protocol_error::Error| RequestError::Encode { api: ctx.api_key, version: ctx.api_version, message: e.to_string() };
+    let mut buf = BytesMut::with_capacity(128);
+    buf.put_i32(0);
+    ResponseHeader::default()
+        .with_correlation_id(ctx.correlation_id)
+        .encode(&mut buf, T::header_version(ctx.api_version))
+        .map_err(err)?;
+    body.encode(&mut buf, ctx.api_version).map_err(err)?;
+    let size = (buf.len() - 4) as i32;
+    buf[..4].copy_from_slice(&size.to_be_bytes());
+    Ok(Reply::Frame(vec![buf.freeze()]))
+}
+
+/// kafka-protocol reports errors as `anyhow::Error`.
+mod kafka_protocol_error {
+    pub type Error = anyhow::Error;
+}
+
+/// Handles one request frame.
+pub async fn handle(shard: &Rc<Shard>, frame: Bytes) -> Reply {
+    let (ctx, body_start) = match parse_header(&frame) {
+        Ok(parsed) => parsed,
+        Err(e) => return Reply::Close(e.to_string()),
+    };
+    let result = match ctx.api_key {
+        ApiKey::ApiVersions => api_versions::handle(&ctx, frame.slice(body_start..)),
+        ApiKey::Metadata => metadata::handle(shard, &ctx, frame.slice(body_start..)).await,
+        ApiKey::Produce => produce::handle(shard, &ctx, frame, body_start).await,
+        ApiKey::Fetch => fetch::handle(shard, &ctx, frame.slice(body_start..)).await,
+        ApiKey::ListOffsets => list_offsets::handle(shard, &ctx, frame.slice(body_start..)),
+        ApiKey::CreateTopics => create_topics::handle(shard, &ctx, frame.slice(body_start..)).await,
+        ApiKey::DeleteTopics => delete_topics::handle(shard, &ctx, frame.slice(body_start..)).await,
+        other => Err(RequestError::UnknownApi(other as i16)),
+    };
+    match result {
+        Ok(reply) => reply,
+        Err(e) => Reply::Close(e.to_string()),
+    }
+}

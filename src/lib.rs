@@ -1,0 +1,10 @@
+//! ringmq: a Kafka-compatible, thread-per-core message broker on glommio.
+//! See `../shared/DESIGN.md` (the project's map) for how the parts fit.
+
+pub mod catalog;
+pub mod config;
+pub mod kafka;
+pub mod metrics;
+pub mod net;
+pub mod runtime;
+pub mod storage;

@@ -1,0 +1,94 @@
+//! One client connection: a reader that frames requests and starts a handler
+//! task for each, and a writer that sends the replies in request order. At
+//! most `MAX_IN_FLIGHT` requests per connection are being handled; beyond
+//! that the reader stops reading (back-pressure through TCP).
+
+use std::cell::RefCell;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+
+use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use glommio::channels::local_channel;
+use glommio::net::TcpStream;
+
+use super::framing::read_frame;
+use crate::kafka::{self, Reply};
+use crate::runtime::shard::Shard;
+
+pub const MAX_IN_FLIGHT: usize = 64;
+
+/// A half of a stream shared by one reader and one writer on the same
+/// thread; each borrow lasts a single poll.
+struct Half(Rc<RefCell<TcpStream>>);
+
+impl AsyncRead for Half {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Half {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_write(cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_flush(cx)
+    }
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_close(cx)
+    }
+}
+
+pub async fn serve_connection(shard: Rc<Shard>, stream: TcpStream) {
+    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    let _ = stream.set_nodelay(true);
+    let stream = Rc::new(RefCell::new(stream));
+    let (tx, rx) = local_channel::new_bounded::<glommio::task::JoinHandle<Reply>>(MAX_IN_FLIGHT);
+
+    let writer_peer = peer.clone();
+    let mut writer = Half(stream.clone());
+    let writer_task = glommio::spawn_local(async move {
+        while let Some(handle) = rx.recv().await {
+            let reply = handle.await.unwrap_or_else(|| Reply::Close("request handler was cancelled".into()));
+            match reply {
+                Reply::Frame(chunks) => {
+                    for chunk in chunks {
+                        if let Err(e) = writer.write_all(&chunk).await {
+                            tracing::debug!(peer = %writer_peer, error = %e, "write failed; closing");
+                            return;
+                        }
+                    }
+                }
+                Reply::Nothing => {}
+                Reply::Close(reason) => {
+                    tracing::warn!(peer = %writer_peer, %reason, "closing connection");
+                    return;
+                }
+            }
+        }
+    });
+
+    let mut reader = Half(stream.clone());
+    let max_bytes = shard.config.max_request_bytes;
+    loop {
+        let (handle, framing_broken) = match read_frame(&mut reader, max_bytes).await {
+            Ok(Some(frame)) => {
+                let shard = shard.clone();
+                (glommio::spawn_local(async move { kafka::handle(&shard, frame).await }).detach(), false)
+            }
+            Ok(None) => break,
+            Err(e) => {
+                // Earlier requests are still answered; then the writer closes.
+                let reason = e.to_string();
+                (glommio::spawn_local(async move { Reply::Close(reason) }).detach(), true)
+            }
+        };
+        if tx.send(handle).await.is_err() || framing_broken {
+            break;
+        }
+    }
+    drop(tx);
+    writer_task.await;
+    let _ = stream.borrow().shutdown(std::net::Shutdown::Both).await;
+}

@@ -1,0 +1,47 @@
+//! The metrics endpoint: a minimal HTTP/1.0 server answering `GET /metrics`
+//! (Prometheus text, rendered by `crate::metrics`) and `GET /health`.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Instant;
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+
+use crate::runtime::shard::Shard;
+
+const MAX_REQUEST_HEAD_BYTES: usize = 8192;
+
+pub fn start(shard: Rc<Shard>, addr: SocketAddr, started: Instant) -> std::io::Result<SocketAddr> {
+    let listener = glommio::net::TcpListener::bind(addr).map_err(std::io::Error::from)?;
+    let bound = listener.local_addr().map_err(std::io::Error::from)?;
+    glommio::spawn_local(async move {
+        loop {
+            let Ok(mut stream) = listener.accept().await else { continue };
+            let shard = shard.clone();
+            glommio::spawn_local(async move {
+                let mut head = Vec::with_capacity(512);
+                let mut buf = [0u8; 512];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_REQUEST_HEAD_BYTES {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
+                let (status, body) = if line.starts_with(b"GET /metrics") {
+                    ("200 OK", crate::metrics::render(&shard, started))
+                } else if line.starts_with(b"GET /health") {
+                    ("200 OK", "ok\n".to_string())
+                } else {
+                    ("404 Not Found", "not found\n".to_string())
+                };
+                let response = format!("HTTP/1.0 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+                let _ = stream.write_all(response.as_bytes()).await;
+                let _ = stream.close().await;
+            })
+            .detach();
+        }
+    })
+    .detach();
+    Ok(bound)
+}

@@ -1,0 +1,305 @@
+//! Group commit: the one task per partition that writes to its segment files.
+//!
+//! Flush/ack contract (kept here):
+//! - Appends queue in `LogState::pending` with offsets already assigned.
+//! - While a write (+ fdatasync) is in flight, new appends keep queueing; when
+//!   it completes, everything queued (up to `commit_max_bytes`) goes out as the
+//!   next single O_DIRECT write of the page-aligned range from the start of the
+//!   partly filled last page, followed by one fdatasync (`flush=always`).
+//! - Only after that does the high watermark move past those batches and their
+//!   producers get their acknowledgement. Under `flush=interval:<ms>` the
+//!   acknowledgement follows the write and a timer issues the fdatasync.
+//! - Writes to one file never overlap: this task is the only writer and keeps
+//!   one write in flight.
+//! - A failed write or fdatasync fails every queued append (KAFKA_STORAGE_ERROR
+//!   to producers), rewinds the log end offset to the high watermark, and
+//!   leaves the durable data as it was; the next commit rewrites from the same
+//!   page.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use super::log::{CachedBatch, PartitionLog, PendingBatch};
+use super::segment::{self, ActiveSegment, SealedSegment};
+use super::{gerr, FlushPolicy, StorageError, PAGE_BYTES};
+
+impl PartitionLog {
+    /// Spawns the committer (and, under `flush=interval`, the fsync timer).
+    pub(crate) fn start_tasks(self: &Rc<Self>) {
+        let log = self.clone();
+        self.committer_running.set(true);
+        glommio::spawn_local(async move {
+            log.commit_loop().await;
+            log.committer_running.set(false);
+            log.committer_done.notify(usize::MAX);
+        })
+        .detach();
+        if let FlushPolicy::Interval(period) = self.config.borrow().flush {
+            let log = self.clone();
+            glommio::spawn_local(async move {
+                while !log.closed.get() {
+                    glommio::timer::sleep(period).await;
+                    let file = log.state.borrow().active.file.clone();
+                    if let Err(e) = file.fdatasync().await {
+                        tracing::error!(topic = %log.topic, partition = log.partition, error = %e, "periodic fdatasync failed");
+                    }
+                }
+            })
+            .detach();
+        }
+        self.maybe_prepare_next();
+    }
+
+    async fn commit_loop(self: &Rc<Self>) {
+        loop {
+            let listener = self.work_queued.listen();
+            let has_work = !self.state.borrow().pending.is_empty();
+            if !has_work {
+                if self.closed.get() {
+                    return;
+                }
+                listener.await;
+                continue;
+            }
+            let linger = self.config.borrow().commit_linger;
+            if linger > Duration::ZERO && !self.closed.get() {
+                glommio::timer::sleep(linger).await;
+            }
+            if let Err(error) = self.commit_once().await {
+                self.fail_pending(error);
+            }
+        }
+    }
+
+    /// Takes the next run of queued batches and makes it durable.
+    async fn commit_once(self: &Rc<Self>) -> Result<(), StorageError> {
+        let needs_roll = self.state.borrow().pending.front().is_some_and(|b| b.starts_segment);
+        if needs_roll {
+            let base = self.state.borrow().pending.front().map(|b| b.base_offset).unwrap_or_default();
+            self.roll(base).await?;
+            if let Some(front) = self.state.borrow_mut().pending.front_mut() {
+                front.starts_segment = false;
+            }
+        }
+        let (commit_max, flush) = {
+            let c = self.config.borrow();
+            (c.commit_max_bytes, c.flush)
+        };
+        // The run: queued batches up to the size cap (at least one) and up to
+        // the next segment boundary. They stay queued until the write is done.
+        let (count, run_bytes) = {
+            let s = self.state.borrow();
+            let mut count = 0;
+            let mut bytes = 0usize;
+            for (i, b) in s.pending.iter().enumerate() {
+                if i > 0 && (b.starts_segment || bytes + b.data.len() > commit_max) {
+                    break;
+                }
+                bytes += b.data.len();
+                count += 1;
+            }
+            (count, bytes)
+        };
+        let (file, page_start, buf) = {
+            let s = self.state.borrow();
+            let active = &s.active;
+            assert!(active.written_bytes + run_bytes as u64 <= active.capacity_bytes, "run must fit the active segment");
+            let page_start = active.tail_page_start();
+            let carried = (active.written_bytes - page_start) as usize;
+            let total = align_up(carried + run_bytes);
+            let mut buf = active.file.alloc_dma_buffer(total);
+            let out = buf.as_bytes_mut();
+            out[..carried].copy_from_slice(&active.tail_page[..carried]);
+            let mut pos = carried;
+            for b in s.pending.iter().take(count) {
+                out[pos..pos + b.data.len()].copy_from_slice(&b.data);
+                pos += b.data.len();
+            }
+            out[pos..].fill(0);
+            (active.file.clone(), page_start, buf)
+        };
+        let path = self.state.borrow().active.path.clone();
+        // The last page of this write becomes the next commit's carried page.
+        let mut last_page = Box::new([0u8; PAGE_BYTES]);
+        let total = buf.len();
+        last_page.copy_from_slice(&buf.as_bytes()[total - PAGE_BYTES..total]);
+        file.write_at(buf, page_start).await.map_err(gerr(format!("write {}", path.display())))?;
+        if flush == FlushPolicy::Always {
+            file.fdatasync().await.map_err(gerr(format!("fdatasync {}", path.display())))?;
+        }
+
+        let mut done = Vec::with_capacity(count);
+        {
+            let mut s = self.state.borrow_mut();
+            let interval = self.config.borrow().index_interval_bytes;
+            let tail_max = self.config.borrow().tail_cache_bytes;
+            let mut position = s.active.written_bytes;
+            for _ in 0..count {
+                let Some(b) = s.pending.pop_front() else { break };
+                let PendingBatch { base_offset, last_offset, max_timestamp_ms, data, done: waiter, .. } = b;
+                let active = &mut s.active;
+                let relative = (base_offset - active.base_offset) as u32;
+                active.index.on_batch(relative, position as u32, data.len() as u64, interval);
+                active.max_timestamp_ms = active.max_timestamp_ms.max(max_timestamp_ms);
+                position += data.len() as u64;
+                s.high_watermark = last_offset + 1;
+                s.tail_bytes += data.len();
+                s.tail.push_back(CachedBatch { base_offset, last_offset, data });
+                if let Some(w) = waiter {
+                    done.push(w);
+                }
+            }
+            while s.tail_bytes > tail_max && s.tail.len() > 1 {
+                if let Some(old) = s.tail.pop_front() {
+                    s.tail_bytes -= old.data.len();
+                }
+            }
+            let new_written = s.active.written_bytes + run_bytes as u64;
+            let active = &mut s.active;
+            active.written_bytes = new_written;
+            if new_written % PAGE_BYTES as u64 == 0 {
+                // The end sits on a page boundary: the next page is empty.
+                active.tail_page.fill(0);
+            } else {
+                // The page holding the end is the last page of this write.
+                active.tail_page = last_page;
+            }
+            s.pending_bytes -= run_bytes;
+            assert_eq!(position, s.active.written_bytes);
+        }
+        self.commits.set(self.commits.get() + 1);
+        self.committed_bytes.set(self.committed_bytes.get() + run_bytes as u64);
+        for w in done {
+            let _ = w.send(Ok(()));
+        }
+        self.hw_changed.notify(usize::MAX);
+        self.space_freed.notify(usize::MAX);
+        self.maybe_prepare_next();
+        Ok(())
+    }
+
+    /// Fails every queued append and rewinds the log end to what is written.
+    fn fail_pending(&self, error: StorageError) {
+        tracing::error!(topic = %self.topic, partition = self.partition, %error, "commit failed; failing queued appends");
+        let mut s = self.state.borrow_mut();
+        let waiters: Vec<_> = s.pending.drain(..).filter_map(|b| b.done).collect();
+        s.pending_bytes = 0;
+        s.log_end_offset = s.high_watermark;
+        s.enqueued_segment_bytes = s.active.written_bytes;
+        drop(s);
+        let message = error.to_string();
+        let disk_full = matches!(error, StorageError::DiskFull { .. });
+        for w in waiters {
+            let e = if disk_full {
+                StorageError::DiskFull { context: message.clone() }
+            } else {
+                StorageError::Io { context: message.clone(), source: std::io::Error::other("commit failed") }
+            };
+            let _ = w.send(Err(e));
+        }
+        self.space_freed.notify(usize::MAX);
+    }
+
+    /// Starts preparing the next segment file once the active one is half full.
+    pub(crate) fn maybe_prepare_next(self: &Rc<Self>) {
+        {
+            let s = self.state.borrow();
+            if self.preparing.get() || s.prepared.is_some() || self.closed.get() {
+                return;
+            }
+            if s.active.written_bytes < s.active.capacity_bytes / 2 {
+                return;
+            }
+        }
+        self.spawn_prepare();
+    }
+
+    fn spawn_prepare(self: &Rc<Self>) {
+        if self.preparing.replace(true) {
+            return;
+        }
+        let log = self.clone();
+        glommio::spawn_local(async move {
+            let (capacity, mode) = {
+                let c = log.config.borrow();
+                (align_up(c.segment_bytes as usize) as u64, c.preallocation)
+            };
+            match segment::prepare_next(&log.dir, capacity, mode).await {
+                Ok(p) => log.state.borrow_mut().prepared = Some(p),
+                Err(e) => tracing::warn!(topic = %log.topic, partition = log.partition, error = %e, "preparing the next segment failed; will retry at roll"),
+            }
+            log.preparing.set(false);
+            log.prepared_ready.notify(usize::MAX);
+        })
+        .detach();
+    }
+
+    /// Seals the active segment and makes the prepared file the new active
+    /// segment starting at `base_offset`.
+    async fn roll(self: &Rc<Self>, base_offset: i64) -> Result<(), StorageError> {
+        // 1. Wait for (or make) the prepared file.
+        loop {
+            let listener = self.prepared_ready.listen();
+            if self.state.borrow().prepared.is_some() {
+                break;
+            }
+            if !self.preparing.get() {
+                self.spawn_prepare();
+            }
+            listener.await;
+            if self.state.borrow().prepared.is_none() && !self.preparing.get() {
+                return Err(StorageError::io(
+                    format!("prepare next segment in {}", self.dir.display()),
+                    std::io::Error::other("preparation failed"),
+                ));
+            }
+        }
+        // 2. Seal: cut the old file to its data, make that durable, write its index.
+        let (old_file, old_path, written, old_base, index_bytes) = {
+            let s = self.state.borrow();
+            let a = &s.active;
+            (a.file.clone(), a.path.clone(), a.written_bytes, a.base_offset, a.index.encode(a.max_timestamp_ms))
+        };
+        old_file.truncate(written).await.map_err(gerr(format!("truncate {}", old_path.display())))?;
+        old_file.fdatasync().await.map_err(gerr(format!("fdatasync {}", old_path.display())))?;
+        let index_path = self.dir.join(segment::index_file_name(old_base));
+        segment::blocking(move || std::fs::write(&index_path, index_bytes)).await
+            .map_err(|e| StorageError::io("write segment index", e))?;
+        // 3. Name the prepared file after the new base offset, durably.
+        let prepared = self.state.borrow_mut().prepared.take().ok_or(StorageError::Closed)?;
+        let new_path = self.dir.join(segment::log_file_name(base_offset));
+        prepared.file.rename(&new_path).await.map_err(gerr(format!("rename to {}", new_path.display())))?;
+        segment::sync_dir(&self.dir).await?;
+        let new_data = segment::map_file(&new_path, prepared.capacity_bytes)?;
+        let sealed_data = segment::map_file(&old_path, written)?;
+
+        let mut s = self.state.borrow_mut();
+        let next_offset = base_offset;
+        let new_active = ActiveSegment {
+            base_offset,
+            file: Rc::new(prepared.file),
+            path: new_path,
+            capacity_bytes: prepared.capacity_bytes,
+            written_bytes: 0,
+            data: new_data,
+            index: Default::default(),
+            max_timestamp_ms: -1,
+            tail_page: Box::new([0u8; PAGE_BYTES]),
+        };
+        let old = std::mem::replace(&mut s.active, new_active);
+        s.sealed.insert(
+            old.base_offset,
+            SealedSegment { base_offset: old.base_offset, next_offset, data: sealed_data, index: old.index, max_timestamp_ms: old.max_timestamp_ms, path: old.path },
+        );
+        drop(s);
+        if let Ok(f) = Rc::try_unwrap(old.file) {
+            let _ = f.close().await;
+        }
+        tracing::debug!(topic = %self.topic, partition = self.partition, base_offset, "rolled segment");
+        Ok(())
+    }
+}
+
+pub(crate) fn align_up(n: usize) -> usize {
+    n.div_ceil(PAGE_BYTES) * PAGE_BYTES
+}

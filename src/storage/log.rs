@@ -1,0 +1,249 @@
+//! `PartitionLog`: the state of one partition's log on its owning shard, and
+//! the producer-facing `append`. Committing lives in `appender.rs`, reading in
+//! `reader.rs`, opening and repair in `recovery.rs`, deletion in `retention.rs`.
+//!
+//! Offsets: `log_end_offset` is the next offset to assign (appends waiting for
+//! a commit included); `high_watermark` is the end of what consumers may see
+//! (durable under `flush=always`, written under `flush=interval`).
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+
+use bytes::{Bytes, BytesMut};
+use event_listener::Event;
+use futures_channel::oneshot;
+
+use super::batch;
+use super::segment::{ActiveSegment, PreparedSegment, SealedSegment};
+use super::{LogConfig, StorageError};
+
+/// A batch with its offsets assigned, waiting for its commit.
+pub(crate) struct PendingBatch {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub max_timestamp_ms: i64,
+    pub data: Bytes,
+    /// Starts a new segment: the active one had no room for it.
+    pub starts_segment: bool,
+    /// Completion for the append this batch ends (one per request).
+    pub done: Option<oneshot::Sender<Result<(), StorageError>>>,
+}
+
+/// A committed batch kept in memory for readers.
+pub(crate) struct CachedBatch {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub data: Bytes,
+}
+
+pub(crate) struct LogState {
+    pub sealed: BTreeMap<i64, SealedSegment>,
+    pub active: ActiveSegment,
+    pub prepared: Option<PreparedSegment>,
+    pub log_start_offset: i64,
+    pub log_end_offset: i64,
+    pub high_watermark: i64,
+    /// Bytes the active segment will hold once every pending batch is written.
+    pub enqueued_segment_bytes: u64,
+    pub pending: VecDeque<PendingBatch>,
+    pub pending_bytes: usize,
+    pub tail: VecDeque<CachedBatch>,
+    pub tail_bytes: usize,
+}
+
+pub struct PartitionLog {
+    pub topic: String,
+    pub partition: i32,
+    pub(crate) dir: PathBuf,
+    pub(crate) config: RefCell<LogConfig>,
+    pub(crate) state: RefCell<LogState>,
+    /// Fired when the high watermark moves or the log closes.
+    pub(crate) hw_changed: Event,
+    /// Fired when a batch is queued for commit or the log closes.
+    pub(crate) work_queued: Event,
+    /// Fired when a commit frees pending space.
+    pub(crate) space_freed: Event,
+    /// Fired when a prepared segment becomes available.
+    pub(crate) prepared_ready: Event,
+    pub(crate) preparing: Cell<bool>,
+    pub(crate) closed: Cell<bool>,
+    /// Set while the committer task runs; `close` waits for it to finish.
+    pub(crate) committer_done: Event,
+    pub(crate) committer_running: Cell<bool>,
+    /// Completed group commits and the bytes they made durable.
+    pub(crate) commits: Cell<u64>,
+    pub(crate) committed_bytes: Cell<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckWait {
+    /// acks=0: return once queued.
+    None,
+    /// acks=1/-1: return once the commit covering the batch completed.
+    Commit,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct AppendOutcome {
+    pub base_offset: i64,
+    pub log_start_offset: i64,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Offsets {
+    pub log_start_offset: i64,
+    pub high_watermark: i64,
+    pub log_end_offset: i64,
+}
+
+impl PartitionLog {
+    pub fn offsets(&self) -> Offsets {
+        let s = self.state.borrow();
+        Offsets { log_start_offset: s.log_start_offset, high_watermark: s.high_watermark, log_end_offset: s.log_end_offset }
+    }
+
+    pub fn commit_count(&self) -> u64 {
+        self.commits.get()
+    }
+
+    pub fn committed_bytes(&self) -> u64 {
+        self.committed_bytes.get()
+    }
+
+    pub fn high_watermark(&self) -> i64 {
+        self.state.borrow().high_watermark
+    }
+
+    pub fn config(&self) -> LogConfig {
+        self.config.borrow().clone()
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.get()
+    }
+
+    /// Validates the batches of one produce request, assigns their offsets,
+    /// queues them for the group commit and, with `AckWait::Commit`, waits
+    /// until that commit covers them.
+    ///
+    /// `records` is the producer's bytes, owned: offsets are patched in place
+    /// and the batches are kept as slices of it (no copy until the DMA write).
+    pub async fn append(&self, mut records: BytesMut, wait: AckWait) -> Result<AppendOutcome, StorageError> {
+        if self.closed.get() {
+            return Err(StorageError::Closed);
+        }
+        let (max_bytes, capacity, pending_max) = {
+            let c = self.config.borrow();
+            (c.max_message_bytes, c.segment_bytes, c.pending_max_bytes)
+        };
+        let batches = batch::validate_all(&records, max_bytes)?;
+        let total_bytes = records.len();
+        if batches.iter().any(|(r, _)| r.len() as u64 > capacity) {
+            return Err(StorageError::TooLarge { bytes: total_bytes, max: capacity as usize });
+        }
+        // Back-pressure: a bounded amount may wait for the disk.
+        loop {
+            let listener = {
+                let s = self.state.borrow();
+                if s.pending_bytes == 0 || s.pending_bytes + total_bytes <= pending_max {
+                    break;
+                }
+                self.space_freed.listen()
+            };
+            if self.closed.get() {
+                return Err(StorageError::Closed);
+            }
+            listener.await;
+        }
+        if self.closed.get() {
+            return Err(StorageError::Closed);
+        }
+
+        let (tx, rx) = oneshot::channel();
+        let mut state = self.state.borrow_mut();
+        let base_offset = state.log_end_offset;
+        let mut next_offset = base_offset;
+        for (range, header) in &batches {
+            batch::patch_base_offset(&mut records[range.clone()], next_offset, 0);
+            next_offset += i64::from(header.last_offset_delta) + 1;
+        }
+        let records = records.freeze();
+        let count = batches.len();
+        let mut offset = base_offset;
+        for (i, (range, header)) in batches.into_iter().enumerate() {
+            let len = range.len() as u64;
+            let starts_segment = state.enqueued_segment_bytes > 0 && state.enqueued_segment_bytes + len > capacity;
+            if starts_segment {
+                state.enqueued_segment_bytes = 0;
+            }
+            state.enqueued_segment_bytes += len;
+            let last_offset = offset + i64::from(header.last_offset_delta);
+            state.pending.push_back(PendingBatch {
+                base_offset: offset,
+                last_offset,
+                max_timestamp_ms: header.max_timestamp,
+                data: records.slice(range),
+                starts_segment,
+                done: None,
+            });
+            offset = last_offset + 1;
+            if i + 1 == count {
+                if let Some(last) = state.pending.back_mut() {
+                    last.done = Some(tx);
+                }
+                break;
+            }
+        }
+        debug_assert_eq!(offset, next_offset);
+        state.log_end_offset = next_offset;
+        state.pending_bytes += total_bytes;
+        let log_start_offset = state.log_start_offset;
+        drop(state);
+        self.work_queued.notify(usize::MAX);
+
+        if wait == AckWait::Commit {
+            match rx.await {
+                Ok(result) => result?,
+                Err(_) => return Err(StorageError::Closed),
+            }
+        }
+        Ok(AppendOutcome { base_offset, log_start_offset })
+    }
+
+    /// Waits until the high watermark is past `offset`, the log closes, or
+    /// `timeout` passes.
+    pub async fn wait_for_data(&self, offset: i64, timeout: std::time::Duration) {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let listener = self.hw_changed.listen();
+            if self.closed.get() || self.high_watermark() > offset {
+                return;
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return;
+            }
+            let timer = glommio::timer::Timer::new(deadline - now);
+            futures_lite::future::or(async { listener.await; }, async { timer.await; }).await;
+        }
+    }
+
+    /// Stops accepting appends, lets the committer finish what is queued, and
+    /// wakes every waiter.
+    pub async fn close(&self) {
+        self.closed.set(true);
+        loop {
+            let listener = self.committer_done.listen();
+            if !self.committer_running.get() {
+                break;
+            }
+            self.work_queued.notify(usize::MAX);
+            listener.await;
+        }
+        self.hw_changed.notify(usize::MAX);
+        self.space_freed.notify(usize::MAX);
+        let file = self.state.borrow().active.file.clone();
+        let _ = file.fdatasync().await;
+    }
+}

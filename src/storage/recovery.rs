@@ -1,0 +1,204 @@
+//! Opening a partition's log at start-up, and repairing its torn tail.
+//!
+//! Sealed segments are trusted up to their file length (they were truncated
+//! to their data and fsynced when sealed); their index is loaded, or rebuilt
+//! by a scan when missing or damaged. The last segment is scanned batch by
+//! batch (length, magic 2, CRC-32C, offset continuity): the first invalid
+//! batch and everything after it were never acknowledged (their commit did not
+//! finish), so they are dropped, logged, and overwritten with zeros on disk.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use event_listener::Event;
+
+use super::appender::align_up;
+use super::batch::{self, ScanStop};
+use super::index::SparseIndex;
+use super::log::{LogState, PartitionLog};
+use super::segment::{self, ActiveSegment, SealedSegment};
+use super::{gerr, LogConfig, StorageError, PAGE_BYTES};
+
+impl PartitionLog {
+    /// Opens (or creates) the log in `dir` and starts its committer.
+    pub async fn open(dir: PathBuf, topic: String, partition: i32, config: LogConfig) -> Result<Rc<PartitionLog>, StorageError> {
+        std::fs::create_dir_all(&dir).map_err(|e| StorageError::io(format!("create {}", dir.display()), e))?;
+        let mut bases = Vec::new();
+        for entry in std::fs::read_dir(&dir).map_err(|e| StorageError::io(format!("list {}", dir.display()), e))? {
+            let entry = entry.map_err(|e| StorageError::io(format!("list {}", dir.display()), e))?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if let Some(base) = segment::parse_log_file_name(&name) {
+                bases.push(base);
+            } else if name == segment::PREPARED_FILE_NAME {
+                // A half-prepared file from before a crash; prepared again later.
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        bases.sort_unstable();
+        let capacity = align_up(config.segment_bytes as usize) as u64;
+
+        if bases.is_empty() {
+            let prepared = segment::prepare_next(&dir, capacity, config.preallocation).await?;
+            let path = dir.join(segment::log_file_name(0));
+            prepared.file.rename(&path).await.map_err(gerr(format!("rename to {}", path.display())))?;
+            segment::sync_dir(&dir).await?;
+            drop(prepared.file);
+            bases.push(0);
+        }
+
+        let mut sealed = BTreeMap::new();
+        for pair in bases.windows(2) {
+            let (base, next_base) = (pair[0], pair[1]);
+            let seg = open_sealed(&dir, base, next_base)?;
+            sealed.insert(base, seg);
+        }
+        let last_base = *bases.last().unwrap_or(&0);
+        let active = recover_active(&dir, &topic, partition, last_base, capacity, &config).await?;
+        let log_end_offset = active.1;
+        let active = active.0;
+        let log_start_offset = bases.first().copied().unwrap_or(0);
+
+        let enqueued = active.written_bytes;
+        let log = Rc::new(PartitionLog {
+            topic,
+            partition,
+            dir,
+            config: RefCell::new(config),
+            state: RefCell::new(LogState {
+                sealed,
+                active,
+                prepared: None,
+                log_start_offset,
+                log_end_offset,
+                high_watermark: log_end_offset,
+                enqueued_segment_bytes: enqueued,
+                pending: VecDeque::new(),
+                pending_bytes: 0,
+                tail: VecDeque::new(),
+                tail_bytes: 0,
+            }),
+            hw_changed: Event::new(),
+            work_queued: Event::new(),
+            space_freed: Event::new(),
+            prepared_ready: Event::new(),
+            preparing: Cell::new(false),
+            closed: Cell::new(false),
+            committer_done: Event::new(),
+            committer_running: Cell::new(false),
+            commits: Cell::new(0),
+            committed_bytes: Cell::new(0),
+        });
+        log.start_tasks();
+        Ok(log)
+    }
+}
+
+fn open_sealed(dir: &Path, base: i64, next_base: i64) -> Result<SealedSegment, StorageError> {
+    let path = dir.join(segment::log_file_name(base));
+    let len = std::fs::metadata(&path).map_err(|e| StorageError::io(format!("stat {}", path.display()), e))?.len();
+    let data = segment::map_file(&path, len)?;
+    let index_path = dir.join(segment::index_file_name(base));
+    let loaded = std::fs::read(&index_path).ok().and_then(|b| SparseIndex::decode(&b, len.max(1)));
+    let (index, max_timestamp_ms) = match loaded {
+        Some(found) => found,
+        None => {
+            let mut index = SparseIndex::new();
+            let mut max_ts = -1;
+            let outcome = batch::scan(&data, Some(base), |pos, h| {
+                index.on_batch((h.base_offset - base) as u32, pos as u32, h.total_bytes() as u64, 4096);
+                max_ts = max_ts.max(h.max_timestamp);
+            });
+            if let ScanStop::Invalid { position, error } = outcome.stop {
+                tracing::warn!(segment = %path.display(), position, %error, "sealed segment has an invalid batch; reads stop there");
+            }
+            let _ = std::fs::write(&index_path, index.encode(max_ts));
+            (index, max_ts)
+        }
+    };
+    Ok(SealedSegment { base_offset: base, next_offset: next_base, data, index, max_timestamp_ms, path })
+}
+
+/// Scans the last segment, drops an invalid tail, re-extends the file to its
+/// capacity, and returns it as the active segment with the log end offset.
+async fn recover_active(dir: &Path, topic: &str, partition: i32, base: i64, capacity: u64, config: &LogConfig) -> Result<(ActiveSegment, i64), StorageError> {
+    let path = dir.join(segment::log_file_name(base));
+    let file_len = std::fs::metadata(&path).map_err(|e| StorageError::io(format!("stat {}", path.display()), e))?.len();
+    let data = segment::map_file(&path, file_len)?;
+    let mut index = SparseIndex::new();
+    let mut max_timestamp_ms = -1;
+    let outcome = batch::scan(&data, Some(base), |pos, h| {
+        index.on_batch((h.base_offset - base) as u32, pos as u32, h.total_bytes() as u64, config.index_interval_bytes);
+        max_timestamp_ms = max_timestamp_ms.max(h.max_timestamp);
+    });
+    let valid = outcome.valid_bytes as u64;
+    let log_end_offset = outcome.next_offset.unwrap_or(base);
+    if let ScanStop::Invalid { position, error } = &outcome.stop {
+        tracing::warn!(
+            topic,
+            partition,
+            segment = %path.display(),
+            position,
+            kept_batches = outcome.batches,
+            next_offset = log_end_offset,
+            %error,
+            "recovery: dropped invalid tail of the last segment (never acknowledged)"
+        );
+    }
+    // Garbage after the valid end: a write that was cut off. It ends within
+    // one commit's reach of `valid`; zero until a long enough run of zeros.
+    let zero_run_needed = config.commit_max_bytes + 2 * PAGE_BYTES;
+    let mut garbage_end = valid;
+    let mut zeros = 0usize;
+    let mut pos = valid as usize;
+    while pos < data.len() && zeros < zero_run_needed {
+        let page_end = ((pos / PAGE_BYTES) + 1) * PAGE_BYTES;
+        let end = page_end.min(data.len());
+        if data[pos..end].iter().all(|&b| b == 0) {
+            zeros += end - pos;
+        } else {
+            zeros = 0;
+            garbage_end = end as u64;
+        }
+        pos = end;
+    }
+    let mut tail_page = Box::new([0u8; PAGE_BYTES]);
+    let page_start = valid / PAGE_BYTES as u64 * PAGE_BYTES as u64;
+    tail_page[..(valid - page_start) as usize].copy_from_slice(&data[page_start as usize..valid as usize]);
+    drop(data);
+
+    let file = segment::open_rw(&path).await?;
+    if garbage_end > valid {
+        let len = align_up((garbage_end - page_start) as usize);
+        let mut buf = file.alloc_dma_buffer(len);
+        let out = buf.as_bytes_mut();
+        out.fill(0);
+        out[..PAGE_BYTES].copy_from_slice(&tail_page[..]);
+        file.write_at(buf, page_start).await.map_err(gerr(format!("zero torn tail of {}", path.display())))?;
+        tracing::info!(segment = %path.display(), from = valid, to = garbage_end, "zeroed torn bytes after the valid end");
+    }
+    let capacity = capacity.max(align_up(file_len as usize) as u64);
+    if file_len < capacity {
+        segment::preallocate(&file, file_len, capacity, config.preallocation, &path).await?;
+    } else {
+        file.fdatasync().await.map_err(gerr(format!("fdatasync {}", path.display())))?;
+    }
+    let data = segment::map_file(&path, capacity)?;
+    Ok((
+        ActiveSegment {
+            base_offset: base,
+            file: Rc::new(file),
+            path,
+            capacity_bytes: capacity,
+            written_bytes: valid,
+            data,
+            index,
+            max_timestamp_ms,
+            tail_page,
+        },
+        log_end_offset,
+    ))
+}
+

@@ -1,0 +1,58 @@
+//! Retention: deletes whole sealed segments, oldest first, while the log is
+//! over `retention.bytes` or a segment's newest record is older than
+//! `retention.ms`. The active segment is never deleted. Readers holding slices
+//! of a deleted segment keep its map (and so its data) until they drop them.
+
+use super::log::PartitionLog;
+use super::segment;
+use super::{now_ms, StorageError};
+
+impl PartitionLog {
+    /// Applies retention once; returns the number of segments deleted.
+    pub async fn enforce_retention(&self) -> Result<usize, StorageError> {
+        let (retention_bytes, retention_ms) = {
+            let c = self.config.borrow();
+            (c.retention_bytes, c.retention_ms)
+        };
+        let now = now_ms();
+        let mut doomed = Vec::new();
+        {
+            let mut s = self.state.borrow_mut();
+            let mut total: u64 = s.sealed.values().map(|seg| seg.size_bytes()).sum::<u64>() + s.active.written_bytes;
+            while let Some((&base, seg)) = s.sealed.iter().next() {
+                let over_size = retention_bytes >= 0 && total - seg.size_bytes() >= retention_bytes as u64;
+                let too_old = retention_ms >= 0 && seg.max_timestamp_ms >= 0 && seg.max_timestamp_ms < now - retention_ms;
+                if !(over_size || too_old) {
+                    break;
+                }
+                total -= seg.size_bytes();
+                let next = seg.next_offset;
+                if let Some(seg) = s.sealed.remove(&base) {
+                    doomed.push((seg.path.clone(), self.dir.join(segment::index_file_name(base))));
+                }
+                s.log_start_offset = next;
+                while s.tail.front().is_some_and(|b| b.base_offset < next) {
+                    if let Some(b) = s.tail.pop_front() {
+                        s.tail_bytes -= b.data.len();
+                    }
+                }
+            }
+        }
+        if doomed.is_empty() {
+            return Ok(0);
+        }
+        let count = doomed.len();
+        tracing::info!(topic = %self.topic, partition = self.partition, segments = count, log_start_offset = self.offsets().log_start_offset, "retention deleted segments");
+        segment::blocking(move || {
+            for (log, index) in doomed {
+                std::fs::remove_file(&log)?;
+                let _ = std::fs::remove_file(&index);
+            }
+            Ok::<(), std::io::Error>(())
+        })
+        .await
+        .map_err(|e| StorageError::io("delete segment", e))?;
+        segment::sync_dir(&self.dir).await?;
+        Ok(count)
+    }
+}
