@@ -146,3 +146,66 @@ pub async fn handle(shard: &Rc<Shard>, frame: Bytes) -> Reply {
         Err(e) => Reply::Close(e.to_string()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::{MetadataRequest, ProduceRequest};
+
+    fn frame(api: i16, version: i16, body: &[u8], flexible_header: bool) -> Bytes {
+        let mut b = BytesMut::new();
+        b.put_i16(api);
+        b.put_i16(version);
+        b.put_i32(42);
+        b.put_i16(-1); // null client id
+        if flexible_header {
+            b.put_u8(0);
+        }
+        b.put_slice(body);
+        b.freeze()
+    }
+
+    #[test]
+    fn header_of_supported_request_is_parsed() {
+        let f = frame(3, 1, &[0xff, 0xff, 0xff, 0xff], false);
+        let (ctx, body_start) = parse_header(&f).expect("header");
+        assert_eq!((ctx.api_key, ctx.api_version, ctx.correlation_id), (ApiKey::Metadata, 1, 42));
+        assert_eq!(body_start, 10);
+    }
+
+    #[test]
+    fn unknown_api_key_is_an_error() {
+        assert!(matches!(parse_header(&frame(999, 0, &[], false)), Err(RequestError::UnknownApi(999))));
+    }
+
+    #[test]
+    fn unsupported_version_is_an_error_except_for_api_versions() {
+        assert!(matches!(parse_header(&frame(0, 1, &[], false)), Err(RequestError::UnsupportedVersion { .. })));
+        assert!(parse_header(&frame(18, 99, &[], false)).is_ok());
+    }
+
+    #[test]
+    fn forged_array_count_in_non_flexible_request_fails_without_reserving_it() {
+        // Metadata v1: topics array claiming i32::MAX entries in 4 bytes.
+        let f = frame(3, 1, &0x7fff_ffffi32.to_be_bytes(), false);
+        let (ctx, start) = parse_header(&f).expect("header");
+        assert!(decode_body::<MetadataRequest>(&ctx, f.slice(start..)).is_err());
+        // Produce v3: no transactional id, acks, timeout, topics count i32::MAX.
+        let mut body = BytesMut::new();
+        body.put_i16(-1);
+        body.put_i16(-1);
+        body.put_i32(1000);
+        body.put_i32(i32::MAX);
+        let f = frame(0, 3, &body, false);
+        let (ctx, start) = parse_header(&f).expect("header");
+        assert!(decode_body::<ProduceRequest>(&ctx, f.slice(start..)).is_err());
+    }
+
+    #[test]
+    fn forged_array_count_in_flexible_request_fails_without_reserving_it() {
+        // Metadata v9: compact topics array with count 2^31 as an unsigned varint.
+        let f = frame(3, 9, &[0x80, 0x80, 0x80, 0x80, 0x08], true);
+        let (ctx, start) = parse_header(&f).expect("header");
+        assert!(decode_body::<MetadataRequest>(&ctx, f.slice(start..)).is_err());
+    }
+}

@@ -2,10 +2,13 @@
 //!
 //! Flush/ack contract (kept here):
 //! - Appends queue in `LogState::pending` with offsets already assigned.
-//! - While a write (+ fdatasync) is in flight, new appends keep queueing; when
-//!   it completes, everything queued (up to `commit_max_bytes`) goes out as the
+//! - While a commit is in flight, new appends keep queueing; when it
+//!   completes, everything queued (up to `commit_max_bytes`) goes out as the
 //!   next single O_DIRECT write of the page-aligned range from the start of the
-//!   partly filled last page, followed by one fdatasync (`flush=always`).
+//!   partly filled last page. Under `flush=always` the segment is opened
+//!   O_DSYNC, so that write completes only once the data (and the metadata
+//!   needed to read it) is durable: the same guarantee as write + fdatasync,
+//!   in one io_uring operation.
 //! - Only after that does the high watermark move past those batches and their
 //!   producers get their acknowledgement. Under `flush=interval:<ms>` the
 //!   acknowledgement follows the write and a timer issues the fdatasync.
@@ -81,10 +84,7 @@ impl PartitionLog {
                 front.starts_segment = false;
             }
         }
-        let (commit_max, flush) = {
-            let c = self.config.borrow();
-            (c.commit_max_bytes, c.flush)
-        };
+        let commit_max = self.config.borrow().commit_max_bytes;
         // The run: queued batches up to the size cap (at least one) and up to
         // the next segment boundary. They stay queued until the write is done.
         let (count, run_bytes) = {
@@ -123,9 +123,10 @@ impl PartitionLog {
         let mut last_page = Box::new([0u8; PAGE_BYTES]);
         let total = buf.len();
         last_page.copy_from_slice(&buf.as_bytes()[total - PAGE_BYTES..total]);
-        file.write_at(buf, page_start).await.map_err(gerr(format!("write {}", path.display())))?;
-        if flush == FlushPolicy::Always {
-            file.fdatasync().await.map_err(gerr(format!("fdatasync {}", path.display())))?;
+        // Under flush=always the file is O_DSYNC: the write completes durable.
+        let written = file.write_at(buf, page_start).await.map_err(gerr(format!("write {}", path.display())))?;
+        if written != total {
+            return Err(StorageError::io(format!("write {}", path.display()), std::io::Error::other(format!("short write: {written} of {total} bytes"))));
         }
 
         let mut done = Vec::with_capacity(count);
@@ -139,12 +140,14 @@ impl PartitionLog {
                 let PendingBatch { base_offset, last_offset, max_timestamp_ms, data, done: waiter, .. } = b;
                 let active = &mut s.active;
                 let relative = (base_offset - active.base_offset) as u32;
+                let segment_base = active.base_offset;
                 active.index.on_batch(relative, position as u32, data.len() as u64, interval);
                 active.max_timestamp_ms = active.max_timestamp_ms.max(max_timestamp_ms);
+                let batch_position = position;
                 position += data.len() as u64;
                 s.high_watermark = last_offset + 1;
                 s.tail_bytes += data.len();
-                s.tail.push_back(CachedBatch { base_offset, last_offset, data });
+                s.tail.push_back(CachedBatch { base_offset, last_offset, segment_base, position: batch_position, data });
                 if let Some(w) = waiter {
                     done.push(w);
                 }
@@ -267,9 +270,9 @@ impl PartitionLog {
             .map_err(|e| StorageError::io("write segment index", e))?;
         // 3. Name the prepared file after the new base offset, durably.
         let prepared = self.state.borrow_mut().prepared.take().ok_or(StorageError::Closed)?;
-        let new_path = self.dir.join(segment::log_file_name(base_offset));
-        prepared.file.rename(&new_path).await.map_err(gerr(format!("rename to {}", new_path.display())))?;
-        segment::sync_dir(&self.dir).await?;
+        let new_path = segment::install_prepared(&self.dir, &prepared, base_offset).await?;
+        let dsync = self.config.borrow().flush == FlushPolicy::Always;
+        let new_file = segment::open_rw(&new_path, dsync).await?;
         let new_data = segment::map_file(&new_path, prepared.capacity_bytes)?;
         let sealed_data = segment::map_file(&old_path, written)?;
 
@@ -277,7 +280,7 @@ impl PartitionLog {
         let next_offset = base_offset;
         let new_active = ActiveSegment {
             base_offset,
-            file: Rc::new(prepared.file),
+            file: Rc::new(new_file),
             path: new_path,
             capacity_bytes: prepared.capacity_bytes,
             written_bytes: 0,

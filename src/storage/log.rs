@@ -34,6 +34,9 @@ pub(crate) struct PendingBatch {
 pub(crate) struct CachedBatch {
     pub base_offset: i64,
     pub last_offset: i64,
+    /// Base offset of its segment and its byte position there.
+    pub segment_base: i64,
+    pub position: u64,
     pub data: Bytes,
 }
 

@@ -19,7 +19,7 @@ use super::batch::{self, ScanStop};
 use super::index::SparseIndex;
 use super::log::{LogState, PartitionLog};
 use super::segment::{self, ActiveSegment, SealedSegment};
-use super::{gerr, LogConfig, StorageError, PAGE_BYTES};
+use super::{gerr, FlushPolicy, LogConfig, StorageError, PAGE_BYTES};
 
 impl PartitionLog {
     /// Opens (or creates) the log in `dir` and starts its committer.
@@ -42,10 +42,7 @@ impl PartitionLog {
 
         if bases.is_empty() {
             let prepared = segment::prepare_next(&dir, capacity, config.preallocation).await?;
-            let path = dir.join(segment::log_file_name(0));
-            prepared.file.rename(&path).await.map_err(gerr(format!("rename to {}", path.display())))?;
-            segment::sync_dir(&dir).await?;
-            drop(prepared.file);
+            segment::install_prepared(&dir, &prepared, 0).await?;
             bases.push(0);
         }
 
@@ -169,7 +166,7 @@ async fn recover_active(dir: &Path, topic: &str, partition: i32, base: i64, capa
     tail_page[..(valid - page_start) as usize].copy_from_slice(&data[page_start as usize..valid as usize]);
     drop(data);
 
-    let file = segment::open_rw(&path).await?;
+    let file = segment::open_rw(&path, config.flush == FlushPolicy::Always).await?;
     if garbage_end > valid {
         let len = align_up((garbage_end - page_start) as usize);
         let mut buf = file.alloc_dma_buffer(len);

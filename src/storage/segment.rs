@@ -62,10 +62,14 @@ pub async fn sync_dir(dir: &Path) -> Result<(), StorageError> {
         .await
 }
 
-pub async fn open_rw(path: &Path) -> Result<DmaFile, StorageError> {
+/// Opens a segment for appends. With `dsync` (flush=always) every write is
+/// durable when it completes (O_DSYNC): one io_uring operation per commit
+/// instead of a write and an fdatasync, measured faster (README, Performance).
+pub async fn open_rw(path: &Path, dsync: bool) -> Result<DmaFile, StorageError> {
     OpenOptions::new()
         .read(true)
         .write(true)
+        .custom_flags(if dsync { libc::O_DSYNC } else { 0 })
         .dma_open(path)
         .await
         .map_err(gerr(format!("open {}", path.display())))
@@ -95,6 +99,15 @@ pub async fn preallocate(file: &DmaFile, from_bytes: u64, capacity_bytes: u64, m
     Ok(())
 }
 
+/// Renames a prepared file to the segment name for `base_offset`, durably.
+pub async fn install_prepared(dir: &Path, prepared: &PreparedSegment, base_offset: i64) -> Result<PathBuf, StorageError> {
+    let to = dir.join(log_file_name(base_offset));
+    let (from, target) = (prepared.path.clone(), to.clone());
+    blocking(move || std::fs::rename(&from, &target)).await.map_err(|e| StorageError::io(format!("rename to {}", to.display()), e))?;
+    sync_dir(dir).await?;
+    Ok(to)
+}
+
 /// Creates `next.prepared` in `dir`, allocated to `capacity_bytes`.
 pub async fn prepare_next(dir: &Path, capacity_bytes: u64, mode: Preallocation) -> Result<PreparedSegment, StorageError> {
     let path = dir.join(PREPARED_FILE_NAME);
@@ -107,11 +120,12 @@ pub async fn prepare_next(dir: &Path, capacity_bytes: u64, mode: Preallocation) 
         .await
         .map_err(gerr(format!("create {}", path.display())))?;
     preallocate(&file, 0, capacity_bytes, mode, &path).await?;
-    Ok(PreparedSegment { file, path, capacity_bytes })
+    file.close().await.map_err(gerr(format!("close {}", path.display())))?;
+    Ok(PreparedSegment { path, capacity_bytes })
 }
 
+/// A closed, fully allocated (and durable) file waiting to become a segment.
 pub struct PreparedSegment {
-    pub file: DmaFile,
     pub path: PathBuf,
     pub capacity_bytes: u64,
 }

@@ -1,0 +1,282 @@
+//! Acknowledged writes survive SIGKILL: a producer (acks=all, no retries, no
+//! idempotence, so each payload is sent at most once) writes continuously
+//! while the broker is killed and restarted on the same port several times.
+//! Every acknowledged message must then be in the log exactly once, at its
+//! acknowledged offset, with contiguous offsets around it.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+use rand::{Rng, SeedableRng};
+use rdkafka::client::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{DeliveryResult, Message};
+use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
+
+const PARTITIONS: i32 = 2;
+const KILLS: usize = 6;
+const MAX_IN_FLIGHT: u64 = 2000;
+/// Phase-0 pace: enough to keep every group commit busy, few enough to read
+/// back quickly (the broker takes hundreds of thousands per second).
+const RATE_PER_SEC: u64 = 40_000;
+
+/// The payload of message `seq`: unique, self-describing, 60..=160 bytes.
+fn payload(seq: u64) -> Vec<u8> {
+    let mut s = seq.wrapping_mul(31) ^ 0xD00D;
+    let len = 60 + (splitmix64(&mut s) % 101) as usize;
+    let mut v = format!("dur:{seq:010}:").into_bytes();
+    let fill = random_bytes(splitmix64(&mut s), len - v.len());
+    v.extend(fill.into_iter().map(|b| b'a' + b % 26));
+    v
+}
+
+fn seq_of(payload: &[u8]) -> Option<u64> {
+    let s = std::str::from_utf8(payload.get(4..14)?).ok()?;
+    if !payload.starts_with(b"dur:") {
+        return None;
+    }
+    let seq = s.parse().ok()?;
+    (payload == self::payload(seq).as_slice()).then_some(seq)
+}
+
+#[derive(Default)]
+struct Recorder {
+    /// (partition, offset, seq, phase) of every acknowledged message.
+    acked: Mutex<Vec<(i32, i64, u64, u32)>>,
+    failed: AtomicU64,
+    done: AtomicU64,
+    phase: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+struct Ctx(Arc<Recorder>);
+
+impl ClientContext for Ctx {}
+
+impl ProducerContext for Ctx {
+    type DeliveryOpaque = Box<u64>;
+
+    fn delivery(&self, r: &DeliveryResult<'_>, seq: Box<u64>) {
+        let rec = &self.0;
+        match r {
+            Ok(m) => {
+                let phase = rec.phase.load(Ordering::SeqCst) as u32;
+                rec.acked.lock().unwrap().push((m.partition(), m.offset(), *seq, phase));
+            }
+            Err((e, _)) => {
+                rec.failed.fetch_add(1, Ordering::SeqCst);
+                *rec.last_error.lock().unwrap() = Some(e.to_string());
+            }
+        }
+        rec.done.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+fn make_producer(addr: &str, rec: Arc<Recorder>) -> ThreadedProducer<Ctx> {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", addr)
+        .set("broker.address.family", "v4")
+        .set("acks", "all")
+        .set("enable.idempotence", "false")
+        // Each payload is sent once: a failed request is reported, not retried.
+        .set("message.send.max.retries", "0")
+        .set("retries", "0")
+        .set("linger.ms", "2")
+        .set("batch.num.messages", "200")
+        .set("message.timeout.ms", "8000")
+        .set("request.timeout.ms", "5000")
+        .set("socket.timeout.ms", "5000")
+        .set("reconnect.backoff.ms", "20")
+        .set("reconnect.backoff.max.ms", "200")
+        .set("topic.metadata.refresh.interval.ms", "1000");
+    c.create_with_context(Ctx(rec)).expect("create producer")
+}
+
+/// Sends `seq` to its partition, waiting while the local queue is full or
+/// too many messages are unresolved. `sent` counts every message enqueued
+/// by this producer (all phases), like `rec.done` counts resolved ones.
+fn send(p: &ThreadedProducer<Ctx>, rec: &Recorder, topic: &str, seq: u64, sent: &AtomicU64) {
+    let body = payload(seq);
+    let key = seq.to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while sent.load(Ordering::SeqCst).saturating_sub(rec.done.load(Ordering::SeqCst)) >= MAX_IN_FLIGHT {
+        assert!(Instant::now() < deadline, "deliveries stalled for 60 s");
+        thread::sleep(Duration::from_millis(1));
+    }
+    let mut record = BaseRecord::with_opaque_to(topic, Box::new(seq))
+        .partition((seq % PARTITIONS as u64) as i32)
+        .key(&key)
+        .payload(&body);
+    loop {
+        match p.send(record) {
+            Ok(()) => {
+                sent.fetch_add(1, Ordering::SeqCst);
+                return;
+            }
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                assert!(Instant::now() < deadline, "local queue full for 60 s");
+                record = r;
+                thread::sleep(Duration::from_millis(2));
+            }
+            Err((e, _)) => panic!("enqueue of message {seq} failed: {e}"),
+        }
+    }
+}
+
+#[test]
+fn acknowledged_messages_survive_repeated_sigkill_exactly_once_at_their_offsets() {
+    let t0 = Instant::now();
+    let mut broker = Broker::start(BrokerOpts::default().segment_bytes(8 << 20));
+    let addr = broker.addr();
+    let topic = unique_topic("dur");
+    create_topic(&addr, &topic, PARTITIONS, &[]);
+
+    let rec = Arc::new(Recorder::default());
+    let producer = Arc::new(make_producer(&addr, rec.clone()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let next_seq = Arc::new(AtomicU64::new(0));
+    let sent = Arc::new(AtomicU64::new(0));
+
+    // Phase 0: produce continuously until told to stop.
+    let writer = {
+        let (producer, rec, stop, next_seq, topic, sent) =
+            (producer.clone(), rec.clone(), stop.clone(), next_seq.clone(), topic.clone(), sent.clone());
+        thread::spawn(move || {
+            let started = Instant::now();
+            while !stop.load(Ordering::SeqCst) && started.elapsed() < Duration::from_secs(120) {
+                let seq = next_seq.fetch_add(1, Ordering::SeqCst);
+                send(&producer, &rec, &topic, seq, &sent);
+                if seq % 500 == 0 {
+                    let due = Duration::from_micros(seq * 1_000_000 / RATE_PER_SEC);
+                    if let Some(wait) = due.checked_sub(started.elapsed()) {
+                        thread::sleep(wait);
+                    }
+                }
+            }
+        })
+    };
+
+    let mut rng = rand::rngs::StdRng::seed_from_u64(std::process::id() as u64 ^ 0xC0FFEE);
+    // Let the first run take some traffic too.
+    thread::sleep(Duration::from_millis(rng.gen_range(200..=1500)));
+    let mut per_kill = Vec::new();
+    for k in 0..KILLS {
+        let acked_before = rec.acked.lock().unwrap().len();
+        broker.kill9();
+        per_kill.push((acked_before, next_seq.load(Ordering::SeqCst)));
+        // Keep the broker down a little while sometimes, so requests fail.
+        if k % 2 == 1 {
+            thread::sleep(Duration::from_millis(rng.gen_range(50..300)));
+        }
+        broker.restart();
+        assert_eq!(broker.addr(), addr);
+        thread::sleep(Duration::from_millis(rng.gen_range(200..=1500)));
+    }
+    // Let the last run take traffic, then stop the writer and resolve everything.
+    thread::sleep(Duration::from_millis(1000));
+    stop.store(true, Ordering::SeqCst);
+    writer.join().expect("writer thread");
+    producer.flush(Duration::from_secs(30)).expect("flush after the kills");
+    let sent0 = sent.load(Ordering::SeqCst);
+    assert_eq!(rec.done.load(Ordering::SeqCst), sent0, "every message resolved");
+    broker.assert_running();
+
+    let phase0_acked = rec.acked.lock().unwrap().len();
+    let phase0_failed = rec.failed.load(Ordering::SeqCst);
+    eprintln!(
+        "phase 0: sent {sent0}, acked {phase0_acked}, failed {phase0_failed} (last error {:?}); per kill (acked, sent): {per_kill:?}",
+        rec.last_error.lock().unwrap()
+    );
+    assert!(phase0_acked > 0, "no message was acknowledged at all");
+
+    // Final phase: every write must succeed, right after the durable end.
+    let hw_before: Vec<i64> = (0..PARTITIONS).map(|p| watermarks(&addr, &topic, p).1).collect();
+    rec.phase.store(1, Ordering::SeqCst);
+    let final_from = next_seq.load(Ordering::SeqCst);
+    let done_before = rec.done.load(Ordering::SeqCst);
+    for seq in final_from..final_from + 400 {
+        send(&producer, &rec, &topic, seq, &sent);
+    }
+    producer.flush(Duration::from_secs(30)).expect("flush final phase");
+    assert_eq!(rec.done.load(Ordering::SeqCst) - done_before, 400);
+    assert_eq!(
+        rec.failed.load(Ordering::SeqCst),
+        phase0_failed,
+        "final-phase writes failed: {:?}",
+        rec.last_error.lock().unwrap()
+    );
+
+    let acked = rec.acked.lock().unwrap().clone();
+    // Final-phase offsets: start exactly at the high watermark seen before
+    // it, and lie after every earlier acknowledged offset.
+    for p in 0..PARTITIONS {
+        let earlier_max = acked.iter().filter(|a| a.0 == p && a.3 == 0).map(|a| a.1).max().unwrap_or(-1);
+        let mut finals: Vec<i64> = acked.iter().filter(|a| a.0 == p && a.3 == 1).map(|a| a.1).collect();
+        finals.sort();
+        assert_eq!(finals.len(), 200, "final-phase acks on partition {p}");
+        assert_eq!(finals[0], hw_before[p as usize], "partition {p}: first final offset vs high watermark before it");
+        assert!(
+            finals[0] > earlier_max,
+            "partition {p}: final-phase offset {} not after earlier acknowledged offset {earlier_max}",
+            finals[0]
+        );
+        assert_eq!(
+            finals,
+            (finals[0]..finals[0] + 200).collect::<Vec<_>>(),
+            "partition {p}: final-phase offsets not contiguous"
+        );
+    }
+
+    // Read everything back.
+    let ends: Vec<(i32, i64)> = (0..PARTITIONS).map(|p| (p, watermarks(&addr, &topic, p).1)).collect();
+    let log = read_partitions(&addr, &topic, &ends, Duration::from_secs(120));
+    let mut where_: HashMap<u64, (i32, i64)> = HashMap::new();
+    let mut unacked_present = 0usize;
+    let acked_at: BTreeMap<(i32, i64), u64> = acked.iter().map(|a| ((a.0, a.1), a.2)).collect();
+    assert_eq!(acked_at.len(), acked.len(), "two acknowledgements for the same (partition, offset)");
+    for (&p, recs) in &log {
+        for (n, r) in recs.iter().enumerate() {
+            assert_eq!(r.offset, n as i64, "partition {p}: offsets not contiguous from 0 at position {n}");
+            let body = r.payload.as_deref().unwrap_or_default();
+            let seq = seq_of(body).unwrap_or_else(|| {
+                panic!("partition {p} offset {}: payload is not one we sent: {:?}", r.offset, String::from_utf8_lossy(body))
+            });
+            assert!(seq < final_from + 400, "partition {p} offset {}: seq {seq} was never sent", r.offset);
+            assert_eq!(seq % PARTITIONS as u64, p as u64, "message {seq} found on the wrong partition {p}");
+            if let Some(prev) = where_.insert(seq, (p, r.offset)) {
+                panic!("message {seq} is in the log twice: at {prev:?} and at ({p}, {})", r.offset);
+            }
+            if !acked_at.contains_key(&(p, r.offset)) {
+                unacked_present += 1;
+            }
+        }
+    }
+    for &(p, off, seq, _) in &acked {
+        match where_.get(&seq) {
+            Some(&(gp, goff)) => assert_eq!(
+                (gp, goff),
+                (p, off),
+                "acknowledged message {seq} was acked at ({p}, {off}) but is at ({gp}, {goff})"
+            ),
+            None => panic!(
+                "acknowledged message {seq} (partition {p}, offset {off}) is missing; the log holds {} records on that partition",
+                log[&p].len()
+            ),
+        }
+    }
+    eprintln!(
+        "verified {} acknowledged messages ({} present unacknowledged) in {:?}",
+        acked.len(),
+        unacked_present,
+        t0.elapsed()
+    );
+    let warned = broker.log().matches("recovery: dropped").count();
+    eprintln!("broker logged `recovery: dropped` {warned} times over {KILLS} kills");
+}
