@@ -28,9 +28,10 @@ pub struct ServeArgs {
     /// Address given to clients in Metadata [default: the bound listen address]
     #[arg(long)]
     pub advertise: Option<String>,
-    /// Number of shards (CPU cores) [default: 1; more shards are not implemented yet]
+    /// Shards: a count (the first N usable CPUs) or a CPU list like `0,2-3`; one shard pinned per CPU [default: every usable CPU]
     #[arg(long)]
-    pub cores: Option<usize>,
+    #[serde(default, deserialize_with = "count_or_list")]
+    pub cores: Option<String>,
     /// Address of the Prometheus endpoint (/metrics, /health), or `off` [default: 127.0.0.1:9644]
     #[arg(long)]
     pub metrics: Option<String>,
@@ -95,7 +96,8 @@ pub struct ServeConfig {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
     pub advertise: Option<(String, u16)>,
-    pub cores: usize,
+    /// One shard per CPU, pinned, in this order (shard i on `cpus[i]`).
+    pub cpus: Vec<usize>,
     pub metrics: Option<SocketAddr>,
     pub auto_create_topics: bool,
     pub default_partitions: i32,
@@ -181,10 +183,7 @@ impl ServeConfig {
         if !(1024..=1 << 30).contains(&max_request_bytes) {
             return Err(invalid("max_request_bytes", "must be between 1024 and 1073741824"));
         }
-        let cores = pick!(cores).unwrap_or(1);
-        if cores != 1 {
-            return Err(invalid("cores", "this build runs one shard; more shards are not implemented yet"));
-        }
+        let cpus = parse_cores(pick!(cores).as_deref(), &usable_cpus())?;
         let default_partitions = pick!(default_partitions).unwrap_or(1);
         if !(1..=crate::catalog::MAX_PARTITIONS).contains(&default_partitions) {
             return Err(invalid("default_partitions", "must be between 1 and 10000"));
@@ -210,7 +209,7 @@ impl ServeConfig {
             data_dir: pick!(data_dir).unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
             listen,
             advertise,
-            cores,
+            cpus,
             metrics,
             auto_create_topics: pick!(auto_create_topics).unwrap_or(true),
             default_partitions,
@@ -219,6 +218,68 @@ impl ServeConfig {
             log,
         })
     }
+}
+
+/// `cores` in a TOML file may be a number or a string.
+fn count_or_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum CountOrList {
+        Count(u64),
+        List(String),
+    }
+    Ok(Some(match CountOrList::deserialize(d)? {
+        CountOrList::Count(n) => n.to_string(),
+        CountOrList::List(s) => s,
+    }))
+}
+
+/// The CPUs this process may run on (its affinity mask).
+pub fn usable_cpus() -> Vec<usize> {
+    // SAFETY: sched_getaffinity fills the zeroed set we pass, of the size we pass.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return vec![0];
+        }
+        (0..libc::CPU_SETSIZE as usize).filter(|&c| libc::CPU_ISSET(c, &set)).collect()
+    }
+}
+
+/// `None`: every usable CPU; `"N"`: the first N; `"0,2-3"`: exactly those.
+pub fn parse_cores(spec: Option<&str>, usable: &[usize]) -> Result<Vec<usize>, ConfigError> {
+    let Some(spec) = spec.map(str::trim) else {
+        return Ok(usable.to_vec());
+    };
+    if let Ok(n) = spec.parse::<usize>() {
+        if n == 0 || n > usable.len() {
+            return Err(invalid("cores", format!("{n} shards asked, {} CPUs usable ({usable:?})", usable.len())));
+        }
+        return Ok(usable[..n].to_vec());
+    }
+    let mut cpus = Vec::new();
+    for part in spec.split(',') {
+        let (lo, hi) = match part.split_once('-') {
+            Some((a, b)) => (a.trim().parse::<usize>(), b.trim().parse::<usize>()),
+            None => (part.trim().parse::<usize>(), part.trim().parse::<usize>()),
+        };
+        let (Ok(lo), Ok(hi)) = (lo, hi) else {
+            return Err(invalid("cores", format!("`{spec}` is neither a count nor a CPU list like 0,2-3")));
+        };
+        if lo > hi {
+            return Err(invalid("cores", format!("empty CPU range `{part}`")));
+        }
+        for cpu in lo..=hi {
+            if !usable.contains(&cpu) {
+                return Err(invalid("cores", format!("CPU {cpu} is not usable by this process ({usable:?})")));
+            }
+            if cpus.contains(&cpu) {
+                return Err(invalid("cores", format!("CPU {cpu} listed twice")));
+            }
+            cpus.push(cpu);
+        }
+    }
+    Ok(cpus)
 }
 
 #[cfg(test)]
@@ -243,6 +304,17 @@ mod tests {
         std::fs::write(&path, "segmnet_bytes = 5\n").expect("write");
         let err = ServeConfig::resolve(ServeArgs { config: Some(path), ..Default::default() }).expect_err("unknown key");
         assert!(err.to_string().contains("segmnet_bytes"), "{err}");
+    }
+
+    #[test]
+    fn cores_take_a_count_or_a_cpu_list() {
+        let usable = [0, 1, 2, 3];
+        assert_eq!(parse_cores(None, &usable).expect("all"), vec![0, 1, 2, 3]);
+        assert_eq!(parse_cores(Some("2"), &usable).expect("count"), vec![0, 1]);
+        assert_eq!(parse_cores(Some("0,2-3"), &usable).expect("list"), vec![0, 2, 3]);
+        for bad in ["0", "5", "7", "1,1", "x", "3-1"] {
+            assert!(parse_cores(Some(bad), &usable).is_err(), "{bad}");
+        }
     }
 
     #[test]

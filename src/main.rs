@@ -2,6 +2,9 @@
 
 use clap::{Parser, Subcommand};
 use ringmq::config::{ServeArgs, ServeConfig};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::Layer;
 
 #[derive(Parser)]
 #[command(name = "ringmq", version, about = "Kafka-compatible thread-per-core message broker")]
@@ -18,10 +21,10 @@ enum Command {
 
 fn main() {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("RINGMQ_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RINGMQ_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::registry()
+        .with(ringmq::runtime::registration::RegistrationWatch)
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).with_filter(filter))
         .init();
     match cli.command {
         Command::Serve(args) => {

@@ -40,6 +40,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, body: Bytes) -> Res
                     TopicOpError::Unknown(_) => codes::UNKNOWN_TOPIC_OR_PARTITION,
                     TopicOpError::Storage(e) => codes::for_storage(e),
                     TopicOpError::Catalog(_) => codes::KAFKA_STORAGE_ERROR,
+                    TopicOpError::ShardGone(_) => codes::UNKNOWN_SERVER_ERROR,
                 };
                 (code, e.to_string())
             })

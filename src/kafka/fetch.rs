@@ -7,7 +7,6 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -15,8 +14,9 @@ use kafka_protocol::messages::FetchRequest;
 
 use super::fetch_response::{self, FetchPartition, FetchTopic};
 use super::{codes, decode_body, Reply, RequestContext, RequestError};
-use crate::runtime::shard::Shard;
-use crate::storage::PartitionLog;
+use crate::runtime::shard::{bump, Shard};
+use crate::storage::reader::ReadResult;
+use crate::storage::StorageError;
 
 /// Upper bound on how long a fetch may wait, whatever the client asks.
 const MAX_WAIT_CAP: Duration = Duration::from_secs(30);
@@ -30,7 +30,8 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, body: Bytes) -> Res
     loop {
         let mut total = 0usize;
         let mut any_error = false;
-        let mut logs: Vec<Rc<PartitionLog>> = Vec::new();
+        // (topic, partition, high watermark seen) of the partitions to watch.
+        let mut watch: Vec<(String, i32, i64)> = Vec::new();
         let mut topics = Vec::with_capacity(req.topics.len());
         for t in &req.topics {
             let name = t.topic.0.to_string();
@@ -38,45 +39,41 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, body: Bytes) -> Res
             let mut partitions = Vec::with_capacity(t.partitions.len());
             for p in &t.partitions {
                 let mut out = FetchPartition { partition_index: p.partition, error_code: codes::NONE, high_watermark: -1, last_stable_offset: -1, log_start_offset: -1, records: Vec::new() };
-                let log = match &meta {
-                    Some(m) if p.partition >= 0 && p.partition < m.partitions => shard.log(&name, p.partition),
-                    _ => None,
-                };
-                match log {
-                    None => {
-                        out.error_code = codes::UNKNOWN_TOPIC_OR_PARTITION;
-                        any_error = true;
+                if !meta.as_ref().is_some_and(|m| p.partition >= 0 && p.partition < m.partitions) {
+                    out.error_code = codes::UNKNOWN_TOPIC_OR_PARTITION;
+                    any_error = true;
+                    partitions.push(out);
+                    continue;
+                }
+                let budget = (p.partition_max_bytes.max(0) as usize).min(max_bytes.saturating_sub(total));
+                // The first partition with data always gets a whole batch, even
+                // past the limits, so the consumer makes progress (KIP-74).
+                let budget = if total == 0 { budget.max(1) } else { budget };
+                let result = if budget > 0 {
+                    shard.read(&name, p.partition, p.fetch_offset, budget).await
+                } else {
+                    match shard.offsets(&name, p.partition).await {
+                        Some(o) => Ok(ReadResult { high_watermark: o.high_watermark, log_start_offset: o.log_start_offset, ..Default::default() }),
+                        None => Err(StorageError::Closed),
                     }
-                    Some(log) => {
-                        let budget = (p.partition_max_bytes.max(0) as usize).min(max_bytes.saturating_sub(total));
-                        // A partition gets data only while the response has room,
-                        // except that the first non-empty one always does (KIP-74).
-                        let budget = if total == 0 { budget.max(1) } else { budget };
-                        if budget > 0 {
-                            match log.read(p.fetch_offset, budget) {
-                                Ok(r) => {
-                                    total += r.bytes;
-                                    out.high_watermark = r.high_watermark;
-                                    out.last_stable_offset = r.high_watermark;
-                                    out.log_start_offset = r.log_start_offset;
-                                    out.records = r.records;
-                                }
-                                Err(e) => {
-                                    let o = log.offsets();
-                                    out.error_code = codes::for_storage(&e);
-                                    out.high_watermark = o.high_watermark;
-                                    out.last_stable_offset = o.high_watermark;
-                                    out.log_start_offset = o.log_start_offset;
-                                    any_error = true;
-                                }
-                            }
-                        } else {
-                            let o = log.offsets();
+                };
+                match result {
+                    Ok(r) => {
+                        total += r.bytes;
+                        out.high_watermark = r.high_watermark;
+                        out.last_stable_offset = r.high_watermark;
+                        out.log_start_offset = r.log_start_offset;
+                        out.records = r.records;
+                        watch.push((name.clone(), p.partition, r.high_watermark));
+                    }
+                    Err(e) => {
+                        out.error_code = codes::for_storage(&e);
+                        if let Some(o) = shard.offsets(&name, p.partition).await {
                             out.high_watermark = o.high_watermark;
                             out.last_stable_offset = o.high_watermark;
                             out.log_start_offset = o.log_start_offset;
                         }
-                        logs.push(log);
+                        any_error = true;
                     }
                 }
                 partitions.push(out);
@@ -85,29 +82,20 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, body: Bytes) -> Res
             topics.push(FetchTopic { name, topic_id, partitions });
         }
         let now = Instant::now();
-        if total >= min_bytes.max(1) || any_error || now >= deadline || logs.is_empty() || shard.stopping.get() {
+        if total >= min_bytes.max(1) || any_error || now >= deadline || watch.is_empty() || shard.stopping.get() {
+            bump(&shard.counters.fetch_bytes, total as u64);
             let frame = fetch_response::encode(ctx.api_version, ctx.correlation_id, 0, codes::NONE, 0, &topics)
                 .map_err(|e| RequestError::Encode { api: ctx.api_key, version: ctx.api_version, message: format!("{e:?}") })?;
             return Ok(Reply::Frame(frame.chunks));
         }
         drop(topics);
-        wait_for_any(&logs, deadline - now).await;
+        wait_for_any(shard, &watch, deadline - now).await;
     }
 }
 
-/// Waits until any of the logs' high watermarks move, or `timeout` passes.
-async fn wait_for_any(logs: &[Rc<PartitionLog>], timeout: Duration) {
-    let mut listeners: Vec<_> = logs.iter().map(|l| Box::pin(l.hw_changed.listen())).collect();
-    let any = std::future::poll_fn(move |cx| {
-        for l in listeners.iter_mut() {
-            if Pin::new(l).as_mut().poll(cx).is_ready() {
-                return Poll::Ready(());
-            }
-        }
-        Poll::Pending
-    });
-    futures_lite::future::or(any, async {
-        glommio::timer::Timer::new(timeout).await;
-    })
-    .await;
+/// Waits until any watched partition's high watermark moves past the value
+/// seen, wherever the partition lives, or until `timeout`.
+async fn wait_for_any(shard: &Rc<Shard>, watch: &[(String, i32, i64)], timeout: Duration) {
+    let waits: Vec<Pin<Box<dyn Future<Output = ()> + '_>>> = watch.iter().map(|(t, p, hw)| Box::pin(shard.wait_for_data(t, *p, *hw, timeout)) as Pin<Box<dyn Future<Output = ()>>>).collect();
+    futures_util::future::select_all(waits).await;
 }

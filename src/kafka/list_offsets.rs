@@ -14,7 +14,7 @@ use crate::runtime::shard::Shard;
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
 
-pub fn handle(shard: &Rc<Shard>, ctx: &RequestContext, body: Bytes) -> Result<Reply, RequestError> {
+pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, body: Bytes) -> Result<Reply, RequestError> {
     let req: ListOffsetsRequest = decode_body(ctx, body)?;
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in req.topics {
@@ -24,10 +24,11 @@ pub fn handle(shard: &Rc<Shard>, ctx: &RequestContext, body: Bytes) -> Result<Re
             // timestamp and leader epoch keep their defaults (-1): fields a
             // version lacks must hold their default for the encoder.
             let mut out = ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index).with_timestamp(-1).with_offset(-1);
-            match shard.log(&name, p.partition_index) {
+            let known = shard.topic(&name).is_some_and(|m| p.partition_index >= 0 && p.partition_index < m.partitions);
+            let offsets = if known { shard.offsets(&name, p.partition_index).await } else { None };
+            match offsets {
                 None => out.error_code = codes::UNKNOWN_TOPIC_OR_PARTITION,
-                Some(log) => {
-                    let o = log.offsets();
+                Some(o) => {
                     match p.timestamp {
                         LATEST => out.offset = o.high_watermark,
                         EARLIEST => out.offset = o.log_start_offset,

@@ -131,12 +131,13 @@ pub async fn handle(shard: &Rc<Shard>, frame: Bytes) -> Reply {
         Ok(parsed) => parsed,
         Err(e) => return Reply::Close(e.to_string()),
     };
+    crate::runtime::shard::bump(&shard.counters.requests, 1);
     let result = match ctx.api_key {
         ApiKey::ApiVersions => api_versions::handle(&ctx, frame.slice(body_start..)),
         ApiKey::Metadata => metadata::handle(shard, &ctx, frame.slice(body_start..)).await,
         ApiKey::Produce => produce::handle(shard, &ctx, frame, body_start).await,
         ApiKey::Fetch => fetch::handle(shard, &ctx, frame.slice(body_start..)).await,
-        ApiKey::ListOffsets => list_offsets::handle(shard, &ctx, frame.slice(body_start..)),
+        ApiKey::ListOffsets => list_offsets::handle(shard, &ctx, frame.slice(body_start..)).await,
         ApiKey::CreateTopics => create_topics::handle(shard, &ctx, frame.slice(body_start..)).await,
         ApiKey::DeleteTopics => delete_topics::handle(shard, &ctx, frame.slice(body_start..)).await,
         other => Err(RequestError::UnknownApi(other as i16)),

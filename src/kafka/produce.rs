@@ -1,5 +1,5 @@
 //! Produce v3-9: record batches are validated and appended by the shard that
-//! owns each partition; acks=1/-1 are answered once the commit covering them
+//! owns each partition (moved there over the mesh when it is another one); acks=1/-1 are answered once the commit covering them
 //! is done (see `storage::appender` for the flush/ack contract), acks=0 not at all.
 //!
 //! Zero-copy: the request frame is decoded once to find where each
@@ -91,7 +91,10 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, frame: Bytes, body_
     let wait = if acks == 0 { AckWait::None } else { AckWait::Commit };
     let results = futures_util::future::join_all(appends.into_iter().map(|(ti, pi, topic, partition, records)| {
         let shard = shard.clone();
-        async move { (ti, pi, append(&shard, &topic, partition, records, wait).await) }
+        async move {
+            crate::runtime::shard::bump(&shard.counters.produce_bytes, records.len() as u64);
+            (ti, pi, shard.append(&topic, partition, records, wait).await)
+        }
     }))
     .await;
     for (ti, pi, result) in results {
@@ -117,13 +120,6 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, frame: Bytes, body_
         return Ok(Reply::Nothing);
     }
     encode_response(ctx, &ProduceResponse::default().with_responses(responses))
-}
-
-async fn append(shard: &Rc<Shard>, topic: &str, partition: i32, records: BytesMut, wait: AckWait) -> Result<crate::storage::log::AppendOutcome, crate::storage::StorageError> {
-    // Single shard: every partition is local. Cross-shard routing goes here.
-    debug_assert!(shard.owns(topic, partition));
-    let log = shard.log(topic, partition).ok_or(crate::storage::StorageError::Closed)?;
-    log.append(records, wait).await
 }
 
 /// Splits the frame into one owned buffer per partition's records. When the

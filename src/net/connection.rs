@@ -8,6 +8,8 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
+use std::os::fd::AsRawFd;
+
 use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use glommio::channels::local_channel;
 use glommio::net::TcpStream;
@@ -41,6 +43,14 @@ impl AsyncWrite for Half {
 }
 
 pub async fn serve_connection(shard: Rc<Shard>, stream: TcpStream) {
+    use crate::runtime::shard::bump;
+    bump(&shard.counters.connections_accepted, 1);
+    bump(&shard.counters.connections_open, 1);
+    serve(&shard, stream).await;
+    shard.counters.connections_open.set(shard.counters.connections_open.get().saturating_sub(1));
+}
+
+async fn serve(shard: &Rc<Shard>, stream: TcpStream) {
     let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
     let _ = stream.set_nodelay(true);
     let stream = Rc::new(RefCell::new(stream));
@@ -48,6 +58,7 @@ pub async fn serve_connection(shard: Rc<Shard>, stream: TcpStream) {
 
     let writer_peer = peer.clone();
     let mut writer = Half(stream.clone());
+    let fd = stream.borrow().as_raw_fd();
     let writer_task = glommio::spawn_local(async move {
         while let Some(handle) = rx.recv().await {
             let reply = handle.await.unwrap_or_else(|| Reply::Close("request handler was cancelled".into()));
@@ -56,6 +67,7 @@ pub async fn serve_connection(shard: Rc<Shard>, stream: TcpStream) {
                     for chunk in chunks {
                         if let Err(e) = writer.write_all(&chunk).await {
                             tracing::debug!(peer = %writer_peer, error = %e, "write failed; closing");
+                            shut_down(fd);
                             return;
                         }
                     }
@@ -63,6 +75,8 @@ pub async fn serve_connection(shard: Rc<Shard>, stream: TcpStream) {
                 Reply::Nothing => {}
                 Reply::Close(reason) => {
                     tracing::warn!(peer = %writer_peer, %reason, "closing connection");
+                    // Wakes the reader's pending read with end-of-stream.
+                    shut_down(fd);
                     return;
                 }
             }
@@ -90,5 +104,14 @@ pub async fn serve_connection(shard: Rc<Shard>, stream: TcpStream) {
     }
     drop(tx);
     writer_task.await;
-    let _ = stream.borrow().shutdown(std::net::Shutdown::Both).await;
+    shut_down(fd);
+}
+
+/// Shuts the socket down in both directions, synchronously (no borrow of the
+/// stream is held across an await: the reader may be polling it).
+fn shut_down(fd: std::os::fd::RawFd) {
+    // SAFETY: `fd` belongs to the stream, which outlives every call here.
+    unsafe {
+        libc::shutdown(fd, libc::SHUT_RDWR);
+    }
 }

@@ -29,7 +29,7 @@ pub fn start(shard: Rc<Shard>, addr: SocketAddr, started: Instant) -> std::io::R
                 }
                 let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
                 let (status, body) = if line.starts_with(b"GET /metrics") {
-                    ("200 OK", crate::metrics::render(&shard, started))
+                    ("200 OK", crate::metrics::render(&shard.reports().await, started.elapsed()))
                 } else if line.starts_with(b"GET /health") {
                     ("200 OK", "ok\n".to_string())
                 } else {

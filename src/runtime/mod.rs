@@ -1,18 +1,23 @@
-//! Shards: start-up checks, the pinned executor(s), the listener, the signal
-//! that stops them, and periodic work (retention).
+//! Shards: start-up checks, one pinned executor per CPU, the shared listening
+//! port, the mesh between shards, the signal that stops them, and periodic
+//! work (retention).
 
+pub mod mesh;
+pub mod registration;
 pub mod shard;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use glommio::channels::channel_mesh::{Full, MeshBuilder};
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::config::ServeConfig;
-use shard::Shard;
+use mesh::{ShardMsg, MESH_QUEUE};
+use shard::{Shard, CATALOG_SHARD};
 
 /// glommio's default io_memory per shard, used when the memlock limit allows.
 const IO_MEMORY_DEFAULT_BYTES: usize = 10 << 20;
@@ -50,7 +55,8 @@ pub fn io_memory_per_shard(shards: usize) -> Result<(usize, String), StartError>
     if limit < MEMLOCK_MIN_BYTES {
         return Err(StartError::Memlock { limit_bytes: limit, needed_bytes: MEMLOCK_MIN_BYTES });
     }
-    let per_shard = (limit / (RINGS_PER_SHARD * shards as u64)) as usize / 4096 * 4096;
+    // A tenth is left for what else the process locks (ring memory on older kernels).
+    let per_shard = (limit / 10 * 9 / (RINGS_PER_SHARD * shards as u64)) as usize / 4096 * 4096;
     let io_memory = per_shard.min(IO_MEMORY_DEFAULT_BYTES);
     Ok((io_memory, format!("memlock limit {limit} bytes / ({RINGS_PER_SHARD} rings x {shards} shards)")))
 }
@@ -71,47 +77,154 @@ pub fn check_data_dir(dir: &Path) -> Result<(), StartError> {
     }
 }
 
-/// Runs the broker until SIGTERM/SIGINT. Blocks the calling thread.
-pub fn serve(config: ServeConfig) -> Result<(), StartError> {
+/// Runs the broker until SIGTERM/SIGINT: one pinned executor per CPU in
+/// `config.cpus`, all accepting on the same port (SO_REUSEPORT). Blocks the
+/// calling thread.
+pub fn serve(mut config: ServeConfig) -> Result<(), StartError> {
     check_data_dir(&config.data_dir)?;
-    let shards = config.cores;
+    let cpus = config.cpus.clone();
+    let shards = cpus.len();
+    assert!(shards > 0, "config validation guarantees at least one CPU");
     let (io_memory, why) = io_memory_per_shard(shards)?;
-    let cpus: Vec<usize> = (0..shards).collect();
-    tracing::info!(shards, ?cpus, io_memory_bytes = io_memory, sizing = %why, "starting shards");
+    tracing::info!(shards, ?cpus, io_memory_bytes_per_shard = io_memory, sizing = %why, "starting shards");
 
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, stop.clone()).map_err(|e| StartError::Executor(format!("signal handler: {e}")))?;
     }
+    // With port 0, hold the chosen port until every shard listens on it.
+    let port_hold = reserve_port(config.listen)?;
+    config.listen = port_hold.local_addr().ok().and_then(|a| a.as_socket()).ok_or_else(|| StartError::Listen { addr: config.listen, message: "no local address".into() })?;
 
-    let shard_stop = stop.clone();
-    let handle = LocalExecutorBuilder::new(Placement::Fixed(cpus[0]))
-        .name("ringmq-shard-0")
-        .io_memory(io_memory)
-        .spawn(move || async move { run_shard(0, shards, config, shard_stop).await })
-        .map_err(|e| StartError::Executor(e.to_string()))?;
-    handle.join().map_err(|e| StartError::Executor(e.to_string()))?
+    let mesh = MeshBuilder::<ShardMsg, Full>::full(shards, MESH_QUEUE);
+    let gate = Arc::new(StartGate::new(shards));
+    let mut handles = Vec::with_capacity(shards);
+    for (id, &cpu) in cpus.iter().enumerate() {
+        let (config, stop, mesh, gate) = (config.clone(), stop.clone(), mesh.clone(), gate.clone());
+        let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+            .name(&format!("ringmq-shard-{id}"))
+            .io_memory(io_memory)
+            .spawn(move || async move {
+                let result = run_shard(id, cpu, config, stop, mesh, gate.clone()).await;
+                if result.is_err() {
+                    gate.fail();
+                }
+                result
+            })
+            .map_err(|e| StartError::Executor(e.to_string()))?;
+        handles.push(handle);
+    }
+    // Every shard listens (or one failed): the reservation can go.
+    gate.wait_blocking(Stage::Listening);
+    drop(port_hold);
+    let mut first_error = None;
+    for handle in handles {
+        let result = handle.join().map_err(|e| StartError::Executor(e.to_string())).and_then(|r| r);
+        if let Err(e) = result {
+            first_error.get_or_insert(e);
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
-async fn run_shard(id: usize, count: usize, config: ServeConfig, stop: Arc<AtomicBool>) -> Result<(), StartError> {
+/// Binds (without listening) a SO_REUSEPORT socket on `addr`, which picks the
+/// port when it is 0 and keeps it ours until the shards listen on it.
+fn reserve_port(addr: SocketAddr) -> Result<socket2::Socket, StartError> {
+    use socket2::{Domain, Socket, Type};
+    let fail = |e: std::io::Error| StartError::Listen { addr, message: e.to_string() };
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None).map_err(fail)?;
+    socket.set_reuse_port(true).map_err(fail)?;
+    socket.set_reuse_address(true).map_err(fail)?;
+    socket.bind(&addr.into()).map_err(fail)?;
+    Ok(socket)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Stage {
+    Opened = 1,
+    Listening = 2,
+}
+
+/// Start-up rendezvous of the shards: each stage is passed when every shard
+/// reached it; a failed shard releases the others, which then stop.
+struct StartGate {
+    shards: usize,
+    reached: [AtomicUsize; 3],
+    failed: AtomicBool,
+}
+
+impl StartGate {
+    fn new(shards: usize) -> StartGate {
+        StartGate { shards, reached: [AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0)], failed: AtomicBool::new(false) }
+    }
+
+    fn fail(&self) {
+        self.failed.store(true, Ordering::SeqCst);
+    }
+
+    fn passed(&self, stage: Stage) -> Option<bool> {
+        if self.failed.load(Ordering::SeqCst) {
+            return Some(false);
+        }
+        (self.reached[stage as usize].load(Ordering::SeqCst) >= self.shards).then_some(true)
+    }
+
+    /// Marks this shard at `stage` and waits for the others; false if one failed.
+    async fn arrive(&self, stage: Stage) -> bool {
+        self.reached[stage as usize].fetch_add(1, Ordering::SeqCst);
+        loop {
+            if let Some(ok) = self.passed(stage) {
+                return ok;
+            }
+            glommio::timer::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    fn wait_blocking(&self, stage: Stage) {
+        while self.passed(stage).is_none() {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
+async fn run_shard(id: usize, cpu: usize, config: ServeConfig, stop: Arc<AtomicBool>, mesh: MeshBuilder<ShardMsg, Full>, gate: Arc<StartGate>) -> Result<(), StartError> {
     let started = Instant::now();
+    let count = config.cpus.len();
     let listen = config.listen;
     let metrics_addr = config.metrics;
     let retention_every = config.retention_check;
-    let shard = Shard::open(id, count, config).await.map_err(|e| StartError::Open(e.to_string()))?;
+    let registered = registration::succeeded_on_this_thread();
+    tracing::info!(shard = id, cpu, buffer_registration = if registered { "ok" } else { "failed (unregistered buffers are used)" }, "shard started");
+    let opened = Shard::open(id, count, cpu, config).await.map_err(|e| StartError::Open(e.to_string()));
+    let shard = match opened {
+        Ok(s) => s,
+        Err(e) => {
+            gate.fail();
+            return Err(e);
+        }
+    };
+    if !gate.arrive(Stage::Opened).await {
+        return Ok(());
+    }
+    let (senders, receivers) = mesh.join().await.map_err(|_| StartError::Executor("joining the shard mesh failed".into()))?;
+    shard.attach_mesh(senders, receivers);
     let listener = glommio::net::TcpListener::bind(listen).map_err(|e| StartError::Listen { addr: listen, message: e.to_string() })?;
     let bound = listener.local_addr().map_err(|e| StartError::Listen { addr: listen, message: e.to_string() })?;
-    if shard.config.advertise.is_none() {
-        *shard.advertised.borrow_mut() = (bound.ip().to_string(), bound.port());
-    } else if let Some(a) = &shard.config.advertise {
-        *shard.advertised.borrow_mut() = a.clone();
+    *shard.advertised.borrow_mut() = shard.config.advertise.clone().unwrap_or_else(|| (bound.ip().to_string(), bound.port()));
+    if id == CATALOG_SHARD {
+        if let Some(addr) = metrics_addr {
+            let bound_metrics = crate::net::metrics_http::start(shard.clone(), addr, started).map_err(|e| StartError::Listen { addr, message: e.to_string() })?;
+            tracing::info!(metrics = %bound_metrics, "metrics endpoint listening");
+        }
     }
-    if let Some(addr) = metrics_addr {
-        let bound_metrics = crate::net::metrics_http::start(shard.clone(), addr, started).map_err(|e| StartError::Listen { addr, message: e.to_string() })?;
-        tracing::info!(metrics = %bound_metrics, "metrics endpoint listening");
+    if !gate.arrive(Stage::Listening).await {
+        return Ok(());
     }
 
-    // Retention, on a timer.
+    // Retention, on a timer, for this shard's partitions.
     let retention_shard = shard.clone();
     glommio::spawn_local(async move {
         while !retention_shard.stopping.get() {
@@ -125,10 +238,12 @@ async fn run_shard(id: usize, count: usize, config: ServeConfig, stop: Arc<Atomi
     })
     .detach();
 
-    println!("ringmq ready listen={bound}");
-    use std::io::Write;
-    let _ = std::io::stdout().flush();
-    tracing::info!(listen = %bound, "ringmq ready");
+    if id == CATALOG_SHARD {
+        println!("ringmq ready listen={bound}");
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        tracing::info!(listen = %bound, shards = count, "ringmq ready");
+    }
 
     let stop_signal = {
         let stop = stop.clone();
@@ -136,7 +251,6 @@ async fn run_shard(id: usize, count: usize, config: ServeConfig, stop: Arc<Atomi
             while !stop.load(Ordering::Relaxed) {
                 glommio::timer::sleep(Duration::from_millis(50)).await;
             }
-            None
         }
     };
     let accept_loop = {
@@ -153,13 +267,11 @@ async fn run_shard(id: usize, count: usize, config: ServeConfig, stop: Arc<Atomi
                     }
                 }
             }
-            #[allow(unreachable_code)]
-            Some(())
         }
     };
-    let _: Option<()> = futures_lite::future::or(accept_loop, stop_signal).await;
-    tracing::info!("stopping: committing queued appends and closing logs");
+    futures_lite::future::or(accept_loop, stop_signal).await;
+    tracing::info!(shard = id, "stopping: committing queued appends and closing logs");
     shard.shutdown().await;
-    tracing::info!("stopped");
+    tracing::info!(shard = id, "stopped");
     Ok(())
 }

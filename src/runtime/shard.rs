@@ -1,16 +1,29 @@
-//! One shard's state: the partition logs it owns and its view of the topic
-//! catalog. With one shard it also owns the catalog (DESIGN §2: shard 0).
+//! One shard's state and its routing: the partition logs it owns, its
+//! snapshot of the topic catalog, and the calls that reach a partition or the
+//! catalog wherever they live. Shard 0 owns the catalog (DESIGN §2); every
+//! other shard keeps a read-only snapshot that shard 0 updates by message
+//! before it answers the change.
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::time::Duration;
 
+use bytes::BytesMut;
+use futures_channel::oneshot;
+use glommio::channels::channel_mesh::{Receivers, Senders};
 use glommio::sync::Semaphore;
 
+use super::mesh::{PartitionGauges, ShardMsg, ShardReport};
 use crate::catalog::{self, Catalog, TopicError, TopicMeta};
 use crate::config::ServeConfig;
+use crate::storage::log::{AckWait, AppendOutcome, Offsets};
+use crate::storage::reader::ReadResult;
 use crate::storage::{segment, PartitionLog, StorageError};
+
+/// The shard that owns the catalog.
+pub const CATALOG_SHARD: usize = 0;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TopicOpError {
@@ -24,23 +37,44 @@ pub enum TopicOpError {
     Storage(#[from] StorageError),
     #[error("catalog: {0}")]
     Catalog(#[from] catalog::CatalogError),
+    #[error("shard {0} is not answering (stopping?)")]
+    ShardGone(usize),
+}
+
+/// Counters of one shard (DESIGN §2: per-shard, no sharing).
+#[derive(Debug, Default)]
+pub struct ShardCounters {
+    pub requests: Cell<u64>,
+    pub produce_bytes: Cell<u64>,
+    pub fetch_bytes: Cell<u64>,
+    pub cross_shard_hops: Cell<u64>,
+    pub connections_accepted: Cell<u64>,
+    pub connections_open: Cell<u64>,
+}
+
+pub fn bump(c: &Cell<u64>, by: u64) {
+    c.set(c.get().wrapping_add(by));
 }
 
 pub struct Shard {
     pub id: usize,
     pub count: usize,
+    pub cpu: usize,
     pub config: ServeConfig,
     /// Host and port given to clients in Metadata.
     pub advertised: RefCell<(String, u16)>,
     catalog: RefCell<Catalog>,
     logs: RefCell<HashMap<(String, i32), Rc<PartitionLog>>>,
-    /// Serialises catalog changes (create/delete/auto-create).
+    /// Serialises catalog changes on the catalog shard.
     catalog_change: Semaphore,
+    peers: OnceCell<Senders<ShardMsg>>,
     pub stopping: Cell<bool>,
+    pub counters: ShardCounters,
 }
 
 /// Which shard owns a partition: a stable function of the topic, the
-/// partition and the shard count (FNV-1a), needing no lookup table.
+/// partition and the shard count (FNV-1a), needing no lookup table. Nothing
+/// on disk depends on it, so the shard count may change between runs.
 pub fn shard_of(topic: &str, partition: i32, shard_count: usize) -> usize {
     assert!(shard_count > 0);
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -60,36 +94,45 @@ impl Shard {
         self.topics_dir().join(topic).join(partition.to_string())
     }
 
+    pub fn owner(&self, topic: &str, partition: i32) -> usize {
+        shard_of(topic, partition, self.count)
+    }
+
     pub fn owns(&self, topic: &str, partition: i32) -> bool {
-        shard_of(topic, partition, self.count) == self.id
+        self.owner(topic, partition) == self.id
     }
 
     /// Loads the catalog and opens (recovers) every partition this shard owns.
-    pub async fn open(id: usize, count: usize, config: ServeConfig) -> Result<Rc<Shard>, TopicOpError> {
+    pub async fn open(id: usize, count: usize, cpu: usize, config: ServeConfig) -> Result<Rc<Shard>, TopicOpError> {
         let catalog = Catalog::load(&config.data_dir)?;
         let advertised = (config.listen.ip().to_string(), config.listen.port());
         let shard = Rc::new(Shard {
             id,
             count,
+            cpu,
             config,
             advertised: RefCell::new(advertised),
             catalog: RefCell::new(catalog),
             logs: RefCell::new(HashMap::new()),
             catalog_change: Semaphore::new(1),
+            peers: OnceCell::new(),
             stopping: Cell::new(false),
+            counters: ShardCounters::default(),
         });
-        // Directories of topics the catalog does not know: a create or delete
-        // that a crash cut short. They were never visible to clients.
-        if let Ok(entries) = std::fs::read_dir(shard.topics_dir()) {
-            for entry in entries.flatten() {
-                let name = entry.file_name().to_string_lossy().to_string();
-                if !shard.catalog.borrow().topics.contains_key(&name) {
-                    tracing::warn!(topic = %name, "removing directory of a topic that is not in the catalog");
-                    let _ = std::fs::remove_dir_all(entry.path());
+        if id == CATALOG_SHARD {
+            // Directories of topics the catalog does not know: a create or
+            // delete that a crash cut short. They were never visible to clients.
+            if let Ok(entries) = std::fs::read_dir(shard.topics_dir()) {
+                for entry in entries.flatten() {
+                    let name = entry.file_name().to_string_lossy().to_string();
+                    if !shard.catalog.borrow().topics.contains_key(&name) {
+                        tracing::warn!(topic = %name, "removing directory of a topic that is not in the catalog");
+                        let _ = std::fs::remove_dir_all(entry.path());
+                    }
                 }
             }
         }
-        let topics: Vec<(String, TopicMeta)> = shard.catalog.borrow().topics.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let topics: Vec<(String, TopicMeta)> = shard.topics();
         for (name, meta) in topics {
             shard.open_partitions(&name, &meta).await?;
         }
@@ -99,7 +142,7 @@ impl Shard {
     async fn open_partitions(&self, name: &str, meta: &TopicMeta) -> Result<(), TopicOpError> {
         let log_config = catalog::log_config(&self.config.log, meta);
         for p in 0..meta.partitions {
-            if !self.owns(name, p) {
+            if !self.owns(name, p) || self.logs.borrow().contains_key(&(name.to_string(), p)) {
                 continue;
             }
             let log = PartitionLog::open(self.partition_dir(name, p), name.to_string(), p, log_config.clone()).await?;
@@ -108,13 +151,75 @@ impl Shard {
         Ok(())
     }
 
-    pub fn topic(&self, name: &str) -> Option<TopicMeta> {
-        self.catalog.borrow().topics.get(name).cloned()
+    /// Connects this shard to the others and starts serving their requests.
+    pub fn attach_mesh(self: &Rc<Self>, senders: Senders<ShardMsg>, receivers: Receivers<ShardMsg>) {
+        let receivers = Rc::new(receivers);
+        for peer in 0..self.count {
+            if peer == self.id {
+                continue;
+            }
+            let (shard, receivers) = (self.clone(), receivers.clone());
+            glommio::spawn_local(async move {
+                while let Ok(Some(msg)) = receivers.recv_from(peer).await {
+                    let shard = shard.clone();
+                    glommio::spawn_local(async move { shard.serve_msg(msg).await }).detach();
+                }
+            })
+            .detach();
+        }
+        let _ = self.peers.set(senders);
     }
 
-    pub fn topics(&self) -> Vec<(String, TopicMeta)> {
-        self.catalog.borrow().topics.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    /// Sends a request to shard `to` and waits for its reply.
+    async fn ask<R>(&self, to: usize, make: impl FnOnce(oneshot::Sender<R>) -> ShardMsg) -> Option<R> {
+        debug_assert_ne!(to, self.id);
+        let peers = self.peers.get()?;
+        let (tx, rx) = oneshot::channel();
+        bump(&self.counters.cross_shard_hops, 1);
+        peers.send_to(to, make(tx)).await.ok()?;
+        rx.await.ok()
     }
+
+    async fn serve_msg(self: Rc<Self>, msg: ShardMsg) {
+        match msg {
+            ShardMsg::Append { topic, partition, records, wait, reply } => {
+                let _ = reply.send(self.append(&topic, partition, records, wait).await);
+            }
+            ShardMsg::Read { topic, partition, offset, max_bytes, reply } => {
+                let _ = reply.send(self.read(&topic, partition, offset, max_bytes).await);
+            }
+            ShardMsg::Offsets { topic, partition, reply } => {
+                let _ = reply.send(self.offsets(&topic, partition).await);
+            }
+            ShardMsg::WaitForData { topic, partition, offset, timeout, mut reply } => {
+                if let Some(log) = self.log(&topic, partition) {
+                    futures_lite::future::or(log.wait_for_data(offset, timeout), async {
+                        reply.cancellation().await;
+                    })
+                    .await;
+                }
+                let _ = reply.send(());
+            }
+            ShardMsg::CreateTopic { name, partitions, configs, validate_only, reply } => {
+                let _ = reply.send(self.create_topic(&name, partitions, configs, validate_only).await);
+            }
+            ShardMsg::DeleteTopic { name, reply } => {
+                let _ = reply.send(self.delete_topic(&name).await);
+            }
+            ShardMsg::TopicCreated { name, meta, reply } => {
+                let _ = reply.send(self.apply_created(&name, &meta).await);
+            }
+            ShardMsg::TopicDeleted { name, reply } => {
+                self.apply_deleted(&name).await;
+                let _ = reply.send(());
+            }
+            ShardMsg::Report { reply } => {
+                let _ = reply.send(self.report());
+            }
+        }
+    }
+
+    // ---- partitions, wherever they live ----
 
     /// The log of a partition owned by this shard.
     pub fn log(&self, topic: &str, partition: i32) -> Option<Rc<PartitionLog>> {
@@ -125,7 +230,61 @@ impl Shard {
         self.logs.borrow().values().cloned().collect()
     }
 
-    /// Creates a topic durably: logs first, then the catalog entry.
+    pub async fn append(&self, topic: &str, partition: i32, records: BytesMut, wait: AckWait) -> Result<AppendOutcome, StorageError> {
+        let owner = self.owner(topic, partition);
+        if owner == self.id {
+            let log = self.log(topic, partition).ok_or(StorageError::Closed)?;
+            return log.append(records, wait).await;
+        }
+        let topic = topic.to_string();
+        self.ask(owner, |reply| ShardMsg::Append { topic, partition, records, wait, reply }).await.unwrap_or(Err(StorageError::Closed))
+    }
+
+    pub async fn read(&self, topic: &str, partition: i32, offset: i64, max_bytes: usize) -> Result<ReadResult, StorageError> {
+        let owner = self.owner(topic, partition);
+        if owner == self.id {
+            let log = self.log(topic, partition).ok_or(StorageError::Closed)?;
+            return log.read(offset, max_bytes);
+        }
+        let topic = topic.to_string();
+        self.ask(owner, |reply| ShardMsg::Read { topic, partition, offset, max_bytes, reply }).await.unwrap_or(Err(StorageError::Closed))
+    }
+
+    pub async fn offsets(&self, topic: &str, partition: i32) -> Option<Offsets> {
+        let owner = self.owner(topic, partition);
+        if owner == self.id {
+            return self.log(topic, partition).map(|l| l.offsets());
+        }
+        let topic = topic.to_string();
+        self.ask(owner, |reply| ShardMsg::Offsets { topic, partition, reply }).await.flatten()
+    }
+
+    /// Waits until the partition's high watermark passes `offset`, or `timeout`.
+    pub async fn wait_for_data(&self, topic: &str, partition: i32, offset: i64, timeout: Duration) {
+        let owner = self.owner(topic, partition);
+        if owner == self.id {
+            if let Some(log) = self.log(topic, partition) {
+                log.wait_for_data(offset, timeout).await;
+            }
+            return;
+        }
+        let topic = topic.to_string();
+        self.ask(owner, |reply| ShardMsg::WaitForData { topic, partition, offset, timeout, reply }).await;
+    }
+
+    // ---- the catalog ----
+
+    pub fn topic(&self, name: &str) -> Option<TopicMeta> {
+        self.catalog.borrow().topics.get(name).cloned()
+    }
+
+    pub fn topics(&self) -> Vec<(String, TopicMeta)> {
+        self.catalog.borrow().topics.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+
+    /// Creates a topic. On the catalog shard: the catalog is made durable
+    /// first, then every shard opens its partitions and shows the topic, then
+    /// the call returns. Elsewhere: asks the catalog shard.
     pub async fn create_topic(&self, name: &str, partitions: i32, configs: BTreeMap<String, String>, validate_only: bool) -> Result<TopicMeta, TopicOpError> {
         catalog::validate_topic_name(name)?;
         if !(1..=catalog::MAX_PARTITIONS).contains(&partitions) {
@@ -135,6 +294,13 @@ impl Shard {
         for (k, v) in &configs {
             catalog::apply_config(&mut probe, k, v)?;
         }
+        if self.id != CATALOG_SHARD {
+            let name = name.to_string();
+            return self
+                .ask(CATALOG_SHARD, |reply| ShardMsg::CreateTopic { name, partitions, configs, validate_only, reply })
+                .await
+                .unwrap_or(Err(TopicOpError::ShardGone(CATALOG_SHARD)));
+        }
         let _permit = self.catalog_change.acquire_permit(1).await.map_err(|_| StorageError::Closed)?;
         if self.catalog.borrow().topics.contains_key(name) {
             return Err(TopicOpError::AlreadyExists(name.to_string()));
@@ -143,15 +309,42 @@ impl Shard {
         if validate_only {
             return Ok(meta);
         }
-        self.open_partitions(name, &meta).await?;
         let mut next = self.catalog.borrow().clone();
         next.topics.insert(name.to_string(), meta.clone());
-        let dir = self.config.data_dir.clone();
-        let stored = next.clone();
-        segment::blocking(move || stored.store(&dir)).await?;
-        *self.catalog.borrow_mut() = next;
+        self.store_catalog(next).await?;
+        self.apply_created(name, &meta).await?;
+        for peer in (0..self.count).filter(|&p| p != self.id) {
+            let (n, m) = (name.to_string(), meta.clone());
+            self.ask(peer, |reply| ShardMsg::TopicCreated { name: n, meta: m, reply }).await.unwrap_or(Err(TopicOpError::ShardGone(peer)))?;
+        }
         tracing::info!(topic = name, partitions, "created topic");
         Ok(meta)
+    }
+
+    async fn store_catalog(&self, next: Catalog) -> Result<(), TopicOpError> {
+        let dir = self.config.data_dir.clone();
+        segment::blocking(move || next.store(&dir).map(|_| next)).await.map(|stored| {
+            *self.catalog.borrow_mut() = stored;
+        })?;
+        Ok(())
+    }
+
+    async fn apply_created(&self, name: &str, meta: &TopicMeta) -> Result<(), TopicOpError> {
+        self.open_partitions(name, meta).await?;
+        self.catalog.borrow_mut().topics.insert(name.to_string(), meta.clone());
+        Ok(())
+    }
+
+    async fn apply_deleted(&self, name: &str) {
+        self.catalog.borrow_mut().topics.remove(name);
+        let logs: Vec<Rc<PartitionLog>> = {
+            let mut all = self.logs.borrow_mut();
+            let keys: Vec<_> = all.keys().filter(|(t, _)| t == name).cloned().collect();
+            keys.into_iter().filter_map(|k| all.remove(&k)).collect()
+        };
+        for log in logs {
+            log.close().await;
+        }
     }
 
     /// The topic, created with the default partition count when auto-creation is on.
@@ -172,24 +365,23 @@ impl Shard {
         }
     }
 
-    /// Deletes a topic: catalog entry first (durably), then its logs and files.
+    /// Deletes a topic: the catalog change is made durable, every shard
+    /// closes its logs of the topic, then its files are removed.
     pub async fn delete_topic(&self, name: &str) -> Result<(), TopicOpError> {
+        if self.id != CATALOG_SHARD {
+            let name = name.to_string();
+            return self.ask(CATALOG_SHARD, |reply| ShardMsg::DeleteTopic { name, reply }).await.unwrap_or(Err(TopicOpError::ShardGone(CATALOG_SHARD)));
+        }
         let _permit = self.catalog_change.acquire_permit(1).await.map_err(|_| StorageError::Closed)?;
         let mut next = self.catalog.borrow().clone();
         if next.topics.remove(name).is_none() {
             return Err(TopicOpError::Unknown(name.to_string()));
         }
-        let dir = self.config.data_dir.clone();
-        let stored = next.clone();
-        segment::blocking(move || stored.store(&dir)).await?;
-        *self.catalog.borrow_mut() = next;
-        let logs: Vec<Rc<PartitionLog>> = {
-            let mut all = self.logs.borrow_mut();
-            let keys: Vec<_> = all.keys().filter(|(t, _)| t == name).cloned().collect();
-            keys.into_iter().filter_map(|k| all.remove(&k)).collect()
-        };
-        for log in logs {
-            log.close().await;
+        self.store_catalog(next).await?;
+        self.apply_deleted(name).await;
+        for peer in (0..self.count).filter(|&p| p != self.id) {
+            let n = name.to_string();
+            self.ask(peer, |reply| ShardMsg::TopicDeleted { name: n, reply }).await;
         }
         let topic_dir = self.topics_dir().join(name);
         segment::blocking(move || std::fs::remove_dir_all(&topic_dir))
@@ -197,6 +389,41 @@ impl Shard {
             .map_err(|e| StorageError::io(format!("remove topic {name}"), e))?;
         tracing::info!(topic = name, "deleted topic");
         Ok(())
+    }
+
+    // ---- reporting and shutdown ----
+
+    pub fn report(&self) -> ShardReport {
+        let c = &self.counters;
+        let mut partitions: Vec<PartitionGauges> = self
+            .logs()
+            .iter()
+            .map(|l| PartitionGauges { topic: l.topic.clone(), partition: l.partition, offsets: l.offsets(), commits: l.commit_count(), committed_bytes: l.committed_bytes() })
+            .collect();
+        partitions.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+        ShardReport {
+            shard: self.id,
+            cpu: self.cpu,
+            requests: c.requests.get(),
+            produce_bytes: c.produce_bytes.get(),
+            fetch_bytes: c.fetch_bytes.get(),
+            cross_shard_hops: c.cross_shard_hops.get(),
+            connections_accepted: c.connections_accepted.get(),
+            connections_open: c.connections_open.get(),
+            partitions,
+        }
+    }
+
+    /// Every shard's report (this one's, then the others' by message).
+    pub async fn reports(&self) -> Vec<ShardReport> {
+        let mut out = vec![self.report()];
+        for peer in (0..self.count).filter(|&p| p != self.id) {
+            if let Some(r) = self.ask(peer, |reply| ShardMsg::Report { reply }).await {
+                out.push(r);
+            }
+        }
+        out.sort_by_key(|r| r.shard);
+        out
     }
 
     /// Commits what is queued and closes every log.
