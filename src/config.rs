@@ -72,6 +72,15 @@ pub struct ServeArgs {
     /// Largest request frame accepted [default: 104857600]
     #[arg(long)]
     pub max_request_bytes: Option<usize>,
+    /// Client connections open at once, over all shards; more are closed at accept [default: 10000]
+    #[arg(long)]
+    pub max_connections: Option<usize>,
+    /// Requests of one connection handled at once; the connection is not read further until one finishes [default: 64]
+    #[arg(long)]
+    pub max_in_flight_per_connection: Option<usize>,
+    /// Time allowed to receive the rest of a request once its size arrived, in ms [default: 30000]
+    #[arg(long)]
+    pub frame_timeout_ms: Option<u64>,
     /// Recent committed data kept in memory per partition [default: 4194304]
     #[arg(long)]
     pub tail_cache_bytes: Option<usize>,
@@ -102,6 +111,9 @@ pub struct ServeConfig {
     pub auto_create_topics: bool,
     pub default_partitions: i32,
     pub max_request_bytes: usize,
+    pub max_connections: usize,
+    pub max_in_flight_per_connection: usize,
+    pub frame_timeout: Duration,
     pub retention_check: Duration,
     pub log: LogConfig,
 }
@@ -183,6 +195,18 @@ impl ServeConfig {
         if !(1024..=1 << 30).contains(&max_request_bytes) {
             return Err(invalid("max_request_bytes", "must be between 1024 and 1073741824"));
         }
+        let max_connections = pick!(max_connections).unwrap_or(10_000);
+        if max_connections == 0 {
+            return Err(invalid("max_connections", "must be at least 1"));
+        }
+        let max_in_flight_per_connection = pick!(max_in_flight_per_connection).unwrap_or(64);
+        if !(1..=4096).contains(&max_in_flight_per_connection) {
+            return Err(invalid("max_in_flight_per_connection", "must be between 1 and 4096"));
+        }
+        let frame_timeout_ms = pick!(frame_timeout_ms).unwrap_or(30_000);
+        if !(10..=3_600_000).contains(&frame_timeout_ms) {
+            return Err(invalid("frame_timeout_ms", "must be between 10 and 3600000"));
+        }
         let cpus = parse_cores(pick!(cores).as_deref(), &usable_cpus())?;
         let default_partitions = pick!(default_partitions).unwrap_or(1);
         if !(1..=crate::catalog::MAX_PARTITIONS).contains(&default_partitions) {
@@ -214,6 +238,9 @@ impl ServeConfig {
             auto_create_topics: pick!(auto_create_topics).unwrap_or(true),
             default_partitions,
             max_request_bytes,
+            max_connections,
+            max_in_flight_per_connection,
+            frame_timeout: Duration::from_millis(frame_timeout_ms),
             retention_check,
             log,
         })

@@ -3,32 +3,72 @@
 use std::fmt::Write;
 use std::time::Duration;
 
-use crate::runtime::mesh::ShardReport;
+use crate::histogram::Log2Histogram;
+use crate::runtime::mesh::{PartitionGauges, ShardReport};
+
+/// Process-wide gauges read at scrape time.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HostGauges {
+    pub uptime: Duration,
+    pub disk_free_bytes: u64,
+    pub disk_total_bytes: u64,
+}
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
-pub fn render(reports: &[ShardReport], uptime: Duration) -> String {
+fn histogram(out: &mut String, name: &str, labels: &str, h: &Log2Histogram, scale: f64) {
+    for (le, count) in h.cumulative() {
+        match le {
+            Some(le) => {
+                let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{}\"}} {count}", le as f64 * scale);
+            }
+            None => {
+                let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
+            }
+        }
+    }
+    let _ = writeln!(out, "{name}_sum{{{labels}}} {}", h.sum() as f64 * scale);
+    let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.count());
+}
+
+type ShardValue = fn(&ShardReport) -> u64;
+type PartitionValue = fn(&PartitionGauges) -> i64;
+
+pub fn render(reports: &[ShardReport], host: HostGauges) -> String {
     let mut out = String::new();
     family(&mut out, "ringmq_uptime_seconds", "gauge", "Seconds since the broker started.");
-    let _ = writeln!(out, "ringmq_uptime_seconds {:.3}", uptime.as_secs_f64());
-    let shard_counters: [(&str, &str, fn(&ShardReport) -> u64); 6] = [
+    let _ = writeln!(out, "ringmq_uptime_seconds {:.3}", host.uptime.as_secs_f64());
+    family(&mut out, "ringmq_disk_free_bytes", "gauge", "Free bytes on the data directory's filesystem (for unprivileged users).");
+    let _ = writeln!(out, "ringmq_disk_free_bytes {}", host.disk_free_bytes);
+    family(&mut out, "ringmq_disk_size_bytes", "gauge", "Size of the data directory's filesystem.");
+    let _ = writeln!(out, "ringmq_disk_size_bytes {}", host.disk_total_bytes);
+    let shard_values: [(&str, &str, ShardValue); 9] = [
         ("ringmq_requests_total", "Kafka requests handled, by the shard that read them.", |r| r.requests),
+        ("ringmq_requests_in_flight", "Requests read and not yet answered (the request queue).", |r| r.requests_in_flight),
         ("ringmq_produce_bytes_total", "Record bytes received in produce requests.", |r| r.produce_bytes),
         ("ringmq_fetch_bytes_total", "Record bytes sent in fetch responses.", |r| r.fetch_bytes),
         ("ringmq_cross_shard_hops_total", "Requests sent to another shard.", |r| r.cross_shard_hops),
         ("ringmq_connections_accepted_total", "Client connections accepted.", |r| r.connections_accepted),
         ("ringmq_connections_open", "Client connections open now.", |r| r.connections_open),
+        ("ringmq_connections_refused_total", "Connections closed at accept: --max-connections reached.", |r| r.connections_refused),
+        ("ringmq_connections_closed_on_bad_input_total", "Connections closed for a request that could not be framed or parsed.", |r| r.connections_closed_on_bad_input),
     ];
-    for (name, help, get) in shard_counters {
+    for (name, help, get) in shard_values {
         let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
         family(&mut out, name, kind, help);
         for r in reports {
             let _ = writeln!(out, "{name}{{shard=\"{}\",cpu=\"{}\"}} {}", r.shard, r.cpu, get(r));
         }
     }
-    let partition_values: [(&str, &str, &str, fn(&crate::runtime::mesh::PartitionGauges) -> i64); 5] = [
+    family(&mut out, "ringmq_errors_total", "counter", "Kafka error codes returned to clients, by code.");
+    for r in reports {
+        for (code, n) in &r.errors_by_code {
+            let _ = writeln!(out, "ringmq_errors_total{{shard=\"{}\",code=\"{code}\"}} {n}", r.shard);
+        }
+    }
+    let partition_values: [(&str, &str, &str, PartitionValue); 5] = [
         ("ringmq_partition_high_watermark", "gauge", "Next offset after the last committed record.", |p| p.offsets.high_watermark),
         ("ringmq_partition_log_end_offset", "gauge", "Next offset to assign (appends waiting for a commit included).", |p| p.offsets.log_end_offset),
         ("ringmq_partition_log_start_offset", "gauge", "First offset still stored.", |p| p.offsets.log_start_offset),
@@ -42,6 +82,20 @@ pub fn render(reports: &[ShardReport], uptime: Duration) -> String {
                 let _ = writeln!(out, "{name}{{shard=\"{}\",topic=\"{}\",partition=\"{}\"}} {}", r.shard, p.topic, p.partition, get(p));
             }
         }
+    }
+    // Commit histograms per shard (partitions merged: per-partition buckets
+    // would multiply the series by 33).
+    family(&mut out, "ringmq_commit_seconds", "histogram", "Durable write time of one group commit (O_DIRECT|O_DSYNC write; under flush=interval the write alone).");
+    for r in reports {
+        let mut h = Log2Histogram::default();
+        r.partitions.iter().for_each(|p| h.merge(&p.commit_latency_us));
+        histogram(&mut out, "ringmq_commit_seconds", &format!("shard=\"{}\"", r.shard), &h, 1e-6);
+    }
+    family(&mut out, "ringmq_commit_write_bytes", "histogram", "Bytes written by one group commit (page-aligned, carried page included).");
+    for r in reports {
+        let mut h = Log2Histogram::default();
+        r.partitions.iter().for_each(|p| h.merge(&p.commit_write_bytes));
+        histogram(&mut out, "ringmq_commit_write_bytes", &format!("shard=\"{}\"", r.shard), &h, 1.0);
     }
     out
 }

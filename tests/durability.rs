@@ -235,6 +235,7 @@ fn acknowledged_messages_survive_repeated_sigkill_exactly_once_at_their_offsets(
     }
 
     // Read everything back.
+    broker.assert_running();
     let ends: Vec<(i32, i64)> = (0..PARTITIONS).map(|p| (p, watermarks(&addr, &topic, p).1)).collect();
     let log = read_partitions(&addr, &topic, &ends, Duration::from_secs(120));
     let mut where_: HashMap<u64, (i32, i64)> = HashMap::new();

@@ -84,6 +84,9 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, body: Bytes) -> Res
         let now = Instant::now();
         if total >= min_bytes.max(1) || any_error || now >= deadline || watch.is_empty() || shard.stopping.get() {
             bump(&shard.counters.fetch_bytes, total as u64);
+            for p in topics.iter().flat_map(|t| t.partitions.iter()) {
+                shard.counters.error(p.error_code);
+            }
             let frame = fetch_response::encode(ctx.api_version, ctx.correlation_id, 0, codes::NONE, 0, &topics)
                 .map_err(|e| RequestError::Encode { api: ctx.api_key, version: ctx.api_version, message: format!("{e:?}") })?;
             return Ok(Reply::Frame(frame.chunks));

@@ -36,6 +36,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, body: Bytes) -> Res
                     }
                 }
             }
+            shard.counters.error(out.error_code);
             partitions.push(out);
         }
         topics.push(ListOffsetsTopicResponse::default().with_name(t.name).with_partitions(partitions));

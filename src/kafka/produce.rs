@@ -116,6 +116,9 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, frame: Bytes, body_
             }
         }
     }
+    for p in responses.iter().flat_map(|t| t.partition_responses.iter()) {
+        shard.counters.error(p.error_code);
+    }
     if acks == 0 {
         return Ok(Reply::Nothing);
     }

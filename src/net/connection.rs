@@ -1,7 +1,8 @@
 //! One client connection: a reader that frames requests and starts a handler
 //! task for each, and a writer that sends the replies in request order. At
-//! most `MAX_IN_FLIGHT` requests per connection are being handled; beyond
-//! that the reader stops reading (back-pressure through TCP).
+//! most `max_in_flight_per_connection` requests per connection are being
+//! handled; beyond that the reader stops reading (back-pressure through TCP).
+//! A frame whose size arrived must arrive whole within `frame_timeout`.
 
 use std::cell::RefCell;
 use std::pin::Pin;
@@ -9,16 +10,16 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use glommio::channels::local_channel;
 use glommio::net::TcpStream;
 
-use super::framing::read_frame;
+use super::framing::{read_frame_body, read_frame_size, FrameError};
 use crate::kafka::{self, Reply};
 use crate::runtime::shard::Shard;
 
-pub const MAX_IN_FLIGHT: usize = 64;
 
 /// A half of a stream shared by one reader and one writer on the same
 /// thread; each borrow lasts a single poll.
@@ -42,26 +43,40 @@ impl AsyncWrite for Half {
     }
 }
 
+/// Client connections open over all shards (bounded by `max_connections`).
+static OPEN_CONNECTIONS: AtomicUsize = AtomicUsize::new(0);
+
 pub async fn serve_connection(shard: Rc<Shard>, stream: TcpStream) {
     use crate::runtime::shard::bump;
     bump(&shard.counters.connections_accepted, 1);
+    if OPEN_CONNECTIONS.fetch_add(1, Ordering::Relaxed) >= shard.config.max_connections {
+        OPEN_CONNECTIONS.fetch_sub(1, Ordering::Relaxed);
+        bump(&shard.counters.connections_refused, 1);
+        tracing::warn!(peer = ?stream.peer_addr().ok(), max = shard.config.max_connections, "too many connections; closing the new one");
+        shut_down(stream.as_raw_fd());
+        return;
+    }
     bump(&shard.counters.connections_open, 1);
     serve(&shard, stream).await;
     shard.counters.connections_open.set(shard.counters.connections_open.get().saturating_sub(1));
+    OPEN_CONNECTIONS.fetch_sub(1, Ordering::Relaxed);
 }
 
 async fn serve(shard: &Rc<Shard>, stream: TcpStream) {
+    use crate::runtime::shard::bump;
     let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
     let _ = stream.set_nodelay(true);
     let stream = Rc::new(RefCell::new(stream));
-    let (tx, rx) = local_channel::new_bounded::<glommio::task::JoinHandle<Reply>>(MAX_IN_FLIGHT);
+    let (tx, rx) = local_channel::new_bounded::<glommio::task::JoinHandle<Reply>>(shard.config.max_in_flight_per_connection);
 
     let writer_peer = peer.clone();
+    let writer_shard = shard.clone();
     let mut writer = Half(stream.clone());
     let fd = stream.borrow().as_raw_fd();
     let writer_task = glommio::spawn_local(async move {
         while let Some(handle) = rx.recv().await {
             let reply = handle.await.unwrap_or_else(|| Reply::Close("request handler was cancelled".into()));
+            writer_shard.counters.requests_in_flight.set(writer_shard.counters.requests_in_flight.get().saturating_sub(1));
             match reply {
                 Reply::Frame(chunks) => {
                     for chunk in chunks {
@@ -74,6 +89,7 @@ async fn serve(shard: &Rc<Shard>, stream: TcpStream) {
                 }
                 Reply::Nothing => {}
                 Reply::Close(reason) => {
+                    bump(&writer_shard.counters.connections_closed_on_bad_input, 1);
                     tracing::warn!(peer = %writer_peer, %reason, "closing connection");
                     // Wakes the reader's pending read with end-of-stream.
                     shut_down(fd);
@@ -85,8 +101,25 @@ async fn serve(shard: &Rc<Shard>, stream: TcpStream) {
 
     let mut reader = Half(stream.clone());
     let max_bytes = shard.config.max_request_bytes;
+    let frame_timeout = shard.config.frame_timeout;
     loop {
-        let (handle, framing_broken) = match read_frame(&mut reader, max_bytes).await {
+        let next = match read_frame_size(&mut reader, max_bytes).await {
+            Ok(Some(size)) => {
+                // A peer that announced a frame must deliver it in time.
+                let body = futures_lite::future::or(async { Some(read_frame_body(&mut reader, size).await) }, async {
+                    glommio::timer::Timer::new(frame_timeout).await;
+                    None
+                })
+                .await;
+                match body {
+                    Some(result) => result.map(Some),
+                    None => Err(FrameError::TimedOut { timeout: frame_timeout, got: 0, want: size }),
+                }
+            }
+            Ok(None) => Ok(None),
+            Err(e) => Err(e),
+        };
+        let (handle, framing_broken) = match next {
             Ok(Some(frame)) => {
                 let shard = shard.clone();
                 (glommio::spawn_local(async move { kafka::handle(&shard, frame).await }).detach(), false)
@@ -98,6 +131,7 @@ async fn serve(shard: &Rc<Shard>, stream: TcpStream) {
                 (glommio::spawn_local(async move { Reply::Close(reason) }).detach(), true)
             }
         };
+        bump(&shard.counters.requests_in_flight, 1);
         if tx.send(handle).await.is_err() || framing_broken {
             break;
         }

@@ -16,6 +16,8 @@ const EAGER_ALLOC_BYTES: usize = 1024 * 1024;
 pub enum FrameError {
     #[error("frame size {size} outside [{MIN_FRAME_BYTES}, {max}]")]
     BadSize { size: i64, max: usize },
+    #[error("frame not received within {timeout:?} ({got} of {want} bytes)")]
+    TimedOut { timeout: std::time::Duration, got: usize, want: usize },
     #[error("connection closed in the middle of a frame ({got} of {want} bytes)")]
     Truncated { got: usize, want: usize },
     #[error("read: {0}")]
@@ -24,6 +26,15 @@ pub enum FrameError {
 
 /// Reads one frame. `Ok(None)` when the peer closed between frames.
 pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R, max_bytes: usize) -> Result<Option<Bytes>, FrameError> {
+    match read_frame_size(reader, max_bytes).await? {
+        Some(size) => read_frame_body(reader, size).await.map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Reads and checks a frame's size prefix. `Ok(None)` when the peer closed
+/// between frames.
+pub async fn read_frame_size<R: AsyncRead + Unpin>(reader: &mut R, max_bytes: usize) -> Result<Option<usize>, FrameError> {
     let mut size_buf = [0u8; 4];
     let mut got = 0;
     while got < 4 {
@@ -37,7 +48,11 @@ pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R, max_bytes: usize) 
     if size < MIN_FRAME_BYTES as i32 || size as usize > max_bytes {
         return Err(FrameError::BadSize { size: i64::from(size), max: max_bytes });
     }
-    let size = size as usize;
+    Ok(Some(size as usize))
+}
+
+/// Reads a frame's `size` bytes into a buffer of their own.
+pub async fn read_frame_body<R: AsyncRead + Unpin>(reader: &mut R, size: usize) -> Result<Bytes, FrameError> {
     let mut buf = vec![0u8; size.min(EAGER_ALLOC_BYTES)];
     let mut filled = 0;
     while filled < size {
@@ -52,7 +67,7 @@ pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R, max_bytes: usize) 
         filled += n;
     }
     debug_assert_eq!(buf.len(), size);
-    Ok(Some(Bytes::from(buf)))
+    Ok(Bytes::from(buf))
 }
 
 #[cfg(test)]

@@ -29,7 +29,8 @@ pub fn start(shard: Rc<Shard>, addr: SocketAddr, started: Instant) -> std::io::R
                 }
                 let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
                 let (status, body) = if line.starts_with(b"GET /metrics") {
-                    ("200 OK", crate::metrics::render(&shard.reports().await, started.elapsed()))
+                    let host = crate::metrics::HostGauges { uptime: started.elapsed(), ..disk_space(&shard.config.data_dir) };
+                    ("200 OK", crate::metrics::render(&shard.reports().await, host))
                 } else if line.starts_with(b"GET /health") {
                     ("200 OK", "ok\n".to_string())
                 } else {
@@ -44,4 +45,21 @@ pub fn start(shard: Rc<Shard>, addr: SocketAddr, started: Instant) -> std::io::R
     })
     .detach();
     Ok(bound)
+}
+
+/// Free and total bytes of the filesystem holding `dir` (statvfs: a quick,
+/// non-blocking metadata call).
+fn disk_space(dir: &std::path::Path) -> crate::metrics::HostGauges {
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = crate::metrics::HostGauges::default();
+    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else { return out };
+    // SAFETY: statvfs writes into the zeroed struct we pass; path is NUL-terminated.
+    unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        if libc::statvfs(path.as_ptr(), &mut st) == 0 {
+            out.disk_free_bytes = st.f_bavail as u64 * st.f_frsize as u64;
+            out.disk_total_bytes = st.f_blocks as u64 * st.f_frsize as u64;
+        }
+    }
+    out
 }

@@ -26,6 +26,8 @@ pub struct PartitionGauges {
     pub offsets: Offsets,
     pub commits: u64,
     pub committed_bytes: u64,
+    pub commit_latency_us: crate::histogram::Log2Histogram,
+    pub commit_write_bytes: crate::histogram::Log2Histogram,
 }
 
 /// One shard's counters and its partitions' gauges.
@@ -39,6 +41,10 @@ pub struct ShardReport {
     pub cross_shard_hops: u64,
     pub connections_accepted: u64,
     pub connections_open: u64,
+    pub connections_refused: u64,
+    pub connections_closed_on_bad_input: u64,
+    pub requests_in_flight: u64,
+    pub errors_by_code: Vec<(i16, u64)>,
     pub partitions: Vec<PartitionGauges>,
 }
 

@@ -50,10 +50,26 @@ pub struct ShardCounters {
     pub cross_shard_hops: Cell<u64>,
     pub connections_accepted: Cell<u64>,
     pub connections_open: Cell<u64>,
+    pub connections_refused: Cell<u64>,
+    /// Connections closed because a request could not be framed or parsed.
+    pub connections_closed_on_bad_input: Cell<u64>,
+    /// Requests read and not yet answered.
+    pub requests_in_flight: Cell<u64>,
+    /// Error codes sent to clients (produce and fetch partitions, closes as -1).
+    pub errors_by_code: RefCell<BTreeMap<i16, u64>>,
 }
 
 pub fn bump(c: &Cell<u64>, by: u64) {
     c.set(c.get().wrapping_add(by));
+}
+
+impl ShardCounters {
+    /// Counts an error code sent to a client (0 is not an error).
+    pub fn error(&self, code: i16) {
+        if code != 0 {
+            *self.errors_by_code.borrow_mut().entry(code).or_default() += 1;
+        }
+    }
 }
 
 pub struct Shard {
@@ -398,7 +414,10 @@ impl Shard {
         let mut partitions: Vec<PartitionGauges> = self
             .logs()
             .iter()
-            .map(|l| PartitionGauges { topic: l.topic.clone(), partition: l.partition, offsets: l.offsets(), commits: l.commit_count(), committed_bytes: l.committed_bytes() })
+            .map(|l| {
+                let (commit_latency_us, commit_write_bytes) = l.commit_histograms();
+                PartitionGauges { topic: l.topic.clone(), partition: l.partition, offsets: l.offsets(), commits: l.commit_count(), committed_bytes: l.committed_bytes(), commit_latency_us, commit_write_bytes }
+            })
             .collect();
         partitions.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
         ShardReport {
@@ -410,6 +429,10 @@ impl Shard {
             cross_shard_hops: c.cross_shard_hops.get(),
             connections_accepted: c.connections_accepted.get(),
             connections_open: c.connections_open.get(),
+            connections_refused: c.connections_refused.get(),
+            connections_closed_on_bad_input: c.connections_closed_on_bad_input.get(),
+            requests_in_flight: c.requests_in_flight.get(),
+            errors_by_code: c.errors_by_code.borrow().iter().map(|(k, v)| (*k, *v)).collect(),
             partitions,
         }
     }

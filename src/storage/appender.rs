@@ -124,6 +124,7 @@ impl PartitionLog {
         let total = buf.len();
         last_page.copy_from_slice(&buf.as_bytes()[total - PAGE_BYTES..total]);
         // Under flush=always the file is O_DSYNC: the write completes durable.
+        let started = std::time::Instant::now();
         let written = file.write_at(buf, page_start).await.map_err(gerr(format!("write {}", path.display())))?;
         if written != total {
             return Err(StorageError::io(format!("write {}", path.display()), std::io::Error::other(format!("short write: {written} of {total} bytes"))));
@@ -171,6 +172,8 @@ impl PartitionLog {
             assert_eq!(position, s.active.written_bytes);
         }
         self.commits.set(self.commits.get() + 1);
+        self.commit_latency_us.borrow_mut().record(started.elapsed().as_micros() as u64);
+        self.commit_write_bytes.borrow_mut().record(total as u64);
         self.committed_bytes.set(self.committed_bytes.get() + run_bytes as u64);
         for w in done {
             let _ = w.send(Ok(()));
@@ -229,7 +232,12 @@ impl PartitionLog {
             };
             match segment::prepare_next(&log.dir, capacity, mode).await {
                 Ok(p) => log.state.borrow_mut().prepared = Some(p),
-                Err(e) => tracing::warn!(topic = %log.topic, partition = log.partition, error = %e, "preparing the next segment failed; will retry at roll"),
+                Err(e) => {
+                    tracing::warn!(topic = %log.topic, partition = log.partition, error = %e, "preparing the next segment failed; will retry at roll");
+                    // A half-allocated file only takes space (a full disk is the usual cause).
+                    let path = log.dir.join(segment::PREPARED_FILE_NAME);
+                    let _ = segment::blocking(move || std::fs::remove_file(path)).await;
+                }
             }
             log.preparing.set(false);
             log.prepared_ready.notify(usize::MAX);

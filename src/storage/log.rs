@@ -77,6 +77,10 @@ pub struct PartitionLog {
     /// Completed group commits and the bytes they made durable.
     pub(crate) commits: Cell<u64>,
     pub(crate) committed_bytes: Cell<u64>,
+    /// Time from a commit's start to its durable completion, in µs.
+    pub(crate) commit_latency_us: RefCell<crate::histogram::Log2Histogram>,
+    /// Bytes written per commit (carried page included).
+    pub(crate) commit_write_bytes: RefCell<crate::histogram::Log2Histogram>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,6 +116,11 @@ impl PartitionLog {
 
     pub fn committed_bytes(&self) -> u64 {
         self.committed_bytes.get()
+    }
+
+    /// (commit latency in µs, bytes written per commit).
+    pub fn commit_histograms(&self) -> (crate::histogram::Log2Histogram, crate::histogram::Log2Histogram) {
+        (*self.commit_latency_us.borrow(), *self.commit_write_bytes.borrow())
     }
 
     pub fn high_watermark(&self) -> i64 {

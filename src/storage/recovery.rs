@@ -87,6 +87,8 @@ impl PartitionLog {
             committer_running: Cell::new(false),
             commits: Cell::new(0),
             committed_bytes: Cell::new(0),
+            commit_latency_us: RefCell::new(Default::default()),
+            commit_write_bytes: RefCell::new(Default::default()),
         });
         log.start_tasks();
         Ok(log)

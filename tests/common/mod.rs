@@ -433,11 +433,18 @@ impl Broker {
 
 impl Drop for Broker {
     fn drop(&mut self) {
+        let mut exited = None;
         if let Some(mut c) = self.child.take() {
+            if let Ok(Some(st)) = c.try_wait() {
+                exited = Some(st);
+            }
             let _ = c.kill();
             let _ = c.wait();
         }
         if thread::panicking() {
+            if let Some(st) = exited {
+                eprintln!("[harness] the broker (pid of the last start) had already exited on its own: {st}");
+            }
             eprintln!(
                 "--- broker.log tail ({}) ---\n{}\n--- end of broker.log ---",
                 self.log_path.display(),
@@ -618,7 +625,9 @@ pub fn read_partitions(
             Some(Err(e)) => {
                 errors += 1;
                 assert!(errors < 1000, "too many consumer errors, last: {e}");
-                eprintln!("[harness] consumer error on {topic}: {e}");
+                if errors <= 5 || errors % 100 == 0 {
+                    eprintln!("[harness] consumer error #{errors} on {topic}: {e}");
+                }
                 thread::sleep(Duration::from_millis(50));
             }
         }
