@@ -125,6 +125,28 @@ mod kafka_protocol_error {
     pub type Error = anyhow::Error;
 }
 
+/// Decodes a whole request frame (header and body) without handling it: the
+/// parsing half of `handle`, for fuzzing and tools.
+pub fn decode_request(frame: &Bytes) -> Result<RequestContext, RequestError> {
+    use kafka_protocol::messages::*;
+    let (ctx, start) = parse_header(frame)?;
+    let body = frame.slice(start..);
+    match ctx.api_key {
+        ApiKey::ApiVersions if supported_range(ApiKey::ApiVersions).is_some_and(|(lo, hi)| (lo..=hi).contains(&ctx.api_version)) => {
+            decode_body::<ApiVersionsRequest>(&ctx, body).map(drop)
+        }
+        ApiKey::ApiVersions => Ok(()),
+        ApiKey::Metadata => decode_body::<MetadataRequest>(&ctx, body).map(drop),
+        ApiKey::Produce => decode_body::<ProduceRequest>(&ctx, body).map(drop),
+        ApiKey::Fetch => decode_body::<FetchRequest>(&ctx, body).map(drop),
+        ApiKey::ListOffsets => decode_body::<ListOffsetsRequest>(&ctx, body).map(drop),
+        ApiKey::CreateTopics => decode_body::<CreateTopicsRequest>(&ctx, body).map(drop),
+        ApiKey::DeleteTopics => decode_body::<DeleteTopicsRequest>(&ctx, body).map(drop),
+        other => Err(RequestError::UnknownApi(other as i16)),
+    }?;
+    Ok(ctx)
+}
+
 /// Handles one request frame.
 pub async fn handle(shard: &Rc<Shard>, frame: Bytes) -> Reply {
     let (ctx, body_start) = match parse_header(&frame) {
