@@ -133,7 +133,7 @@ fn send(p: &ThreadedProducer<Ctx>, rec: &Recorder, topic: &str, seq: u64, sent: 
 #[test]
 fn acknowledged_messages_survive_repeated_sigkill_exactly_once_at_their_offsets() {
     let t0 = Instant::now();
-    let mut broker = Broker::start(BrokerOpts::default().segment_bytes(8 << 20));
+    let mut broker = Broker::start(BrokerOpts::default().segment_bytes(8 << 20).flush("always"));
     let addr = broker.addr();
     let topic = unique_topic("dur");
     create_topic(&addr, &topic, PARTITIONS, &[]);

@@ -55,7 +55,7 @@ fn check_content(addr: &str, topic: &str, tag: u64, p: i32, count: usize) {
 
 fn topics_survive_restart(stop: Stop) {
     // Broker default segment size 32 MiB; topic `rolled` asks for 1 MiB.
-    let mut broker = Broker::start(BrokerOpts::default().segment_bytes(32 * MIB).default_partitions(5));
+    let mut broker = Broker::start(BrokerOpts::default().segment_bytes(32 * MIB).default_partitions(5).flush("always"));
     let addr = broker.addr();
     let rolled = unique_topic("rolled");
     let plain = unique_topic("plain");
