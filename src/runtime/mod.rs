@@ -104,6 +104,7 @@ pub fn serve(mut config: ServeConfig) -> Result<(), StartError> {
         let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("ringmq-shard-{id}"))
             .io_memory(io_memory)
+            .spin_before_park(config.spin_before_park)
             .spawn(move || async move {
                 let result = run_shard(id, cpu, config, stop, mesh, gate.clone()).await;
                 if result.is_err() {
@@ -144,7 +145,8 @@ fn reserve_port(addr: SocketAddr) -> Result<socket2::Socket, StartError> {
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Stage {
-    Opened = 1,
+    Opened = 0,
+    Joined = 1,
     Listening = 2,
 }
 
@@ -154,11 +156,18 @@ struct StartGate {
     shards: usize,
     reached: [AtomicUsize; 3],
     failed: AtomicBool,
+    /// Mesh peer index of each shard, published after joining.
+    peer_of: Vec<AtomicUsize>,
 }
 
 impl StartGate {
     fn new(shards: usize) -> StartGate {
-        StartGate { shards, reached: [AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0)], failed: AtomicBool::new(false) }
+        StartGate {
+            shards,
+            reached: [AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0)],
+            failed: AtomicBool::new(false),
+            peer_of: (0..shards).map(|_| AtomicUsize::new(usize::MAX)).collect(),
+        }
     }
 
     fn fail(&self) {
@@ -210,7 +219,12 @@ async fn run_shard(id: usize, cpu: usize, config: ServeConfig, stop: Arc<AtomicB
         return Ok(());
     }
     let (senders, receivers) = mesh.join().await.map_err(|_| StartError::Executor("joining the shard mesh failed".into()))?;
-    shard.attach_mesh(senders, receivers);
+    gate.peer_of[id].store(senders.peer_id(), Ordering::SeqCst);
+    if !gate.arrive(Stage::Joined).await {
+        return Ok(());
+    }
+    let peer_of = gate.peer_of.iter().map(|p| p.load(Ordering::SeqCst)).collect();
+    shard.attach_mesh(senders, receivers, peer_of);
     let listener = glommio::net::TcpListener::bind(listen).map_err(|e| StartError::Listen { addr: listen, message: e.to_string() })?;
     let bound = listener.local_addr().map_err(|e| StartError::Listen { addr: listen, message: e.to_string() })?;
     *shard.advertised.borrow_mut() = shard.config.advertise.clone().unwrap_or_else(|| (bound.ip().to_string(), bound.port()));

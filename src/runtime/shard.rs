@@ -84,6 +84,8 @@ pub struct Shard {
     /// Serialises catalog changes on the catalog shard.
     catalog_change: Semaphore,
     peers: OnceCell<Senders<ShardMsg>>,
+    /// Mesh peer index of each shard (glommio numbers peers by executor id).
+    peer_of: OnceCell<Vec<usize>>,
     pub stopping: Cell<bool>,
     pub counters: ShardCounters,
 }
@@ -132,6 +134,7 @@ impl Shard {
             logs: RefCell::new(HashMap::new()),
             catalog_change: Semaphore::new(1),
             peers: OnceCell::new(),
+            peer_of: OnceCell::new(),
             stopping: Cell::new(false),
             counters: ShardCounters::default(),
         });
@@ -168,10 +171,13 @@ impl Shard {
     }
 
     /// Connects this shard to the others and starts serving their requests.
-    pub fn attach_mesh(self: &Rc<Self>, senders: Senders<ShardMsg>, receivers: Receivers<ShardMsg>) {
+    /// `peer_of[shard]` is that shard's index in the mesh.
+    pub fn attach_mesh(self: &Rc<Self>, senders: Senders<ShardMsg>, receivers: Receivers<ShardMsg>, peer_of: Vec<usize>) {
+        assert_eq!(peer_of.len(), self.count);
+        assert_eq!(peer_of[self.id], senders.peer_id(), "this shard's own mesh index");
         let receivers = Rc::new(receivers);
         for peer in 0..self.count {
-            if peer == self.id {
+            if peer == senders.peer_id() {
                 continue;
             }
             let (shard, receivers) = (self.clone(), receivers.clone());
@@ -184,15 +190,17 @@ impl Shard {
             .detach();
         }
         let _ = self.peers.set(senders);
+        let _ = self.peer_of.set(peer_of);
     }
 
     /// Sends a request to shard `to` and waits for its reply.
     async fn ask<R>(&self, to: usize, make: impl FnOnce(oneshot::Sender<R>) -> ShardMsg) -> Option<R> {
         debug_assert_ne!(to, self.id);
         let peers = self.peers.get()?;
+        let peer = *self.peer_of.get()?.get(to)?;
         let (tx, rx) = oneshot::channel();
         bump(&self.counters.cross_shard_hops, 1);
-        peers.send_to(to, make(tx)).await.ok()?;
+        peers.send_to(peer, make(tx)).await.ok()?;
         rx.await.ok()
     }
 
