@@ -9,3 +9,4 @@ pub mod metrics;
 pub mod net;
 pub mod runtime;
 pub mod storage;
+pub mod tune;

@@ -17,6 +17,25 @@ struct Cli {
 enum Command {
     /// Run the broker until SIGTERM or SIGINT.
     Serve(ServeArgs),
+    /// Read-only checks of this host for ringmq (see tuning/README.md).
+    Tune {
+        #[command(subcommand)]
+        command: TuneCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TuneCommand {
+    /// Print each setting, its current and recommended value and a verdict;
+    /// exit 1 when something would stop ringmq from running.
+    Check {
+        /// Data directory to check (O_DIRECT, filesystem, device) [default: ./ringmq-data]
+        #[arg(long)]
+        data_dir: Option<std::path::PathBuf>,
+        /// Shards as for `serve --cores` (a count or a CPU list) [default: every usable CPU]
+        #[arg(long)]
+        cores: Option<String>,
+    },
 }
 
 fn main() {
@@ -39,6 +58,23 @@ fn main() {
                 eprintln!("ringmq: {e}");
                 std::process::exit(1);
             }
+        }
+        Command::Tune { command: TuneCommand::Check { data_dir, cores } } => {
+            let cpus = match ringmq::config::parse_cores(cores.as_deref(), &ringmq::config::usable_cpus()) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("ringmq: {e}");
+                    std::process::exit(2);
+                }
+            };
+            let opts = ringmq::tune::CheckOptions { data_dir: data_dir.unwrap_or_else(|| ringmq::config::DEFAULT_DATA_DIR.into()), shards: cpus.len() };
+            let findings = ringmq::tune::check(&opts);
+            let mut out = std::io::stdout();
+            if let Err(e) = ringmq::tune::print_table(&findings, &mut out) {
+                eprintln!("ringmq: {e}");
+                std::process::exit(1);
+            }
+            std::process::exit(ringmq::tune::exit_code(&findings));
         }
     }
 }

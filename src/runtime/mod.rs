@@ -38,6 +38,8 @@ pub enum StartError {
     Listen { addr: SocketAddr, message: String },
     #[error("cannot open the logs: {0}")]
     Open(String),
+    #[error("{0}\nringmq: run `ringmq tune check` for the full list, tuning/README.md for fixes")]
+    Host(String),
 }
 
 /// Locked-memory budget per shard: glommio's default when the limit (or root)
@@ -85,6 +87,17 @@ pub fn serve(mut config: ServeConfig) -> Result<(), StartError> {
     let cpus = config.cpus.clone();
     let shards = cpus.len();
     assert!(shards > 0, "config validation guarantees at least one CPU");
+    // The host checks that would make the broker fail later, each explained
+    // on one line, before anything starts.
+    let findings = crate::tune::check(&crate::tune::CheckOptions { data_dir: config.data_dir.clone(), shards });
+    let fatal: Vec<String> = findings
+        .iter()
+        .filter(|f| f.status == crate::tune::Status::Fatal)
+        .map(|f| format!("{}: {} (needed: {})", f.setting, f.current, f.recommended))
+        .collect();
+    if !fatal.is_empty() {
+        return Err(StartError::Host(fatal.join("\nringmq: ")));
+    }
     let (io_memory, why) = io_memory_per_shard(shards)?;
     tracing::info!(shards, ?cpus, io_memory_bytes_per_shard = io_memory, sizing = %why, "starting shards");
 
@@ -101,12 +114,18 @@ pub fn serve(mut config: ServeConfig) -> Result<(), StartError> {
     let mut handles = Vec::with_capacity(shards);
     for (id, &cpu) in cpus.iter().enumerate() {
         let (config, stop, mesh, gate) = (config.clone(), stop.clone(), mesh.clone(), gate.clone());
-        let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
-            .name(&format!("ringmq-shard-{id}"))
-            .io_memory(io_memory)
-            .spin_before_park(config.spin_before_park)
-            .spawn(move || async move {
-                let result = run_shard(id, cpu, config, stop, mesh, gate.clone()).await;
+        let name = format!("ringmq-shard-{id}");
+        // The executor is made inside the shard's own thread so that a
+        // failure to create it (io_uring, memlock) is an error this thread
+        // reports and the start gate hears of, not a panic in glommio's spawn.
+        let handle = std::thread::Builder::new()
+            .name(name.clone())
+            .spawn(move || {
+                let executor = LocalExecutorBuilder::new(Placement::Fixed(cpu)).name(&name).io_memory(io_memory).spin_before_park(config.spin_before_park).make();
+                let result = match executor {
+                    Ok(ex) => ex.run(run_shard(id, cpu, config, stop, mesh, gate.clone())),
+                    Err(e) => Err(StartError::Executor(format!("shard {id} on CPU {cpu}: {e}"))),
+                };
                 if result.is_err() {
                     gate.fail();
                 }
@@ -120,7 +139,7 @@ pub fn serve(mut config: ServeConfig) -> Result<(), StartError> {
     drop(port_hold);
     let mut first_error = None;
     for handle in handles {
-        let result = handle.join().map_err(|e| StartError::Executor(e.to_string())).and_then(|r| r);
+        let result = handle.join().map_err(|_| StartError::Executor("a shard thread panicked".into())).and_then(|r| r);
         if let Err(e) = result {
             first_error.get_or_insert(e);
         }

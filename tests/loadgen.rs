@@ -1,0 +1,924 @@
+//! ringmq-loadgen against the real broker binary: counts and well-formed
+//! outputs of a constant-rate run, coordinated omission (a frozen broker must
+//! show in the open-loop tail; a closed loop may hide it and must say so),
+//! comparing runs with `plot`, and clear failures with partial results.
+//!
+//! The broker is `CARGO_BIN_EXE_ringmq`; the load generator is the
+//! `ringmq-loadgen` file beside it, which `cargo build --release --workspace`
+//! (run by tests/run) builds. A missing load generator fails the tests.
+//!
+//! Self-contained on purpose (std only): JSON, .hgrm and SVG are checked with
+//! the small parsers at the end of this file.
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::sync::Mutex;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Runs that put load on a broker go one at a time, so that timings are the
+/// broker's and not the neighbour test's.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn broker_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_ringmq"))
+}
+
+fn loadgen_bin() -> PathBuf {
+    let p = broker_bin().with_file_name("ringmq-loadgen");
+    assert!(
+        p.is_file(),
+        "the load generator {} does not exist: build it with `cargo build --release --workspace` \
+         (tests/run does) before running these tests",
+        p.display()
+    );
+    p
+}
+
+/// A directory under the target dir (O_DIRECT-capable), removed unless the test failed.
+struct TestDir(PathBuf);
+
+impl TestDir {
+    fn new(name: &str) -> TestDir {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let base = option_env!("CARGO_TARGET_TMPDIR").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+        let p = base.join(format!("loadgen-{name}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+        let _ = fs::remove_dir_all(&p);
+        fs::create_dir_all(&p).expect("create test dir");
+        TestDir(p)
+    }
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            eprintln!("[loadgen test] keeping {}", self.0.display());
+        } else {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// A running `ringmq serve`.
+struct Broker {
+    child: Option<Child>,
+    addr: String,
+    log: PathBuf,
+}
+
+impl Broker {
+    fn start(dir: &Path, extra: &[&str]) -> Broker {
+        let data = dir.join("data");
+        fs::create_dir_all(&data).expect("create data dir");
+        let log = dir.join("broker.log");
+        let mut child = Command::new(broker_bin())
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics",
+                "off",
+                "--segment-bytes",
+                "16777216",
+                "--data-dir",
+            ])
+            .arg(&data)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(fs::File::create(&log).expect("create broker.log")))
+            .spawn()
+            .expect("spawn the broker");
+        let stdout = child.stdout.take().expect("broker stdout");
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(addr) = line.trim().strip_prefix("ringmq ready listen=") {
+                    let _ = tx.send(addr.trim().to_string());
+                }
+            }
+        });
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(addr) => Broker { child: Some(child), addr, log },
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the broker did not get ready in 30 s; log:\n{}", fs::read_to_string(&log).unwrap_or_default());
+            }
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().expect("broker running").id()
+    }
+
+    fn signal(&self, sig: &str) {
+        let st = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(st.success(), "kill -{sig} {} failed", self.pid());
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").arg("-CONT").arg(c.id().to_string()).status();
+            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+            eprintln!("[loadgen test] broker ignored SIGTERM; log in {}", self.log.display());
+        }
+    }
+}
+
+/// Starts the load generator with `args`; `run` waits for it (killing it
+/// after `limit`) and returns its output.
+fn spawn_loadgen(args: &[&str]) -> Child {
+    Command::new(loadgen_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ringmq-loadgen")
+}
+
+fn finish(child: Child, limit: Duration) -> Output {
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(out) => out.expect("wait for ringmq-loadgen"),
+        Err(_) => {
+            let _ = Command::new("kill").arg("-KILL").arg(pid.to_string()).status();
+            panic!("ringmq-loadgen did not finish within {limit:?}");
+        }
+    }
+}
+
+fn run_loadgen(args: &[&str], limit: Duration) -> Output {
+    finish(spawn_loadgen(args), limit)
+}
+
+fn describe(out: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn read_summary(dir: &Path) -> Json {
+    let path = dir.join("summary.json");
+    let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    Json::parse(&text).unwrap_or_else(|e| panic!("{} is not valid JSON: {e}\n{text}", path.display()))
+}
+
+fn within_pct(value: f64, target: f64, pct: f64) -> bool {
+    (value - target).abs() <= target * pct / 100.0
+}
+
+fn assert_percentiles(summary: &Json, key: &str, count: f64) {
+    let p = summary.get(key).unwrap_or_else(|| panic!("summary has no {key}"));
+    let mut last = 0.0;
+    for q in ["p50", "p90", "p99", "p999", "p9999", "max"] {
+        let v = p.num(q).unwrap_or_else(|| panic!("{key}.{q} missing"));
+        assert!(v >= last, "{key}.{q} = {v} is below the previous percentile {last}");
+        last = v;
+    }
+    assert!(last > 0.0, "{key}.max is 0");
+    assert_eq!(p.num("count"), Some(count), "{key}.count");
+}
+
+const OUTPUTS: [&str; 5] = ["summary.json", "produce.hgrm", "e2e.hgrm", "latency.svg", "intervals.hlog"];
+
+// ---------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------
+
+#[test]
+fn a_ten_second_run_at_5000_msgs_per_s_produces_and_consumes_50000_and_writes_well_formed_files() {
+    let _serial = serial();
+    let dir = TestDir::new("rate");
+    let broker = Broker::start(dir.path(), &[]);
+    let out_dir = dir.path().join("out");
+    let out = run_loadgen(
+        &[
+            "--bootstrap",
+            &broker.addr,
+            "--topic",
+            "lg-rate",
+            "--partitions",
+            "2",
+            "--rate",
+            "5000",
+            "--duration",
+            "10s",
+            "--warmup",
+            "1s",
+            "--size",
+            "512",
+            "--out",
+            out_dir.to_str().unwrap(),
+        ],
+        Duration::from_secs(40),
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+
+    let s = read_summary(&out_dir);
+    let produced = s.num("produced").expect("produced");
+    let consumed = s.num("consumed").expect("consumed");
+    assert!(within_pct(produced, 50_000.0, 1.0), "produced {produced}\n{}", describe(&out));
+    assert!(within_pct(consumed, 50_000.0, 1.0), "consumed {consumed}\n{}", describe(&out));
+    assert_eq!(s.num("duration_s"), Some(10.0));
+    assert!(within_pct(s.num("throughput_msgs_per_s").expect("throughput_msgs_per_s"), 5000.0, 1.0));
+    let mb = s.num("throughput_mb_per_s").expect("throughput_mb_per_s");
+    assert!(within_pct(mb, 5000.0 * 512.0 / 1e6, 1.5), "throughput_mb_per_s {mb}");
+    assert_eq!(s.get("complete"), Some(&Json::Bool(true)));
+    assert_eq!(s.get("coordinated_omission_corrected"), Some(&Json::Bool(true)));
+    assert_percentiles(&s, "produce_latency_us", produced);
+    assert_percentiles(&s, "e2e_latency_us", consumed);
+
+    for f in OUTPUTS {
+        let p = out_dir.join(f);
+        assert!(p.is_file() && fs::metadata(&p).map(|m| m.len() > 0).unwrap_or(false), "{f} missing or empty");
+    }
+    for (file, count) in [("produce.hgrm", produced), ("e2e.hgrm", consumed)] {
+        let text = fs::read_to_string(out_dir.join(file)).expect("read hgrm");
+        let total = check_hgrm(&text).unwrap_or_else(|e| panic!("{file} is not a percentile distribution: {e}\n{text}"));
+        assert_eq!(total as f64, count, "{file} total count");
+    }
+    let svg = fs::read_to_string(out_dir.join("latency.svg")).expect("read svg");
+    check_svg(&svg).unwrap_or_else(|e| panic!("latency.svg is not well-formed: {e}"));
+    assert!(svg.matches("<polyline").count() >= 2, "latency.svg needs a produce and an end-to-end curve");
+    for tick in ["50%", "90%", "99%", "99.9%", "99.99%", "99.999%"] {
+        assert!(svg.contains(&format!(">{tick}<")), "latency.svg lacks the {tick} tick");
+    }
+    let hlog = fs::read_to_string(out_dir.join("intervals.hlog")).expect("read hlog");
+    assert!(
+        hlog.lines().filter(|l| l.starts_with("Tag=produce,")).count() >= 9,
+        "interval log has too few produce intervals:\n{hlog}"
+    );
+
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for col in ["p50", "p90", "p99", "p99.9", "p99.99", "max", "produce", "end-to-end", "throughput"] {
+        assert!(stdout.contains(col), "the final table lacks {col}:\n{stdout}");
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let progress = stderr
+        .lines()
+        .filter(|l| l.contains("msg/s") && l.contains("MB/s") && l.contains("p99"))
+        .count();
+    assert!(progress >= 10, "expected a progress line per second on stderr:\n{stderr}");
+}
+
+#[test]
+fn a_frozen_broker_shows_in_the_open_loop_tail_as_produce_p99_of_at_least_one_second() {
+    let _serial = serial();
+    let dir = TestDir::new("co-open");
+    let broker = Broker::start(dir.path(), &[]);
+    let out_dir = dir.path().join("out");
+    let child = spawn_loadgen(&[
+        "--bootstrap",
+        &broker.addr,
+        "--topic",
+        "lg-co",
+        "--rate",
+        "2000",
+        "--duration",
+        "6s",
+        "--warmup",
+        "1s",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    thread::sleep(Duration::from_millis(2500));
+    broker.signal("STOP");
+    thread::sleep(Duration::from_millis(1500));
+    broker.signal("CONT");
+    let out = finish(child, Duration::from_secs(30));
+    assert!(out.status.success(), "{}", describe(&out));
+    let s = read_summary(&out_dir);
+    let p99 = s.get("produce_latency_us").and_then(|p| p.num("p99")).expect("produce p99");
+    assert!(p99 >= 1_000_000.0, "produce p99 {p99} µs hides the 1.5 s stall\n{}", describe(&out));
+    let e2e_p99 = s.get("e2e_latency_us").and_then(|p| p.num("p99")).expect("e2e p99");
+    assert!(e2e_p99 >= 1_000_000.0, "end-to-end p99 {e2e_p99} µs hides the 1.5 s stall");
+    assert_eq!(s.get("coordinated_omission_corrected"), Some(&Json::Bool(true)));
+    let produced = s.num("produced").expect("produced");
+    assert!(
+        within_pct(produced, 12_000.0, 1.0),
+        "a stall must not lose scheduled messages: produced {produced}"
+    );
+}
+
+#[test]
+fn a_closed_loop_run_may_hide_the_stall_and_says_so_in_its_summary() {
+    let _serial = serial();
+    let dir = TestDir::new("co-closed");
+    let broker = Broker::start(dir.path(), &[]);
+    let out_dir = dir.path().join("out");
+    let child = spawn_loadgen(&[
+        "--bootstrap",
+        &broker.addr,
+        "--topic",
+        "lg-closed",
+        "--rate",
+        "0",
+        "--size",
+        "100",
+        "--duration",
+        "4s",
+        "--warmup",
+        "500ms",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    thread::sleep(Duration::from_millis(2000));
+    broker.signal("STOP");
+    thread::sleep(Duration::from_millis(1500));
+    broker.signal("CONT");
+    let out = finish(child, Duration::from_secs(30));
+    assert!(out.status.success(), "{}", describe(&out));
+    let s = read_summary(&out_dir);
+    assert_eq!(s.get("coordinated_omission_corrected"), Some(&Json::Bool(false)), "{}", describe(&out));
+    assert_eq!(s.get("mode").and_then(Json::as_str), Some("closed-loop"));
+    let note = s.get("note").and_then(Json::as_str).unwrap_or_default();
+    assert!(note.contains("coordinated omission NOT corrected"), "note: {note}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("coordinated omission NOT corrected"));
+    assert!(s.num("produced").unwrap_or(0.0) > 0.0);
+    eprintln!(
+        "closed loop with a 1.5 s stall: produce p99 {} µs, max {} µs",
+        s.get("produce_latency_us").and_then(|p| p.num("p99")).unwrap_or(-1.0),
+        s.get("produce_latency_us").and_then(|p| p.num("max")).unwrap_or(-1.0)
+    );
+}
+
+#[test]
+fn plot_draws_several_runs_on_one_chart_with_their_labels() {
+    let _serial = serial();
+    let dir = TestDir::new("plot");
+    let broker = Broker::start(dir.path(), &[]);
+    let mut runs = Vec::new();
+    for acks in ["all", "1"] {
+        let out_dir = dir.path().join(format!("acks-{acks}"));
+        let out = run_loadgen(
+            &[
+                "--bootstrap",
+                &broker.addr,
+                "--topic",
+                "lg-plot",
+                "--rate",
+                "1000",
+                "--duration",
+                "1s",
+                "--warmup",
+                "0s",
+                "--acks",
+                acks,
+                "--out",
+                out_dir.to_str().unwrap(),
+            ],
+            Duration::from_secs(30),
+        );
+        assert!(out.status.success(), "{}", describe(&out));
+        runs.push(out_dir);
+    }
+    let chart = dir.path().join("compare.svg");
+    let a = format!("acks=all={}", runs[0].display());
+    let b = runs[1].to_str().unwrap().to_string();
+    let out = run_loadgen(
+        &["plot", &a, &b, "--out", chart.to_str().unwrap(), "--title", "acks compared"],
+        Duration::from_secs(30),
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    let svg = fs::read_to_string(&chart).expect("read compare.svg");
+    check_svg(&svg).unwrap_or_else(|e| panic!("compare.svg is not well-formed: {e}"));
+    assert_eq!(svg.matches("<polyline").count(), 4, "two runs × produce and end-to-end");
+    for label in [
+        "acks=all: produce",
+        "acks=all: end-to-end",
+        "acks-1: produce",
+        "acks-1: end-to-end",
+        "acks compared",
+    ] {
+        assert!(svg.contains(label), "compare.svg lacks the label {label}");
+    }
+    let missing = run_loadgen(
+        &["plot", dir.path().join("nope").to_str().unwrap(), "--out", chart.to_str().unwrap()],
+        Duration::from_secs(30),
+    );
+    assert_eq!(missing.status.code(), Some(1), "{}", describe(&missing));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("produce.hgrm"), "{}", describe(&missing));
+}
+
+#[test]
+fn a_broker_that_is_down_gives_a_clear_error_a_nonzero_exit_and_a_summary() {
+    let dir = TestDir::new("down");
+    let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+    let bootstrap = format!("127.0.0.1:{port}");
+    let out_dir = dir.path().join("out");
+    let out = run_loadgen(
+        &[
+            "--bootstrap",
+            &bootstrap,
+            "--topic",
+            "t",
+            "--duration",
+            "2s",
+            "--out",
+            out_dir.to_str().unwrap(),
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("cannot connect to broker {bootstrap}")), "{}", describe(&out));
+    let s = read_summary(&out_dir);
+    assert_eq!(s.get("complete"), Some(&Json::Bool(false)));
+    assert!(s.get("error").and_then(Json::as_str).unwrap_or_default().contains("cannot connect"));
+    assert_eq!(s.num("produced"), Some(0.0));
+    for f in ["produce.hgrm", "e2e.hgrm", "latency.svg"] {
+        assert!(out_dir.join(f).is_file(), "{f} missing after a failed run");
+    }
+    check_hgrm(&fs::read_to_string(out_dir.join("produce.hgrm")).expect("read")).expect("an empty .hgrm is still valid");
+    check_svg(&fs::read_to_string(out_dir.join("latency.svg")).expect("read")).expect("the SVG of a failed run is well-formed");
+}
+
+#[test]
+fn an_unknown_topic_with_auto_create_off_fails_clearly_with_partial_results() {
+    let _serial = serial();
+    let dir = TestDir::new("unknown-topic");
+    let broker = Broker::start(dir.path(), &["--auto-create-topics", "false"]);
+    let out_dir = dir.path().join("out");
+    let out = run_loadgen(
+        &[
+            "--bootstrap",
+            &broker.addr,
+            "--topic",
+            "lg-missing",
+            "--create-topic",
+            "false",
+            "--duration",
+            "2s",
+            "--out",
+            out_dir.to_str().unwrap(),
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("topic 'lg-missing' does not exist"), "{}", describe(&out));
+    let s = read_summary(&out_dir);
+    assert_eq!(s.get("complete"), Some(&Json::Bool(false)));
+    assert!(s.get("error").and_then(Json::as_str).unwrap_or_default().contains("does not exist"));
+}
+
+#[test]
+fn bad_flags_fail_with_a_message_naming_the_flag_and_exit_code_2() {
+    let dir = TestDir::new("flags");
+    for (flag, value) in [
+        ("--acks", "2"),
+        ("--size", "3"),
+        ("--duration", "10parsecs"),
+        ("--rate", "-5"),
+        ("--bogus", "1"),
+    ] {
+        let out_dir = dir.path().join(flag.trim_start_matches('-'));
+        let out = run_loadgen(
+            &["--bootstrap", "127.0.0.1:9", "--topic", "t", flag, value, "--out", out_dir.to_str().unwrap()],
+            Duration::from_secs(30),
+        );
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}: {}", describe(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(flag), "{flag} {value}: the message should name the flag\n{}", describe(&out));
+        let s = read_summary(&out_dir);
+        assert_eq!(s.get("complete"), Some(&Json::Bool(false)));
+        assert!(
+            s.get("error").and_then(Json::as_str).unwrap_or_default().contains(flag),
+            "{flag}: summary error"
+        );
+    }
+}
+
+#[test]
+fn a_broker_killed_mid_run_leaves_partial_results_and_a_nonzero_exit() {
+    let _serial = serial();
+    let dir = TestDir::new("killed");
+    let mut broker = Broker::start(dir.path(), &[]);
+    let out_dir = dir.path().join("out");
+    let child = spawn_loadgen(&[
+        "--bootstrap",
+        &broker.addr,
+        "--topic",
+        "lg-killed",
+        "--rate",
+        "2000",
+        "--duration",
+        "5s",
+        "--warmup",
+        "0s",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    thread::sleep(Duration::from_millis(1500));
+    broker.kill9();
+    let out = finish(child, Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("error:"), "{}", describe(&out));
+    let s = read_summary(&out_dir);
+    assert_eq!(s.get("complete"), Some(&Json::Bool(false)));
+    assert!(!s.get("error").and_then(Json::as_str).unwrap_or_default().is_empty());
+    let produced = s.num("produced").expect("produced");
+    assert!(produced > 0.0 && produced < 10_000.0, "partial results: produced {produced}");
+    let duration = s.num("duration_s").expect("duration_s");
+    assert!(duration > 0.0 && duration < 5.0, "partial duration {duration}");
+    let text = fs::read_to_string(out_dir.join("produce.hgrm")).expect("read produce.hgrm");
+    assert_eq!(check_hgrm(&text).expect("valid hgrm") as f64, produced);
+}
+
+// ---------------------------------------------------------------------------
+// Dependency-free checks of the outputs
+// ---------------------------------------------------------------------------
+
+/// Checks HdrHistogram's percentile-distribution text; returns its total count.
+fn check_hgrm(text: &str) -> Result<u64, String> {
+    let mut lines = text.lines();
+    let header = lines.next().ok_or("empty file")?;
+    let cols: Vec<&str> = header.split_whitespace().collect();
+    if cols != ["Value", "Percentile", "TotalCount", "1/(1-Percentile)"] {
+        return Err(format!("bad header '{header}'"));
+    }
+    let (mut last_v, mut last_p, mut last_c) = (0.0f64, 0.0f64, 0u64);
+    let mut rows = 0;
+    let mut footer_total = None;
+    for line in lines {
+        let l = line.trim();
+        if l.is_empty() {
+            continue;
+        }
+        if let Some(rest) = l.strip_prefix("#[") {
+            if let Some(i) = rest.find("Total count") {
+                let n = rest[i..]
+                    .trim_start_matches("Total count")
+                    .trim_start_matches([' ', '='])
+                    .trim_end_matches(']')
+                    .trim();
+                footer_total = Some(n.parse::<u64>().map_err(|_| format!("bad total count in '{l}'"))?);
+            }
+            continue;
+        }
+        let c: Vec<&str> = l.split_whitespace().collect();
+        if c.len() != 3 && c.len() != 4 {
+            return Err(format!("bad row '{l}'"));
+        }
+        let v: f64 = c[0].parse().map_err(|_| format!("bad value in '{l}'"))?;
+        let p: f64 = c[1].parse().map_err(|_| format!("bad percentile in '{l}'"))?;
+        let n: u64 = c[2].parse().map_err(|_| format!("bad count in '{l}'"))?;
+        if v < last_v || p < last_p || n < last_c || !(0.0..=1.0).contains(&p) {
+            return Err(format!("row '{l}' goes backwards"));
+        }
+        (last_v, last_p, last_c) = (v, p, n);
+        rows += 1;
+    }
+    let total = footer_total.ok_or("no '#[Max = …, Total count = …]' footer")?;
+    if rows > 0 && (last_c != total || last_p != 1.0) {
+        return Err(format!("last row (count {last_c}, percentile {last_p}) does not reach the total {total}"));
+    }
+    Ok(total)
+}
+
+/// Checks that the SVG is well-formed: XML prolog, `<svg>` root with the SVG
+/// namespace, every tag closed in order, nothing after the root.
+fn check_svg(text: &str) -> Result<(), String> {
+    let mut rest = text.trim_start();
+    if let Some(r) = rest.strip_prefix("<?xml") {
+        rest = &r[r.find("?>").ok_or("unterminated XML declaration")? + 2..];
+    }
+    let mut stack: Vec<String> = Vec::new();
+    let mut seen_root = false;
+    while let Some(lt) = rest.find('<') {
+        let text_before = &rest[..lt];
+        if stack.is_empty() && !text_before.trim().is_empty() {
+            return Err(format!("text outside the root element: '{}'", text_before.trim()));
+        }
+        if text_before.contains('&') && !entities_ok(text_before) {
+            return Err(format!("bad entity in '{text_before}'"));
+        }
+        rest = &rest[lt..];
+        if let Some(r) = rest.strip_prefix("<!--") {
+            rest = &r[r.find("-->").ok_or("unterminated comment")? + 3..];
+            continue;
+        }
+        let gt = tag_end(rest).ok_or("unterminated tag")?;
+        let tag = &rest[1..gt];
+        rest = &rest[gt + 1..];
+        if let Some(name) = tag.strip_prefix('/') {
+            let open = stack.pop().ok_or_else(|| format!("</{name}> closes nothing"))?;
+            if open != name.trim() {
+                return Err(format!("<{open}> closed by </{name}>"));
+            }
+            continue;
+        }
+        let self_closing = tag.ends_with('/');
+        let name: String = tag.chars().take_while(|c| !c.is_whitespace() && *c != '/').collect();
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == ':' || c == '-') {
+            return Err(format!("bad tag '<{tag}>'"));
+        }
+        if !attrs_ok(&tag[name.len()..]) {
+            return Err(format!("bad attributes in '<{tag}>'"));
+        }
+        if stack.is_empty() {
+            if seen_root {
+                return Err("more than one root element".to_string());
+            }
+            if name != "svg" || !tag.contains(r#"xmlns="http://www.w3.org/2000/svg""#) {
+                return Err(format!("root element is '<{tag}>', not an SVG"));
+            }
+            seen_root = true;
+        }
+        if !self_closing {
+            stack.push(name);
+        }
+    }
+    if !rest.trim().is_empty() {
+        return Err(format!("text after the root: '{}'", rest.trim()));
+    }
+    if !stack.is_empty() {
+        return Err(format!("unclosed elements: {stack:?}"));
+    }
+    if !seen_root {
+        return Err("no root element".to_string());
+    }
+    Ok(())
+}
+
+/// Index of the `>` ending the tag at the start of `s`, skipping quoted values.
+fn tag_end(s: &str) -> Option<usize> {
+    let mut quote = None;
+    for (i, c) in s.char_indices().skip(1) {
+        match (quote, c) {
+            (None, '"' | '\'') => quote = Some(c),
+            (Some(q), c) if c == q => quote = None,
+            (None, '>') => return Some(i),
+            (None, '<') => return None,
+            _ => {}
+        }
+    }
+    None
+}
+
+/// `name="value"` pairs only, values without `<` and with valid entities.
+fn attrs_ok(s: &str) -> bool {
+    let mut rest = s.trim().trim_end_matches('/').trim();
+    while !rest.is_empty() {
+        let Some(eq) = rest.find('=') else { return false };
+        let name = rest[..eq].trim();
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '-' | '_')) {
+            return false;
+        }
+        let after = rest[eq + 1..].trim_start();
+        let Some(q) = after.chars().next().filter(|c| *c == '"' || *c == '\'') else {
+            return false;
+        };
+        let Some(close) = after[1..].find(q) else { return false };
+        let value = &after[1..1 + close];
+        if value.contains('<') || !entities_ok(value) {
+            return false;
+        }
+        rest = after[close + 2..].trim_start();
+    }
+    true
+}
+
+fn entities_ok(s: &str) -> bool {
+    let mut rest = s;
+    while let Some(i) = rest.find('&') {
+        let after = &rest[i + 1..];
+        let Some(semi) = after.find(';') else { return false };
+        let ent = &after[..semi];
+        let ok = matches!(ent, "amp" | "lt" | "gt" | "quot" | "apos")
+            || (ent.starts_with('#')
+                && ent.len() > 1
+                && (ent[1..].chars().all(|c| c.is_ascii_digit()) || (ent[1..].starts_with('x') && ent[2..].chars().all(|c| c.is_ascii_hexdigit()))));
+        if !ok {
+            return false;
+        }
+        rest = &after[semi + 1..];
+    }
+    true
+}
+
+/// A small JSON value and parser, enough to read summary.json strictly.
+#[derive(Debug, PartialEq)]
+enum Json {
+    Null,
+    Bool(bool),
+    Num(f64),
+    Str(String),
+    Arr(Vec<Json>),
+    Obj(Vec<(String, Json)>),
+}
+
+impl Json {
+    fn parse(text: &str) -> Result<Json, String> {
+        let mut p = JsonParser { s: text.as_bytes(), i: 0 };
+        let v = p.value()?;
+        p.ws();
+        if p.i != p.s.len() {
+            return Err(format!("trailing data at byte {}", p.i));
+        }
+        Ok(v)
+    }
+    fn get(&self, key: &str) -> Option<&Json> {
+        match self {
+            Json::Obj(fields) => fields.iter().find(|(k, _)| k == key).map(|(_, v)| v),
+            _ => None,
+        }
+    }
+    fn num(&self, key: &str) -> Option<f64> {
+        match self.get(key) {
+            Some(Json::Num(n)) => Some(*n),
+            _ => None,
+        }
+    }
+    fn as_str(&self) -> Option<&str> {
+        match self {
+            Json::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+struct JsonParser<'a> {
+    s: &'a [u8],
+    i: usize,
+}
+
+impl JsonParser<'_> {
+    fn ws(&mut self) {
+        while self.i < self.s.len() && matches!(self.s[self.i], b' ' | b'\n' | b'\r' | b'\t') {
+            self.i += 1;
+        }
+    }
+    fn eat(&mut self, lit: &str) -> Result<(), String> {
+        if self.s[self.i..].starts_with(lit.as_bytes()) {
+            self.i += lit.len();
+            Ok(())
+        } else {
+            Err(format!("expected '{lit}' at byte {}", self.i))
+        }
+    }
+    fn value(&mut self) -> Result<Json, String> {
+        self.ws();
+        match self.s.get(self.i).copied() {
+            Some(b'{') => {
+                self.i += 1;
+                let mut fields = Vec::new();
+                self.ws();
+                if self.s.get(self.i) == Some(&b'}') {
+                    self.i += 1;
+                    return Ok(Json::Obj(fields));
+                }
+                loop {
+                    self.ws();
+                    let k = self.string()?;
+                    self.ws();
+                    self.eat(":")?;
+                    let v = self.value()?;
+                    fields.push((k, v));
+                    self.ws();
+                    match self.s.get(self.i) {
+                        Some(b',') => self.i += 1,
+                        Some(b'}') => {
+                            self.i += 1;
+                            return Ok(Json::Obj(fields));
+                        }
+                        _ => return Err(format!("expected ',' or '}}' at byte {}", self.i)),
+                    }
+                }
+            }
+            Some(b'[') => {
+                self.i += 1;
+                let mut items = Vec::new();
+                self.ws();
+                if self.s.get(self.i) == Some(&b']') {
+                    self.i += 1;
+                    return Ok(Json::Arr(items));
+                }
+                loop {
+                    items.push(self.value()?);
+                    self.ws();
+                    match self.s.get(self.i) {
+                        Some(b',') => self.i += 1,
+                        Some(b']') => {
+                            self.i += 1;
+                            return Ok(Json::Arr(items));
+                        }
+                        _ => return Err(format!("expected ',' or ']' at byte {}", self.i)),
+                    }
+                }
+            }
+            Some(b'"') => Ok(Json::Str(self.string()?)),
+            Some(b't') => self.eat("true").map(|_| Json::Bool(true)),
+            Some(b'f') => self.eat("false").map(|_| Json::Bool(false)),
+            Some(b'n') => self.eat("null").map(|_| Json::Null),
+            Some(c) if c == b'-' || c.is_ascii_digit() => {
+                let start = self.i;
+                while self.i < self.s.len() && matches!(self.s[self.i], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9') {
+                    self.i += 1;
+                }
+                let t = std::str::from_utf8(&self.s[start..self.i]).map_err(|e| e.to_string())?;
+                t.parse::<f64>().map(Json::Num).map_err(|_| format!("bad number '{t}'"))
+            }
+            _ => Err(format!("unexpected input at byte {}", self.i)),
+        }
+    }
+    fn string(&mut self) -> Result<String, String> {
+        self.eat("\"")?;
+        let mut out = String::new();
+        loop {
+            let rest = std::str::from_utf8(&self.s[self.i..]).map_err(|e| e.to_string())?;
+            let mut chars = rest.char_indices();
+            let Some((_, c)) = chars.next() else {
+                return Err("unterminated string".to_string());
+            };
+            match c {
+                '"' => {
+                    self.i += 1;
+                    return Ok(out);
+                }
+                '\\' => {
+                    let esc = self.s.get(self.i + 1).copied().ok_or("unterminated escape")?;
+                    self.i += 2;
+                    match esc {
+                        b'"' => out.push('"'),
+                        b'\\' => out.push('\\'),
+                        b'/' => out.push('/'),
+                        b'n' => out.push('\n'),
+                        b't' => out.push('\t'),
+                        b'r' => out.push('\r'),
+                        b'b' => out.push('\u{8}'),
+                        b'f' => out.push('\u{c}'),
+                        b'u' => {
+                            let hex = std::str::from_utf8(self.s.get(self.i..self.i + 4).ok_or("short \\u escape")?).map_err(|e| e.to_string())?;
+                            let code = u32::from_str_radix(hex, 16).map_err(|_| format!("bad \\u{hex}"))?;
+                            out.push(char::from_u32(code).unwrap_or('\u{fffd}'));
+                            self.i += 4;
+                        }
+                        _ => return Err(format!("bad escape at byte {}", self.i)),
+                    }
+                }
+                c if (c as u32) < 0x20 => return Err(format!("control character in string at byte {}", self.i)),
+                c => {
+                    out.push(c);
+                    self.i += c.len_utf8();
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn the_output_checkers_reject_malformed_files() {
+    assert!(check_svg(r#"<svg xmlns="http://www.w3.org/2000/svg"><g><line/></g></svg>"#).is_ok());
+    assert!(check_svg(r#"<svg xmlns="http://www.w3.org/2000/svg"><g></svg>"#).is_err());
+    assert!(check_svg(r#"<svg xmlns="http://www.w3.org/2000/svg"><text>a & b</text></svg>"#).is_err());
+    assert!(check_svg(r#"<html></html>"#).is_err());
+    assert!(check_hgrm("       Value     Percentile TotalCount 1/(1-Percentile)\n\n#[Max     =        0.000, Total count    =            0]\n").is_ok());
+    assert!(check_hgrm("garbage").is_err());
+    assert_eq!(Json::parse(r#"{"a": [1, -2.5e3, "x\"y"], "b": null}"#).map(|j| j.num("a")), Ok(None));
+    assert!(Json::parse(r#"{"a": 1,}"#).is_err());
+}
