@@ -1,7 +1,7 @@
 //! The added latency of a cross-shard hop: a request sent over glommio's
-//! channel mesh to a shard pinned on another CPU, answered on a oneshot
-//! channel (the mechanism `Shard::ask` uses), against the same call made
-//! locally. Needs 2 CPUs.
+//! channel mesh to a shard pinned on another CPU and answered over the mesh
+//! (the mechanism `Shard::ask` uses), against a oneshot answered by a task on
+//! the same shard. Needs 2 CPUs.
 
 use std::time::{Duration, Instant};
 
@@ -10,7 +10,8 @@ use glommio::channels::channel_mesh::{Full, MeshBuilder};
 use glommio::{LocalExecutorBuilder, Placement};
 
 enum Msg {
-    Ping(u64, oneshot::Sender<u64>),
+    Ping(u64),
+    Pong(u64),
     Stop,
 }
 
@@ -48,9 +49,10 @@ fn run(trips: usize, samples: usize) {
             let client_peer = 1 - tx.peer_id();
             while let Ok(Some(msg)) = rx.recv_from(client_peer).await {
                 match msg {
-                    Msg::Ping(v, reply) => {
-                        let _ = reply.send(v + 1);
+                    Msg::Ping(v) => {
+                        let _ = tx.send_to(client_peer, Msg::Pong(v + 1)).await;
                     }
+                    Msg::Pong(_) => {}
                     Msg::Stop => break,
                 }
             }
@@ -60,16 +62,18 @@ fn run(trips: usize, samples: usize) {
         .name("mesh-client")
         .spin_before_park(spin())
         .spawn(move || async move {
-            let (tx, _rx) = mesh.join().await.expect("join");
+            let (tx, rx) = mesh.join().await.expect("join");
             let server_peer = 1 - tx.peer_id();
             let mut remote_ns = Vec::new();
             let mut local_ns = Vec::new();
             for _ in 0..samples {
                 let start = Instant::now();
                 for i in 0..trips as u64 {
-                    let (reply, answer) = oneshot::channel();
-                    tx.send_to(server_peer, Msg::Ping(i, reply)).await.ok().expect("send");
-                    assert_eq!(answer.await.expect("answer"), i + 1);
+                    tx.send_to(server_peer, Msg::Ping(i)).await.ok().expect("send");
+                    match rx.recv_from(server_peer).await {
+                        Ok(Some(Msg::Pong(v))) => assert_eq!(v, i + 1),
+                        _ => panic!("no pong"),
+                    }
                 }
                 remote_ns.push(start.elapsed().as_nanos() as f64 / trips as f64);
                 let start = Instant::now();

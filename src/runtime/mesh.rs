@@ -1,13 +1,16 @@
 //! Messages between shards. Everything that crosses is owned and `Send`:
-//! record bytes travel as `BytesMut`/`Bytes` (moved, never copied), replies
-//! come back on oneshot channels. Channels are bounded (`MESH_QUEUE`): a
-//! sender waits when its peer is behind.
+//! record bytes travel as `BytesMut`/`Bytes` (moved, never copied). Replies
+//! come back over the mesh too, as `ShardMsg::Reply` matched by request id:
+//! a glommio task's Waker must never be woken or dropped on another thread
+//! (glommio 0.9's foreign-waker path double-frees; a oneshot channel
+//! completed by the other shard did exactly that under load). Channels are
+//! bounded (`MESH_QUEUE`): a sender waits when its peer is behind.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use futures_channel::oneshot;
+use std::marker::PhantomData;
 
 use super::shard::TopicOpError;
 use crate::catalog::TopicMeta;
@@ -49,21 +52,74 @@ pub struct ShardReport {
 }
 
 pub enum ShardMsg {
-    Append { topic: String, partition: i32, records: BytesMut, wait: AckWait, reply: oneshot::Sender<Result<AppendOutcome, StorageError>> },
-    Read { topic: String, partition: i32, offset: i64, max_bytes: usize, reply: oneshot::Sender<Result<ReadResult, StorageError>> },
-    Offsets { topic: String, partition: i32, reply: oneshot::Sender<Option<Offsets>> },
+    Append { topic: String, partition: i32, records: BytesMut, wait: AckWait, reply: ReplyTo<Result<AppendOutcome, StorageError>> },
+    Read { topic: String, partition: i32, offset: i64, max_bytes: usize, reply: ReplyTo<Result<ReadResult, StorageError>> },
+    Offsets { topic: String, partition: i32, reply: ReplyTo<Option<Offsets>> },
     /// Replies once the high watermark passes `offset`, after `timeout`, or
     /// never when the asker gave up (dropped its receiver).
-    WaitForData { topic: String, partition: i32, offset: i64, timeout: Duration, reply: oneshot::Sender<()> },
+    WaitForData { topic: String, partition: i32, offset: i64, timeout: Duration, reply: ReplyTo<()> },
     /// To shard 0, the catalog's owner.
-    CreateTopic { name: String, partitions: i32, configs: BTreeMap<String, String>, validate_only: bool, reply: oneshot::Sender<Result<TopicMeta, TopicOpError>> },
+    CreateTopic { name: String, partitions: i32, configs: BTreeMap<String, String>, validate_only: bool, reply: ReplyTo<Result<TopicMeta, TopicOpError>> },
     /// To shard 0, the catalog's owner.
-    DeleteTopic { name: String, reply: oneshot::Sender<Result<(), TopicOpError>> },
+    DeleteTopic { name: String, reply: ReplyTo<Result<(), TopicOpError>> },
     /// From shard 0 after the catalog change is durable: open the partitions
     /// this shard owns, then show the topic to clients.
-    TopicCreated { name: String, meta: TopicMeta, reply: oneshot::Sender<Result<(), TopicOpError>> },
+    TopicCreated { name: String, meta: TopicMeta, reply: ReplyTo<Result<(), TopicOpError>> },
     /// From shard 0 after the catalog change is durable: hide the topic and
     /// close this shard's logs of it.
-    TopicDeleted { name: String, reply: oneshot::Sender<()> },
-    Report { reply: oneshot::Sender<ShardReport> },
+    TopicDeleted { name: String, reply: ReplyTo<()> },
+    Report { reply: ReplyTo<ShardReport> },
+    /// The answer to request `id` of the receiving shard.
+    Reply { id: u64, payload: ReplyPayload },
 }
+
+/// Where the answer to a request goes: shard `from`, its request `id`. The
+/// type parameter names what the answer is.
+pub struct ReplyTo<T> {
+    pub from: usize,
+    pub id: u64,
+    _answer: PhantomData<fn(T)>,
+}
+
+impl<T> ReplyTo<T> {
+    pub fn new(from: usize, id: u64) -> ReplyTo<T> {
+        ReplyTo { from, id, _answer: PhantomData }
+    }
+}
+
+/// Every kind of answer, as it travels back.
+pub enum ReplyPayload {
+    Append(Result<AppendOutcome, StorageError>),
+    Read(Result<ReadResult, StorageError>),
+    Offsets(Option<Offsets>),
+    Unit(()),
+    Topic(Result<TopicMeta, TopicOpError>),
+    TopicChange(Result<(), TopicOpError>),
+    Report(ShardReport),
+}
+
+macro_rules! payload {
+    ($variant:ident, $t:ty) => {
+        impl From<$t> for ReplyPayload {
+            fn from(v: $t) -> ReplyPayload {
+                ReplyPayload::$variant(v)
+            }
+        }
+        impl TryFrom<ReplyPayload> for $t {
+            type Error = ();
+            fn try_from(p: ReplyPayload) -> Result<$t, ()> {
+                match p {
+                    ReplyPayload::$variant(v) => Ok(v),
+                    _ => Err(()),
+                }
+            }
+        }
+    };
+}
+payload!(Append, Result<AppendOutcome, StorageError>);
+payload!(Read, Result<ReadResult, StorageError>);
+payload!(Offsets, Option<Offsets>);
+payload!(Unit, ());
+payload!(Topic, Result<TopicMeta, TopicOpError>);
+payload!(TopicChange, Result<(), TopicOpError>);
+payload!(Report, ShardReport);

@@ -15,7 +15,7 @@ use futures_channel::oneshot;
 use glommio::channels::channel_mesh::{Receivers, Senders};
 use glommio::sync::Semaphore;
 
-use super::mesh::{PartitionGauges, ShardMsg, ShardReport};
+use super::mesh::{PartitionGauges, ReplyPayload, ReplyTo, ShardMsg, ShardReport};
 use crate::catalog::{self, Catalog, TopicError, TopicMeta};
 use crate::config::ServeConfig;
 use crate::storage::log::{AckWait, AppendOutcome, Offsets};
@@ -86,6 +86,10 @@ pub struct Shard {
     peers: OnceCell<Senders<ShardMsg>>,
     /// Mesh peer index of each shard (glommio numbers peers by executor id).
     peer_of: OnceCell<Vec<usize>>,
+    /// Requests sent to other shards, waiting for their `ShardMsg::Reply`.
+    /// Completed on this thread only (see `mesh`).
+    pending: RefCell<HashMap<u64, oneshot::Sender<ReplyPayload>>>,
+    next_request_id: Cell<u64>,
     pub stopping: Cell<bool>,
     pub counters: ShardCounters,
 }
@@ -135,6 +139,8 @@ impl Shard {
             catalog_change: Semaphore::new(1),
             peers: OnceCell::new(),
             peer_of: OnceCell::new(),
+            pending: RefCell::new(HashMap::new()),
+            next_request_id: Cell::new(0),
             stopping: Cell::new(false),
             counters: ShardCounters::default(),
         });
@@ -193,52 +199,80 @@ impl Shard {
         let _ = self.peer_of.set(peer_of);
     }
 
-    /// Sends a request to shard `to` and waits for its reply.
-    async fn ask<R>(&self, to: usize, make: impl FnOnce(oneshot::Sender<R>) -> ShardMsg) -> Option<R> {
+    /// Sends a request to shard `to` and waits for its reply (which comes
+    /// back over the mesh; the oneshot here never leaves this thread).
+    async fn ask<R: TryFrom<ReplyPayload>>(&self, to: usize, make: impl FnOnce(ReplyTo<R>) -> ShardMsg) -> Option<R> {
         debug_assert_ne!(to, self.id);
         let peers = self.peers.get()?;
         let peer = *self.peer_of.get()?.get(to)?;
+        let id = self.next_request_id.get();
+        self.next_request_id.set(id.wrapping_add(1));
         let (tx, rx) = oneshot::channel();
+        self.pending.borrow_mut().insert(id, tx);
         bump(&self.counters.cross_shard_hops, 1);
-        peers.send_to(peer, make(tx)).await.ok()?;
-        rx.await.ok()
+        if peers.send_to(peer, make(ReplyTo::new(self.id, id))).await.is_err() {
+            self.pending.borrow_mut().remove(&id);
+            return None;
+        }
+        let payload = rx.await.ok()?;
+        R::try_from(payload).ok()
+    }
+
+    /// Sends an answer back to the shard that asked.
+    async fn answer<T: Into<ReplyPayload>>(&self, to: ReplyTo<T>, value: T) {
+        let (Some(peers), Some(peer)) = (self.peers.get(), self.peer_of.get().and_then(|p| p.get(to.from).copied())) else { return };
+        let msg = ShardMsg::Reply { id: to.id, payload: value.into() };
+        if peers.send_to(peer, msg).await.is_err() {
+            tracing::debug!(shard = to.from, "reply not delivered: the shard is stopping");
+        }
     }
 
     async fn serve_msg(self: Rc<Self>, msg: ShardMsg) {
         match msg {
             ShardMsg::Append { topic, partition, records, wait, reply } => {
-                let _ = reply.send(self.append(&topic, partition, records, wait).await);
+                let r = self.append(&topic, partition, records, wait).await;
+                self.answer(reply, r).await;
             }
             ShardMsg::Read { topic, partition, offset, max_bytes, reply } => {
-                let _ = reply.send(self.read(&topic, partition, offset, max_bytes).await);
+                let r = self.read(&topic, partition, offset, max_bytes).await;
+                self.answer(reply, r).await;
             }
             ShardMsg::Offsets { topic, partition, reply } => {
-                let _ = reply.send(self.offsets(&topic, partition).await);
+                let r = self.offsets(&topic, partition).await;
+                self.answer(reply, r).await;
             }
-            ShardMsg::WaitForData { topic, partition, offset, timeout, mut reply } => {
+            ShardMsg::WaitForData { topic, partition, offset, timeout, reply } => {
+                // Bounded by the fetch's own deadline; an asker that stopped
+                // waiting drops the answer.
                 if let Some(log) = self.log(&topic, partition) {
-                    futures_lite::future::or(log.wait_for_data(offset, timeout), async {
-                        reply.cancellation().await;
-                    })
-                    .await;
+                    log.wait_for_data(offset, timeout).await;
                 }
-                let _ = reply.send(());
+                self.answer(reply, ()).await;
             }
             ShardMsg::CreateTopic { name, partitions, configs, validate_only, reply } => {
-                let _ = reply.send(self.create_topic(&name, partitions, configs, validate_only).await);
+                let r = self.create_topic(&name, partitions, configs, validate_only).await;
+                self.answer(reply, r).await;
             }
             ShardMsg::DeleteTopic { name, reply } => {
-                let _ = reply.send(self.delete_topic(&name).await);
+                let r = self.delete_topic(&name).await;
+                self.answer(reply, r).await;
             }
             ShardMsg::TopicCreated { name, meta, reply } => {
-                let _ = reply.send(self.apply_created(&name, &meta).await);
+                let r = self.apply_created(&name, &meta).await;
+                self.answer(reply, r).await;
             }
             ShardMsg::TopicDeleted { name, reply } => {
                 self.apply_deleted(&name).await;
-                let _ = reply.send(());
+                self.answer(reply, ()).await;
             }
             ShardMsg::Report { reply } => {
-                let _ = reply.send(self.report());
+                let r = self.report();
+                self.answer(reply, r).await;
+            }
+            ShardMsg::Reply { id, payload } => {
+                if let Some(waiter) = self.pending.borrow_mut().remove(&id) {
+                    let _ = waiter.send(payload);
+                }
             }
         }
     }
