@@ -182,7 +182,9 @@ fn kcat(args: &[&str], input: &[u8]) -> Vec<u8> {
 
 #[test]
 fn non_root_broker_with_8_mib_memlock_serves_two_shards() {
-    let dir = test_tempdir("nonroot");
+    // Under /var/tmp (world-searchable, on disk), not the target dir, whose
+    // parents may not be searchable by `nobody`.
+    let dir = tempfile::Builder::new().prefix("ringmq-nonroot-").tempdir_in("/var/tmp").expect("tempdir in /var/tmp");
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).expect("chmod");
     let bin = dir.path().join("ringmq");
     std::fs::copy(broker_bin(), &bin).expect("copy broker binary");
