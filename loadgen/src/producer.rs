@@ -24,11 +24,10 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
-use indexmap::IndexMap;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{ProduceRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+use kafka_protocol::records::Compression;
 
 use crate::cli::RunConfig;
 use crate::client::{ConnectOptions, Connection, FrameReader, FrameWriter};
@@ -514,36 +513,10 @@ fn read_acks(mut reader: FrameReader, version: i16, inflight: &InFlight, shared:
     }
 }
 
-/// One RecordBatch v2 of `entries`: ringmq's own encoder when uncompressed,
-/// the kafka-protocol encoder with the codec otherwise.
+/// One RecordBatch v2 of `entries`, compressed with `compression`
+/// (ringmq's own batch encoder).
 pub fn encode_records(entries: &[(Option<Bytes>, Bytes)], timestamp_ms: i64, compression: Compression) -> Result<Bytes, Error> {
-    if compression == Compression::None {
-        return ringmq::kafka::record_batch::encode_batch(entries, timestamp_ms)
-            .map(BytesMut::freeze)
-            .map_err(Error::Batch);
-    }
-    let records: Vec<Record> = entries
-        .iter()
-        .enumerate()
-        .map(|(i, (key, value))| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: i as i32,
-            timestamp: timestamp_ms,
-            key: key.clone(),
-            value: Some(value.clone()),
-            headers: IndexMap::new(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(&mut buf, records.iter(), &RecordEncodeOptions { version: 2, compression }).map_err(|e| Error::Batch(e.to_string()))?;
-    Ok(buf.freeze())
+    ringmq::kafka::record_batch::encode_batch_compressed(entries, timestamp_ms, compression).map(BytesMut::freeze).map_err(Error::Batch)
 }
 
 #[cfg(test)]

@@ -8,6 +8,12 @@ use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEnc
 
 /// One batch holding `values` (with optional keys), base offset 0, timestamps `timestamp_ms`.
 pub fn encode_batch(entries: &[(Option<Bytes>, Bytes)], timestamp_ms: i64) -> Result<BytesMut, String> {
+    encode_batch_compressed(entries, timestamp_ms, Compression::None)
+}
+
+/// As `encode_batch`, compressed with `compression` (a codec needs its
+/// kafka-protocol feature, which the load generator enables).
+pub fn encode_batch_compressed(entries: &[(Option<Bytes>, Bytes)], timestamp_ms: i64, compression: Compression) -> Result<BytesMut, String> {
     let records: Vec<Record> = entries
         .iter()
         .enumerate()
@@ -30,7 +36,7 @@ pub fn encode_batch(entries: &[(Option<Bytes>, Bytes)], timestamp_ms: i64) -> Re
         })
         .collect();
     let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(&mut buf, records.iter(), &RecordEncodeOptions { version: 2, compression: Compression::None }).map_err(|e| e.to_string())?;
+    RecordBatchEncoder::encode(&mut buf, records.iter(), &RecordEncodeOptions { version: 2, compression }).map_err(|e| e.to_string())?;
     Ok(buf)
 }
 
