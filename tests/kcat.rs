@@ -133,3 +133,34 @@ fn kcat_keyed_messages_are_consumed_back_with_their_keys() {
         assert_eq!(r.payload.as_deref(), Some(v.as_bytes()));
     }
 }
+
+#[test]
+fn kcat_metadata_lists_the_broker_topics_and_partitions() {
+    let broker = Broker::start(BrokerOpts::default());
+    let addr = broker.addr();
+    let (a, b) = (unique_topic("kcat-list-a"), unique_topic("kcat-list-b"));
+    create_topic(&addr, &a, 3, &[]);
+    create_topic(&addr, &b, 5, &[]);
+
+    let out = run_kcat(&["-L", "-b", &addr, "-J"], None);
+    let md: serde_json::Value = serde_json::from_slice(&out).expect("kcat -L -J prints JSON");
+    let brokers = md["brokers"].as_array().expect("brokers");
+    assert_eq!(brokers.len(), 1, "{md}");
+    assert_eq!(brokers[0]["id"], 0, "{md}");
+    assert_eq!(brokers[0]["name"], addr.as_str(), "{md}");
+    let topics = md["topics"].as_array().expect("topics");
+    for (name, partitions) in [(&a, 3), (&b, 5)] {
+        let t = topics.iter().find(|t| t["topic"] == name.as_str()).unwrap_or_else(|| panic!("{name} not listed: {md}"));
+        let ps = t["partitions"].as_array().expect("partitions");
+        let mut ids: Vec<i64> = ps.iter().map(|p| p["partition"].as_i64().expect("partition id")).collect();
+        ids.sort();
+        assert_eq!(ids, (0..partitions).collect::<Vec<i64>>(), "{md}");
+        assert!(ps.iter().all(|p| p["leader"] == 0 && p["replicas"][0]["id"] == 0 && p["isrs"][0]["id"] == 0), "{md}");
+    }
+
+    // The human-readable form names the same broker and topics.
+    let text = String::from_utf8(run_kcat(&["-L", "-b", &addr], None)).expect("utf-8");
+    assert!(text.contains("1 brokers:") && text.contains(&format!("broker 0 at {addr}")), "{text}");
+    assert!(text.contains(&format!("topic \"{a}\" with 3 partitions")), "{text}");
+    assert!(text.contains(&format!("topic \"{b}\" with 5 partitions")), "{text}");
+}
