@@ -13,6 +13,9 @@ pub mod reader;
 pub mod recovery;
 pub mod retention;
 pub mod segment;
+pub mod time_index;
+pub mod time_lookup;
+pub mod delete_records;
 
 use std::time::Duration;
 
