@@ -189,6 +189,71 @@ fn offsets_for_times_finds_records_before_between_and_after_also_after_restart()
     assert_eq!(offsets_for_times(&addr, &topic, &queries), expected, "after kill -9 and restart");
 }
 
+/// Raw ListOffsets v7 of partition `partition` at `timestamp`: (error, offset, timestamp).
+fn raw_list_offsets(addr: &str, topic: &str, partition: i32, timestamp: i64) -> (i16, i64, i64) {
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    use kafka_protocol::messages::{BrokerId, ListOffsetsRequest, TopicName};
+    let req = ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![ListOffsetsTopic::default()
+        .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+        .with_partitions(vec![ListOffsetsPartition::default().with_partition_index(partition).with_timestamp(timestamp)])]);
+    let resp = call(addr, 7, &req);
+    let p = &resp.topics[0].partitions[0];
+    (p.error_code, p.offset, p.timestamp)
+}
+
+#[test]
+fn list_offsets_max_timestamp_answers_the_newest_record_not_the_last() {
+    let broker = Broker::start(BrokerOpts::default());
+    let addr = broker.addr();
+    let topic = unique_topic("maxts");
+    create_topic(&addr, &topic, 1, &[]);
+    assert_eq!(raw_list_offsets(&addr, &topic, 0, -3), (0, -1, -1), "empty partition");
+    let p = producer(&addr, &[("linger.ms", "0")]);
+    for (i, ts) in [5_000i64, 9_000, 7_000, 1_000].into_iter().enumerate() {
+        assert_eq!(try_produce(&p, &topic, 0, b"v", Some(ts)).expect("produce"), i as i64);
+    }
+    assert_eq!(raw_list_offsets(&addr, &topic, 0, -3), (0, 1, 9_000));
+    // Timestamp lookups: the first record at or after the time, in offset order.
+    assert_eq!(raw_list_offsets(&addr, &topic, 0, 6_000), (0, 1, 9_000));
+    assert_eq!(raw_list_offsets(&addr, &topic, 0, 500), (0, 0, 5_000));
+    assert_eq!(raw_list_offsets(&addr, &topic, 0, 9_001), (0, -1, -1));
+}
+
+#[test]
+fn timestamp_lookups_and_delete_records_reach_partitions_on_every_shard() {
+    let broker = Broker::start(BrokerOpts::default().arg("--cores").arg("2"));
+    let addr = broker.addr();
+    // A name whose 4 partitions are spread over both shards.
+    let topic = loop {
+        let t = unique_topic("shardsadm");
+        let owners: std::collections::BTreeSet<usize> = (0..4).map(|p| ringmq::runtime::shard::shard_of(&t, p, 2)).collect();
+        if owners.len() == 2 {
+            break t;
+        }
+    };
+    create_topic(&addr, &topic, 4, &[]);
+    let p = producer(&addr, &[("linger.ms", "0")]);
+    for part in 0..4 {
+        for i in 0..10i64 {
+            try_produce(&p, &topic, part, b"v", Some(1_000_000 + i * 1000)).expect("produce");
+        }
+    }
+    for part in 0..4 {
+        assert_eq!(raw_list_offsets(&addr, &topic, part, 1_004_500), (0, 5, 1_005_000), "partition {part}");
+    }
+    let admin = admin(&addr);
+    let mut tpl = TopicPartitionList::new();
+    for part in 0..4 {
+        tpl.add_partition_offset(&topic, part, Offset::Offset(i64::from(part) + 2)).expect("tpl");
+    }
+    let res = rt().block_on(admin.delete_records(&tpl, &admin_opts())).expect("delete_records");
+    for part in 0..4 {
+        let e = res.find_partition(&topic, part).expect("partition");
+        assert!(e.error().is_ok(), "partition {part}: {:?}", e.error());
+        assert_eq!(watermarks(&addr, &topic, part), (i64::from(part) + 2, 10), "partition {part}");
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Configs
 // ---------------------------------------------------------------------------
