@@ -3,7 +3,9 @@
 //! back through memory maps and an in-memory tail (see `reader`).
 //!
 //! The flush/ack contract lives in `appender.rs`; the on-disk format in
-//! `segment.rs` and `batch.rs`; start-up repair in `recovery.rs`.
+//! `segment.rs` and `batch.rs`; start-up repair in `recovery.rs`; lookups by
+//! timestamp in `time_index.rs` and `time_lookup.rs`; DeleteRecords in
+//! `delete_records.rs`.
 
 pub mod appender;
 pub mod batch;

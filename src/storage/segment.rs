@@ -3,9 +3,11 @@
 //! On disk a partition directory holds `<base offset:020>.log` segments of
 //! RecordBatch v2 bytes back to back, each preallocated to `segment.bytes`
 //! (the unused tail reads as zeros, which recovery takes as the end), plus a
-//! `<base>.index` and a `<base>.timeindex` (see `time_index`) for sealed segments. A sealed segment is truncated to its
-//! data, so its file length is its size. `next.prepared` is the already
-//! allocated file that becomes the next segment on a roll.
+//! `<base>.index` and a `<base>.timeindex` (see `time_index`) for sealed
+//! segments. A sealed segment is truncated to its data, so its file length is
+//! its size. `next.prepared` is the already allocated file that becomes the
+//! next segment on a roll. `log-start-offset`, when present, holds the start
+//! set by DeleteRecords (see `delete_records`).
 
 use std::path::{Path, PathBuf};
 use std::rc::Rc;

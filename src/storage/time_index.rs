@@ -98,7 +98,7 @@ impl TimeIndex {
     /// strictly increasing, or points past `segment_bytes` (the caller then
     /// rebuilds it from the log).
     pub fn decode(bytes: &[u8], segment_bytes: u64) -> Option<TimeIndex> {
-        if bytes.len() < TRAILER_BYTES || (bytes.len() - TRAILER_BYTES) % ENTRY_BYTES != 0 {
+        if bytes.len() < TRAILER_BYTES || !(bytes.len() - TRAILER_BYTES).is_multiple_of(ENTRY_BYTES) {
             return None;
         }
         let body_len = bytes.len() - 4;
