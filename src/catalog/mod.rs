@@ -47,6 +47,77 @@ pub enum TopicError {
     InvalidPartitions(i32),
     #[error("invalid config {key}={value}: {reason}")]
     InvalidConfig { key: String, value: String, reason: String },
+    #[error("topic has {current} partitions; the count can only grow, not become {requested}")]
+    PartitionsNotIncreased { current: i32, requested: i32 },
+}
+
+/// One change of an IncrementalAlterConfigs request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigOp {
+    Set { key: String, value: String },
+    /// Back to the broker default.
+    Delete { key: String },
+    /// List configs only (`cleanup.policy`).
+    Append { key: String, value: String },
+    Subtract { key: String, value: String },
+}
+
+/// A change of a topic's catalog entry, made by the catalog shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TopicUpdate {
+    /// IncrementalAlterConfigs: the listed changes, all or none.
+    Configs(Vec<ConfigOp>),
+    /// AlterConfigs (legacy): these overrides replace all the others.
+    ReplaceConfigs(BTreeMap<String, String>),
+    /// CreatePartitions: the new, larger, partition count.
+    Partitions(i32),
+}
+
+/// The topic entry after `update`, every config checked against `defaults`.
+pub fn apply_update(meta: &TopicMeta, update: &TopicUpdate, defaults: &LogConfig) -> Result<TopicMeta, TopicError> {
+    let mut next = meta.clone();
+    match update {
+        TopicUpdate::Partitions(count) => {
+            if !(1..=MAX_PARTITIONS).contains(count) {
+                return Err(TopicError::InvalidPartitions(*count));
+            }
+            if *count <= meta.partitions {
+                return Err(TopicError::PartitionsNotIncreased { current: meta.partitions, requested: *count });
+            }
+            next.partitions = *count;
+        }
+        TopicUpdate::ReplaceConfigs(configs) => next.configs = configs.clone(),
+        TopicUpdate::Configs(ops) => {
+            for op in ops {
+                match op {
+                    ConfigOp::Set { key, value } => {
+                        next.configs.insert(key.clone(), value.clone());
+                    }
+                    ConfigOp::Delete { key } => {
+                        if !SUPPORTED_CONFIGS.contains(&key.as_str()) {
+                            return Err(TopicError::InvalidConfig { key: key.clone(), value: String::new(), reason: "unknown topic config".into() });
+                        }
+                        next.configs.remove(key);
+                    }
+                    ConfigOp::Append { key, value } | ConfigOp::Subtract { key, value } => {
+                        let bad = |reason: &str| TopicError::InvalidConfig { key: key.clone(), value: value.clone(), reason: reason.into() };
+                        if key != "cleanup.policy" {
+                            return Err(bad("APPEND and SUBTRACT apply to list configs only (cleanup.policy)"));
+                        }
+                        if matches!(op, ConfigOp::Subtract { .. }) || value != "delete" {
+                            return Err(bad("only `delete` is supported"));
+                        }
+                        next.configs.insert(key.clone(), value.clone());
+                    }
+                }
+            }
+        }
+    }
+    let mut probe = defaults.clone();
+    for (k, v) in &next.configs {
+        apply_config(&mut probe, k, v)?;
+    }
+    Ok(next)
 }
 
 pub fn validate_topic_name(name: &str) -> Result<(), TopicError> {

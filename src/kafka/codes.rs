@@ -20,6 +20,7 @@ pub const INVALID_CONFIG: i16 = 40;
 pub const INVALID_REQUEST: i16 = 42;
 pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
 pub const KAFKA_STORAGE_ERROR: i16 = 56;
+pub const UNSUPPORTED_ENDPOINT_TYPE: i16 = 115;
 pub const UNKNOWN_SERVER_ERROR: i16 = -1;
 
 /// The Kafka error code a producer or consumer gets for a storage error.
@@ -30,5 +31,21 @@ pub fn for_storage(e: &StorageError) -> i16 {
         StorageError::OffsetOutOfRange { .. } => OFFSET_OUT_OF_RANGE,
         StorageError::Closed => NOT_LEADER_OR_FOLLOWER,
         StorageError::Io { .. } | StorageError::DiskFull { .. } => KAFKA_STORAGE_ERROR,
+    }
+}
+
+/// The Kafka error code for a failed catalog change.
+pub fn for_topic_op(e: &crate::runtime::shard::TopicOpError) -> i16 {
+    use crate::catalog::TopicError;
+    use crate::runtime::shard::TopicOpError;
+    match e {
+        TopicOpError::AlreadyExists(_) => TOPIC_ALREADY_EXISTS,
+        TopicOpError::Unknown(_) => UNKNOWN_TOPIC_OR_PARTITION,
+        TopicOpError::Invalid(TopicError::InvalidName(_)) => INVALID_TOPIC_EXCEPTION,
+        TopicOpError::Invalid(TopicError::InvalidPartitions(_) | TopicError::PartitionsNotIncreased { .. }) => INVALID_PARTITIONS,
+        TopicOpError::Invalid(TopicError::InvalidConfig { .. }) => INVALID_CONFIG,
+        TopicOpError::Storage(e) => for_storage(e),
+        TopicOpError::Catalog(_) => KAFKA_STORAGE_ERROR,
+        TopicOpError::ShardGone(_) => UNKNOWN_SERVER_ERROR,
     }
 }

@@ -35,7 +35,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, body: Bytes) -> Res
                 let code = match &e {
                     TopicOpError::AlreadyExists(_) => codes::TOPIC_ALREADY_EXISTS,
                     TopicOpError::Invalid(TopicError::InvalidName(_)) => codes::INVALID_TOPIC_EXCEPTION,
-                    TopicOpError::Invalid(TopicError::InvalidPartitions(_)) => codes::INVALID_PARTITIONS,
+                    TopicOpError::Invalid(TopicError::InvalidPartitions(_) | TopicError::PartitionsNotIncreased { .. }) => codes::INVALID_PARTITIONS,
                     TopicOpError::Invalid(TopicError::InvalidConfig { .. }) => codes::INVALID_CONFIG,
                     TopicOpError::Unknown(_) => codes::UNKNOWN_TOPIC_OR_PARTITION,
                     TopicOpError::Storage(e) => codes::for_storage(e),

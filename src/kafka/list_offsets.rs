@@ -1,6 +1,7 @@
-//! ListOffsets v1-7: earliest (-2) and latest (-1, the high watermark).
-//! Lookups by timestamp need the time index, which ringmq does not keep yet:
-//! they are answered with INVALID_REQUEST.
+//! ListOffsets v1-7: earliest (-2, the log start offset), latest (-1, the
+//! high watermark), by timestamp (>= 0: the first record whose timestamp is
+//! at least it, see `storage::time_lookup`; none: offset -1), and from v7 the
+//! record with the largest timestamp (-3, KIP-734).
 
 use std::rc::Rc;
 
@@ -9,7 +10,7 @@ use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionRespon
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
 use super::{codes, decode_body, encode_response, Reply, RequestContext, RequestError};
-use crate::runtime::shard::Shard;
+use crate::runtime::shard::{Shard, MAX_TIMESTAMP};
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
@@ -32,6 +33,15 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, body: Bytes) -> Res
                     match p.timestamp {
                         LATEST => out.offset = o.high_watermark,
                         EARLIEST => out.offset = o.log_start_offset,
+                        MAX_TIMESTAMP if ctx.api_version < 7 => out.error_code = codes::UNSUPPORTED_VERSION,
+                        ts if ts >= 0 || ts == MAX_TIMESTAMP => match shard.offset_for_timestamp(&name, p.partition_index, ts).await {
+                            Ok(Some((offset, timestamp))) => {
+                                out.offset = offset;
+                                out.timestamp = timestamp;
+                            }
+                            Ok(None) => {}
+                            Err(e) => out.error_code = codes::for_storage(&e),
+                        },
                         _ => out.error_code = codes::INVALID_REQUEST,
                     }
                 }

@@ -1,6 +1,8 @@
 //! Metadata v0-12: this broker, and the topics asked for (all when null, or
 //! an empty list before v1). Unknown topics are auto-created when both the
-//! request (v4+) and the broker allow it.
+//! request (v4+) and the broker allow it. No topic is internal (ringmq keeps
+//! no `__consumer_offsets`-like topics); authorized operations, when asked
+//! for, list what ringmq serves (there is no authorization).
 
 use std::rc::Rc;
 
@@ -12,6 +14,13 @@ use kafka_protocol::protocol::StrBytes;
 use super::{codes, decode_body, encode_response, Reply, RequestContext, RequestError, CLUSTER_ID, NODE_ID};
 use crate::catalog::{self, TopicMeta};
 use crate::runtime::shard::Shard;
+
+/// Authorized operations (bit `1 << AclOperation`) reported when a client
+/// asks: ringmq has no authorization, so these are the operations it serves.
+/// Topic: READ, WRITE, CREATE, DELETE, ALTER, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS.
+pub const TOPIC_AUTHORIZED_OPERATIONS: i32 = (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 10) | (1 << 11);
+/// Cluster: CREATE, DESCRIBE, DESCRIBE_CONFIGS.
+pub const CLUSTER_AUTHORIZED_OPERATIONS: i32 = (1 << 5) | (1 << 8) | (1 << 10);
 
 pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, body: Bytes) -> Result<Reply, RequestError> {
     let req: MetadataRequest = decode_body(ctx, body)?;
@@ -43,7 +52,15 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, body: Bytes) -> Res
     }
     let (host, port) = shard.advertised.borrow().clone();
     let broker = MetadataResponseBroker::default().with_node_id(BrokerId(NODE_ID)).with_host(StrBytes::from_string(host)).with_port(i32::from(port));
+    if ctx.api_version >= 8 && req.include_topic_authorized_operations {
+        for t in topics.iter_mut().filter(|t| t.error_code == codes::NONE) {
+            t.topic_authorized_operations = TOPIC_AUTHORIZED_OPERATIONS;
+        }
+    }
     let mut resp = MetadataResponse::default().with_brokers(vec![broker]).with_topics(topics);
+    if (8..=10).contains(&ctx.api_version) && req.include_cluster_authorized_operations {
+        resp.cluster_authorized_operations = CLUSTER_AUTHORIZED_OPERATIONS;
+    }
     if ctx.api_version >= 1 {
         resp.controller_id = BrokerId(NODE_ID);
     }

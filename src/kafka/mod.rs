@@ -3,8 +3,14 @@
 
 pub mod api_versions;
 pub mod codes;
+pub mod alter_configs;
+pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_records;
 pub mod delete_topics;
+pub mod describe_cluster;
+pub mod describe_configs;
+pub mod incremental_alter_configs;
 pub mod fetch;
 pub mod fetch_response;
 pub mod list_offsets;
@@ -33,6 +39,12 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ApiVersions, 0, 3),
     (ApiKey::CreateTopics, 0, 7),
     (ApiKey::DeleteTopics, 0, 5),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::AlterConfigs, 0, 2),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::DescribeCluster, 0, 2),
 ];
 
 pub fn supported_range(key: ApiKey) -> Option<(i16, i16)> {
@@ -142,6 +154,12 @@ pub fn decode_request(frame: &Bytes) -> Result<RequestContext, RequestError> {
         ApiKey::ListOffsets => decode_body::<ListOffsetsRequest>(&ctx, body).map(drop),
         ApiKey::CreateTopics => decode_body::<CreateTopicsRequest>(&ctx, body).map(drop),
         ApiKey::DeleteTopics => decode_body::<DeleteTopicsRequest>(&ctx, body).map(drop),
+        ApiKey::DescribeConfigs => decode_body::<DescribeConfigsRequest>(&ctx, body).map(drop),
+        ApiKey::AlterConfigs => decode_body::<AlterConfigsRequest>(&ctx, body).map(drop),
+        ApiKey::IncrementalAlterConfigs => decode_body::<IncrementalAlterConfigsRequest>(&ctx, body).map(drop),
+        ApiKey::CreatePartitions => decode_body::<CreatePartitionsRequest>(&ctx, body).map(drop),
+        ApiKey::DeleteRecords => decode_body::<DeleteRecordsRequest>(&ctx, body).map(drop),
+        ApiKey::DescribeCluster => decode_body::<DescribeClusterRequest>(&ctx, body).map(drop),
         other => Err(RequestError::UnknownApi(other as i16)),
     }?;
     Ok(ctx)
@@ -162,6 +180,12 @@ pub async fn handle(shard: &Rc<Shard>, frame: Bytes) -> Reply {
         ApiKey::ListOffsets => list_offsets::handle(shard, &ctx, frame.slice(body_start..)).await,
         ApiKey::CreateTopics => create_topics::handle(shard, &ctx, frame.slice(body_start..)).await,
         ApiKey::DeleteTopics => delete_topics::handle(shard, &ctx, frame.slice(body_start..)).await,
+        ApiKey::DescribeConfigs => describe_configs::handle(shard, &ctx, frame.slice(body_start..)).await,
+        ApiKey::AlterConfigs => alter_configs::handle(shard, &ctx, frame.slice(body_start..)).await,
+        ApiKey::IncrementalAlterConfigs => incremental_alter_configs::handle(shard, &ctx, frame.slice(body_start..)).await,
+        ApiKey::CreatePartitions => create_partitions::handle(shard, &ctx, frame.slice(body_start..)).await,
+        ApiKey::DeleteRecords => delete_records::handle(shard, &ctx, frame.slice(body_start..)).await,
+        ApiKey::DescribeCluster => describe_cluster::handle(shard, &ctx, frame.slice(body_start..)).await,
         other => Err(RequestError::UnknownApi(other as i16)),
     };
     match result {

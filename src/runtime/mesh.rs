@@ -13,7 +13,7 @@ use bytes::BytesMut;
 use std::marker::PhantomData;
 
 use super::shard::TopicOpError;
-use crate::catalog::TopicMeta;
+use crate::catalog::{TopicMeta, TopicUpdate};
 use crate::storage::log::{AckWait, AppendOutcome, Offsets};
 use crate::storage::reader::ReadResult;
 use crate::storage::StorageError;
@@ -68,6 +68,16 @@ pub enum ShardMsg {
     /// From shard 0 after the catalog change is durable: hide the topic and
     /// close this shard's logs of it.
     TopicDeleted { name: String, reply: ReplyTo<()> },
+    /// To shard 0, the catalog's owner: change a topic's configs or partition count.
+    UpdateTopic { name: String, update: TopicUpdate, validate_only: bool, reply: ReplyTo<Result<TopicMeta, TopicOpError>> },
+    /// From shard 0 after the catalog change is durable: open the new
+    /// partitions this shard owns, apply the configs to its running logs,
+    /// then show the new entry to clients.
+    TopicChanged { name: String, meta: TopicMeta, reply: ReplyTo<Result<(), TopicOpError>> },
+    /// To a partition's owner: move its log start offset (DeleteRecords).
+    DeleteRecords { topic: String, partition: i32, offset: i64, reply: ReplyTo<Result<i64, StorageError>> },
+    /// To a partition's owner: ListOffsets by timestamp (-3: max timestamp).
+    OffsetForTime { topic: String, partition: i32, timestamp_ms: i64, reply: ReplyTo<Result<Option<(i64, i64)>, StorageError>> },
     Report { reply: ReplyTo<ShardReport> },
     /// The answer to request `id` of the receiving shard.
     Reply { id: u64, payload: ReplyPayload },
@@ -96,6 +106,8 @@ pub enum ReplyPayload {
     Topic(Result<TopicMeta, TopicOpError>),
     TopicChange(Result<(), TopicOpError>),
     Report(ShardReport),
+    LowWatermark(Result<i64, StorageError>),
+    TimeLookup(Result<Option<(i64, i64)>, StorageError>),
 }
 
 macro_rules! payload {
@@ -123,3 +135,5 @@ payload!(Unit, ());
 payload!(Topic, Result<TopicMeta, TopicOpError>);
 payload!(TopicChange, Result<(), TopicOpError>);
 payload!(Report, ShardReport);
+payload!(LowWatermark, Result<i64, StorageError>);
+payload!(TimeLookup, Result<Option<(i64, i64)>, StorageError>);

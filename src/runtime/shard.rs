@@ -16,7 +16,7 @@ use glommio::channels::channel_mesh::{Receivers, Senders};
 use glommio::sync::Semaphore;
 
 use super::mesh::{PartitionGauges, ReplyPayload, ReplyTo, ShardMsg, ShardReport};
-use crate::catalog::{self, Catalog, TopicError, TopicMeta};
+use crate::catalog::{self, Catalog, TopicError, TopicMeta, TopicUpdate};
 use crate::config::ServeConfig;
 use crate::storage::log::{AckWait, AppendOutcome, Offsets};
 use crate::storage::reader::ReadResult;
@@ -24,6 +24,9 @@ use crate::storage::{segment, PartitionLog, StorageError};
 
 /// The shard that owns the catalog.
 pub const CATALOG_SHARD: usize = 0;
+
+/// ListOffsets timestamp asking for the record with the largest timestamp (KIP-734).
+pub const MAX_TIMESTAMP: i64 = -3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TopicOpError {
@@ -265,6 +268,22 @@ impl Shard {
                 self.apply_deleted(&name).await;
                 self.answer(reply, ()).await;
             }
+            ShardMsg::UpdateTopic { name, update, validate_only, reply } => {
+                let r = self.update_topic(&name, update, validate_only).await;
+                self.answer(reply, r).await;
+            }
+            ShardMsg::TopicChanged { name, meta, reply } => {
+                let r = self.apply_changed(&name, &meta).await;
+                self.answer(reply, r).await;
+            }
+            ShardMsg::DeleteRecords { topic, partition, offset, reply } => {
+                let r = self.delete_records(&topic, partition, offset).await;
+                self.answer(reply, r).await;
+            }
+            ShardMsg::OffsetForTime { topic, partition, timestamp_ms, reply } => {
+                let r = self.offset_for_timestamp(&topic, partition, timestamp_ms).await;
+                self.answer(reply, r).await;
+            }
             ShardMsg::Report { reply } => {
                 let r = self.report();
                 self.answer(reply, r).await;
@@ -446,6 +465,69 @@ impl Shard {
             .await
             .map_err(|e| StorageError::io(format!("remove topic {name}"), e))?;
         tracing::info!(topic = name, "deleted topic");
+        Ok(())
+    }
+
+    /// Moves a partition's log start offset (DeleteRecords); returns the new one.
+    pub async fn delete_records(&self, topic: &str, partition: i32, offset: i64) -> Result<i64, StorageError> {
+        let owner = self.owner(topic, partition);
+        if owner == self.id {
+            let log = self.log(topic, partition).ok_or(StorageError::Closed)?;
+            return log.delete_records(offset).await;
+        }
+        let topic = topic.to_string();
+        self.ask(owner, |reply| ShardMsg::DeleteRecords { topic, partition, offset, reply }).await.unwrap_or(Err(StorageError::Closed))
+    }
+
+    /// ListOffsets by timestamp: (offset, timestamp) of the first record at
+    /// or after `timestamp_ms`, or with -3 of the largest timestamp.
+    pub async fn offset_for_timestamp(&self, topic: &str, partition: i32, timestamp_ms: i64) -> Result<Option<(i64, i64)>, StorageError> {
+        let owner = self.owner(topic, partition);
+        if owner == self.id {
+            let log = self.log(topic, partition).ok_or(StorageError::Closed)?;
+            return Ok(if timestamp_ms == MAX_TIMESTAMP { log.offset_of_max_timestamp() } else { log.offset_for_timestamp(timestamp_ms) });
+        }
+        let topic = topic.to_string();
+        self.ask(owner, |reply| ShardMsg::OffsetForTime { topic, partition, timestamp_ms, reply }).await.unwrap_or(Err(StorageError::Closed))
+    }
+
+    /// Changes a topic's configs or partition count. On the catalog shard:
+    /// the catalog is made durable first, then every shard takes the new
+    /// entry (opening new partitions, applying configs to running logs), then
+    /// the call returns. Elsewhere: asks the catalog shard.
+    pub async fn update_topic(&self, name: &str, update: TopicUpdate, validate_only: bool) -> Result<TopicMeta, TopicOpError> {
+        if self.id != CATALOG_SHARD {
+            let name = name.to_string();
+            return self
+                .ask(CATALOG_SHARD, |reply| ShardMsg::UpdateTopic { name, update, validate_only, reply })
+                .await
+                .unwrap_or(Err(TopicOpError::ShardGone(CATALOG_SHARD)));
+        }
+        let _permit = self.catalog_change.acquire_permit(1).await.map_err(|_| StorageError::Closed)?;
+        let meta = self.topic(name).ok_or_else(|| TopicOpError::Unknown(name.to_string()))?;
+        let next_meta = catalog::apply_update(&meta, &update, &self.config.log)?;
+        if validate_only || next_meta == meta {
+            return Ok(next_meta);
+        }
+        let mut next = self.catalog.borrow().clone();
+        next.topics.insert(name.to_string(), next_meta.clone());
+        self.store_catalog(next).await?;
+        self.apply_changed(name, &next_meta).await?;
+        for peer in (0..self.count).filter(|&p| p != self.id) {
+            let (n, m) = (name.to_string(), next_meta.clone());
+            self.ask(peer, |reply| ShardMsg::TopicChanged { name: n, meta: m, reply }).await.unwrap_or(Err(TopicOpError::ShardGone(peer)))?;
+        }
+        tracing::info!(topic = name, partitions = next_meta.partitions, configs = ?next_meta.configs, "changed topic");
+        Ok(next_meta)
+    }
+
+    async fn apply_changed(&self, name: &str, meta: &TopicMeta) -> Result<(), TopicOpError> {
+        self.open_partitions(name, meta).await?;
+        let log_config = catalog::log_config(&self.config.log, meta);
+        for log in self.logs().into_iter().filter(|l| l.topic == name) {
+            log.set_config(log_config.clone());
+        }
+        self.catalog.borrow_mut().topics.insert(name.to_string(), meta.clone());
         Ok(())
     }
 

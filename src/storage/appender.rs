@@ -143,6 +143,7 @@ impl PartitionLog {
                 let relative = (base_offset - active.base_offset) as u32;
                 let segment_base = active.base_offset;
                 active.index.on_batch(relative, position as u32, data.len() as u64, interval);
+                active.time_index.on_batch(relative, position as u32, data.len() as u64, max_timestamp_ms, interval);
                 active.max_timestamp_ms = active.max_timestamp_ms.max(max_timestamp_ms);
                 let batch_position = position;
                 position += data.len() as u64;
@@ -192,6 +193,7 @@ impl PartitionLog {
         s.pending_bytes = 0;
         s.log_end_offset = s.high_watermark;
         s.enqueued_segment_bytes = s.active.written_bytes;
+        s.filling_capacity_bytes = s.active.capacity_bytes;
         drop(s);
         let message = error.to_string();
         let disk_full = matches!(error, StorageError::DiskFull { .. });
@@ -266,16 +268,23 @@ impl PartitionLog {
             }
         }
         // 2. Seal: cut the old file to its data, make that durable, write its index.
-        let (old_file, old_path, written, old_base, index_bytes) = {
+        let (old_file, old_path, written, old_base, index_bytes, time_index_bytes) = {
             let s = self.state.borrow();
             let a = &s.active;
-            (a.file.clone(), a.path.clone(), a.written_bytes, a.base_offset, a.index.encode(a.max_timestamp_ms))
+            (a.file.clone(), a.path.clone(), a.written_bytes, a.base_offset, a.index.encode(a.max_timestamp_ms), a.time_index.encode())
         };
         old_file.truncate(written).await.map_err(gerr(format!("truncate {}", old_path.display())))?;
         old_file.fdatasync().await.map_err(gerr(format!("fdatasync {}", old_path.display())))?;
         let index_path = self.dir.join(segment::index_file_name(old_base));
         segment::blocking(move || std::fs::write(&index_path, index_bytes)).await
             .map_err(|e| StorageError::io("write segment index", e))?;
+        // Not fsynced, like the offset index: a damaged one is rebuilt at open.
+        let time_index_path = self.dir.join(segment::time_index_file_name(old_base));
+        segment::blocking(move || std::fs::write(&time_index_path, time_index_bytes)).await
+            .map_err(|e| StorageError::io("write segment time index", e))?;
+        // 3a. A prepared file allocated before segment.bytes grew may be too
+        // small for the batches queued for the new segment: make a bigger one.
+        self.ensure_prepared_fits().await?;
         // 3. Name the prepared file after the new base offset, durably.
         let prepared = self.state.borrow_mut().prepared.take().ok_or(StorageError::Closed)?;
         let new_path = segment::install_prepared(&self.dir, &prepared, base_offset).await?;
@@ -294,19 +303,64 @@ impl PartitionLog {
             written_bytes: 0,
             data: new_data,
             index: Default::default(),
+            time_index: Default::default(),
             max_timestamp_ms: -1,
             tail_page: Box::new([0u8; PAGE_BYTES]),
         };
         let old = std::mem::replace(&mut s.active, new_active);
+        if !s.pending.iter().skip(1).any(|b| b.starts_segment) {
+            // The new segment is the one being filled: its file is now known.
+            s.filling_capacity_bytes = s.active.capacity_bytes;
+        }
         s.sealed.insert(
             old.base_offset,
-            SealedSegment { base_offset: old.base_offset, next_offset, data: sealed_data, index: old.index, max_timestamp_ms: old.max_timestamp_ms, path: old.path },
+            SealedSegment {
+                base_offset: old.base_offset,
+                next_offset,
+                data: sealed_data,
+                index: old.index,
+                time_index: old.time_index,
+                max_timestamp_ms: old.max_timestamp_ms,
+                path: old.path,
+            },
         );
         drop(s);
         if let Ok(f) = Rc::try_unwrap(old.file) {
             let _ = f.close().await;
         }
         tracing::debug!(topic = %self.topic, partition = self.partition, base_offset, "rolled segment");
+        Ok(())
+    }
+}
+
+impl PartitionLog {
+    /// Makes sure the prepared file can hold the batches queued for the
+    /// segment about to start (those up to the next segment start), which
+    /// were counted against the `segment.bytes` in force when they came.
+    async fn ensure_prepared_fits(self: &Rc<Self>) -> Result<(), StorageError> {
+        let (need, have) = {
+            let s = self.state.borrow();
+            let mut need = 0u64;
+            for (i, b) in s.pending.iter().enumerate() {
+                if i > 0 && b.starts_segment {
+                    break;
+                }
+                need += b.data.len() as u64;
+            }
+            (need, s.prepared.as_ref().map_or(0, |p| p.capacity_bytes))
+        };
+        if need <= have {
+            return Ok(());
+        }
+        let (segment_bytes, mode) = {
+            let c = self.config.borrow();
+            (c.segment_bytes, c.preallocation)
+        };
+        let capacity = align_up(need.max(segment_bytes) as usize) as u64;
+        tracing::info!(topic = %self.topic, partition = self.partition, had = have, capacity, "preparing a larger next segment (segment.bytes changed)");
+        self.state.borrow_mut().prepared = None;
+        let prepared = segment::prepare_next(&self.dir, capacity, mode).await?;
+        self.state.borrow_mut().prepared = Some(prepared);
         Ok(())
     }
 }

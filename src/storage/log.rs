@@ -49,6 +49,11 @@ pub(crate) struct LogState {
     pub high_watermark: i64,
     /// Bytes the active segment will hold once every pending batch is written.
     pub enqueued_segment_bytes: u64,
+    /// Capacity of the segment file that the bytes counted in
+    /// `enqueued_segment_bytes` go to; `u64::MAX` while that segment is still
+    /// to be rolled (the roll sizes its file to fit). Keeps a grown
+    /// `segment.bytes` from overfilling an already allocated file.
+    pub filling_capacity_bytes: u64,
     pub pending: VecDeque<PendingBatch>,
     pub pending_bytes: usize,
     pub tail: VecDeque<CachedBatch>,
@@ -81,6 +86,8 @@ pub struct PartitionLog {
     pub(crate) commit_latency_us: RefCell<crate::histogram::Log2Histogram>,
     /// Bytes written per commit (carried page included).
     pub(crate) commit_write_bytes: RefCell<crate::histogram::Log2Histogram>,
+    /// Serialises moves of the log start offset by DeleteRecords (see `delete_records`).
+    pub(crate) start_offset_change: glommio::sync::Semaphore,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,6 +138,13 @@ impl PartitionLog {
         self.config.borrow().clone()
     }
 
+    /// New topic configs for a running log: max.message.bytes applies to the
+    /// next append, retention to the next retention pass, segment.bytes to
+    /// the next segment.
+    pub fn set_config(&self, config: LogConfig) {
+        *self.config.borrow_mut() = config;
+    }
+
     pub fn is_closed(&self) -> bool {
         self.closed.get()
     }
@@ -174,6 +188,10 @@ impl PartitionLog {
 
         let (tx, rx) = oneshot::channel();
         let mut state = self.state.borrow_mut();
+        let limit = capacity.min(state.filling_capacity_bytes);
+        if state.enqueued_segment_bytes == 0 && batches.first().is_some_and(|(r, _)| r.len() as u64 > limit) {
+            return Err(StorageError::TooLarge { bytes: total_bytes, max: limit as usize });
+        }
         let base_offset = state.log_end_offset;
         let mut next_offset = base_offset;
         for (range, header) in &batches {
@@ -185,9 +203,10 @@ impl PartitionLog {
         let mut offset = base_offset;
         for (i, (range, header)) in batches.into_iter().enumerate() {
             let len = range.len() as u64;
-            let starts_segment = state.enqueued_segment_bytes > 0 && state.enqueued_segment_bytes + len > capacity;
+            let starts_segment = state.enqueued_segment_bytes > 0 && state.enqueued_segment_bytes + len > capacity.min(state.filling_capacity_bytes);
             if starts_segment {
                 state.enqueued_segment_bytes = 0;
+                state.filling_capacity_bytes = u64::MAX;
             }
             state.enqueued_segment_bytes += len;
             let last_offset = offset + i64::from(header.last_offset_delta);

@@ -3,7 +3,9 @@
 //! back through memory maps and an in-memory tail (see `reader`).
 //!
 //! The flush/ack contract lives in `appender.rs`; the on-disk format in
-//! `segment.rs` and `batch.rs`; start-up repair in `recovery.rs`.
+//! `segment.rs` and `batch.rs`; start-up repair in `recovery.rs`; lookups by
+//! timestamp in `time_index.rs` and `time_lookup.rs`; DeleteRecords in
+//! `delete_records.rs`.
 
 pub mod appender;
 pub mod batch;
@@ -13,6 +15,9 @@ pub mod reader;
 pub mod recovery;
 pub mod retention;
 pub mod segment;
+pub mod time_index;
+pub mod time_lookup;
+pub mod delete_records;
 
 use std::time::Duration;
 

@@ -17,6 +17,7 @@ use event_listener::Event;
 use super::appender::align_up;
 use super::batch::{self, ScanStop};
 use super::index::SparseIndex;
+use super::time_index::TimeIndex;
 use super::log::{LogState, PartitionLog};
 use super::segment::{self, ActiveSegment, SealedSegment};
 use super::{gerr, FlushPolicy, LogConfig, StorageError, PAGE_BYTES};
@@ -56,9 +57,11 @@ impl PartitionLog {
         let active = recover_active(&dir, &topic, partition, last_base, capacity, &config).await?;
         let log_end_offset = active.1;
         let active = active.0;
-        let log_start_offset = bases.first().copied().unwrap_or(0);
+        let first_base = bases.first().copied().unwrap_or(0);
+        let log_start_offset = super::delete_records::recover_log_start(&dir, first_base, log_end_offset, &mut sealed);
 
         let enqueued = active.written_bytes;
+        let filling_capacity = active.capacity_bytes;
         let log = Rc::new(PartitionLog {
             topic,
             partition,
@@ -72,6 +75,7 @@ impl PartitionLog {
                 log_end_offset,
                 high_watermark: log_end_offset,
                 enqueued_segment_bytes: enqueued,
+                filling_capacity_bytes: filling_capacity,
                 pending: VecDeque::new(),
                 pending_bytes: 0,
                 tail: VecDeque::new(),
@@ -89,6 +93,7 @@ impl PartitionLog {
             committed_bytes: Cell::new(0),
             commit_latency_us: RefCell::new(Default::default()),
             commit_write_bytes: RefCell::new(Default::default()),
+            start_offset_change: glommio::sync::Semaphore::new(1),
         });
         log.start_tasks();
         Ok(log)
@@ -101,23 +106,35 @@ fn open_sealed(dir: &Path, base: i64, next_base: i64) -> Result<SealedSegment, S
     let data = segment::map_file(&path, len)?;
     let index_path = dir.join(segment::index_file_name(base));
     let loaded = std::fs::read(&index_path).ok().and_then(|b| SparseIndex::decode(&b, len.max(1)));
-    let (index, max_timestamp_ms) = match loaded {
-        Some(found) => found,
-        None => {
+    let time_index_path = dir.join(segment::time_index_file_name(base));
+    let loaded_time = std::fs::read(&time_index_path).ok().and_then(|b| TimeIndex::decode(&b, len.max(1)));
+    let (index, max_timestamp_ms, time_index) = match (loaded, loaded_time) {
+        (Some((index, max_ts)), Some(time_index)) => (index, max_ts, time_index),
+        (loaded, loaded_time) => {
+            // Missing or damaged (or written by a version without time
+            // indexes): rebuild from the batch headers.
             let mut index = SparseIndex::new();
+            let mut time_index = TimeIndex::new();
             let mut max_ts = -1;
             let outcome = batch::scan(&data, Some(base), |pos, h| {
                 index.on_batch((h.base_offset - base) as u32, pos as u32, h.total_bytes() as u64, 4096);
+                time_index.on_batch((h.base_offset - base) as u32, pos as u32, h.total_bytes() as u64, h.max_timestamp, 4096);
                 max_ts = max_ts.max(h.max_timestamp);
             });
             if let ScanStop::Invalid { position, error } = outcome.stop {
                 tracing::warn!(segment = %path.display(), position, %error, "sealed segment has an invalid batch; reads stop there");
             }
-            let _ = std::fs::write(&index_path, index.encode(max_ts));
-            (index, max_ts)
+            if loaded.is_none() {
+                let _ = std::fs::write(&index_path, index.encode(max_ts));
+            }
+            if loaded_time.is_none() {
+                tracing::info!(segment = %path.display(), entries = time_index.len(), "rebuilt time index");
+                let _ = std::fs::write(&time_index_path, time_index.encode());
+            }
+            (index, max_ts, time_index)
         }
     };
-    Ok(SealedSegment { base_offset: base, next_offset: next_base, data, index, max_timestamp_ms, path })
+    Ok(SealedSegment { base_offset: base, next_offset: next_base, data, index, time_index, max_timestamp_ms, path })
 }
 
 /// Scans the last segment, drops an invalid tail, re-extends the file to its
@@ -127,9 +144,11 @@ async fn recover_active(dir: &Path, topic: &str, partition: i32, base: i64, capa
     let file_len = std::fs::metadata(&path).map_err(|e| StorageError::io(format!("stat {}", path.display()), e))?.len();
     let data = segment::map_file(&path, file_len)?;
     let mut index = SparseIndex::new();
+    let mut time_index = TimeIndex::new();
     let mut max_timestamp_ms = -1;
     let outcome = batch::scan(&data, Some(base), |pos, h| {
         index.on_batch((h.base_offset - base) as u32, pos as u32, h.total_bytes() as u64, config.index_interval_bytes);
+        time_index.on_batch((h.base_offset - base) as u32, pos as u32, h.total_bytes() as u64, h.max_timestamp, config.index_interval_bytes);
         max_timestamp_ms = max_timestamp_ms.max(h.max_timestamp);
     });
     let valid = outcome.valid_bytes as u64;
@@ -194,6 +213,7 @@ async fn recover_active(dir: &Path, topic: &str, partition: i32, base: i64, capa
             written_bytes: valid,
             data,
             index,
+            time_index,
             max_timestamp_ms,
             tail_page,
         },

@@ -16,6 +16,7 @@ impl PartitionLog {
         };
         let now = now_ms();
         let mut doomed = Vec::new();
+        let mut doomed_time_indexes = Vec::new();
         {
             let mut s = self.state.borrow_mut();
             let mut total: u64 = s.sealed.values().map(|seg| seg.size_bytes()).sum::<u64>() + s.active.written_bytes;
@@ -29,8 +30,10 @@ impl PartitionLog {
                 let next = seg.next_offset;
                 if let Some(seg) = s.sealed.remove(&base) {
                     doomed.push((seg.path.clone(), self.dir.join(segment::index_file_name(base))));
+                    doomed_time_indexes.push(self.dir.join(segment::time_index_file_name(base)));
                 }
-                s.log_start_offset = next;
+                // DeleteRecords may already have moved the start further.
+                s.log_start_offset = s.log_start_offset.max(next);
                 while s.tail.front().is_some_and(|b| b.base_offset < next) {
                     if let Some(b) = s.tail.pop_front() {
                         s.tail_bytes -= b.data.len();
@@ -47,6 +50,9 @@ impl PartitionLog {
             for (log, index) in doomed {
                 std::fs::remove_file(&log)?;
                 let _ = std::fs::remove_file(&index);
+            }
+            for time_index in doomed_time_indexes {
+                let _ = std::fs::remove_file(&time_index);
             }
             Ok::<(), std::io::Error>(())
         })

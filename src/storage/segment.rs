@@ -3,9 +3,11 @@
 //! On disk a partition directory holds `<base offset:020>.log` segments of
 //! RecordBatch v2 bytes back to back, each preallocated to `segment.bytes`
 //! (the unused tail reads as zeros, which recovery takes as the end), plus a
-//! `<base>.index` for sealed segments. A sealed segment is truncated to its
-//! data, so its file length is its size. `next.prepared` is the already
-//! allocated file that becomes the next segment on a roll.
+//! `<base>.index` and a `<base>.timeindex` (see `time_index`) for sealed
+//! segments. A sealed segment is truncated to its data, so its file length is
+//! its size. `next.prepared` is the already allocated file that becomes the
+//! next segment on a roll. `log-start-offset`, when present, holds the start
+//! set by DeleteRecords (see `delete_records`).
 
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -14,6 +16,7 @@ use bytes::Bytes;
 use glommio::io::{DmaFile, OpenOptions};
 
 use super::index::SparseIndex;
+use super::time_index::TimeIndex;
 use super::{gerr, Preallocation, StorageError, PAGE_BYTES};
 
 pub const PREPARED_FILE_NAME: &str = "next.prepared";
@@ -25,6 +28,10 @@ pub fn log_file_name(base_offset: i64) -> String {
 
 pub fn index_file_name(base_offset: i64) -> String {
     format!("{base_offset:020}.index")
+}
+
+pub fn time_index_file_name(base_offset: i64) -> String {
+    format!("{base_offset:020}.timeindex")
 }
 
 /// Base offset of a `<20 digits>.log` file name.
@@ -137,6 +144,7 @@ pub struct SealedSegment {
     pub next_offset: i64,
     pub data: Bytes,
     pub index: SparseIndex,
+    pub time_index: TimeIndex,
     pub max_timestamp_ms: i64,
     pub path: PathBuf,
 }
@@ -158,6 +166,7 @@ pub struct ActiveSegment {
     /// Map of the whole capacity; only `[0, written_bytes)` is meaningful.
     pub data: Bytes,
     pub index: SparseIndex,
+    pub time_index: TimeIndex,
     pub max_timestamp_ms: i64,
     /// Contents of the page holding `written_bytes` (its valid prefix), which
     /// the next commit writes again together with the new data.
