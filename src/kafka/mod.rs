@@ -7,6 +7,7 @@ pub mod create_topics;
 pub mod delete_topics;
 pub mod fetch;
 pub mod fetch_response;
+pub mod init_producer_id;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
@@ -33,6 +34,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ApiVersions, 0, 3),
     (ApiKey::CreateTopics, 0, 7),
     (ApiKey::DeleteTopics, 0, 5),
+    (ApiKey::InitProducerId, 0, 4),
 ];
 
 pub fn supported_range(key: ApiKey) -> Option<(i16, i16)> {
@@ -142,6 +144,7 @@ pub fn decode_request(frame: &Bytes) -> Result<RequestContext, RequestError> {
         ApiKey::ListOffsets => decode_body::<ListOffsetsRequest>(&ctx, body).map(drop),
         ApiKey::CreateTopics => decode_body::<CreateTopicsRequest>(&ctx, body).map(drop),
         ApiKey::DeleteTopics => decode_body::<DeleteTopicsRequest>(&ctx, body).map(drop),
+        ApiKey::InitProducerId => decode_body::<InitProducerIdRequest>(&ctx, body).map(drop),
         other => Err(RequestError::UnknownApi(other as i16)),
     }?;
     Ok(ctx)
@@ -162,6 +165,7 @@ pub async fn handle(shard: &Rc<Shard>, frame: Bytes) -> Reply {
         ApiKey::ListOffsets => list_offsets::handle(shard, &ctx, frame.slice(body_start..)).await,
         ApiKey::CreateTopics => create_topics::handle(shard, &ctx, frame.slice(body_start..)).await,
         ApiKey::DeleteTopics => delete_topics::handle(shard, &ctx, frame.slice(body_start..)).await,
+        ApiKey::InitProducerId => init_producer_id::handle(shard, &ctx, frame.slice(body_start..)).await,
         other => Err(RequestError::UnknownApi(other as i16)),
     };
     match result {

@@ -13,6 +13,7 @@ use bytes::BytesMut;
 use std::marker::PhantomData;
 
 use super::shard::TopicOpError;
+use crate::catalog::producer_ids::{IdBlock, ProducerIdError};
 use crate::catalog::TopicMeta;
 use crate::storage::log::{AckWait, AppendOutcome, Offsets};
 use crate::storage::reader::ReadResult;
@@ -69,6 +70,8 @@ pub enum ShardMsg {
     /// close this shard's logs of it.
     TopicDeleted { name: String, reply: ReplyTo<()> },
     Report { reply: ReplyTo<ShardReport> },
+    /// To shard 0: reserve a block of producer ids durably (`catalog::producer_ids`).
+    AllocateProducerIds { reply: ReplyTo<Result<IdBlock, ProducerIdError>> },
     /// The answer to request `id` of the receiving shard.
     Reply { id: u64, payload: ReplyPayload },
 }
@@ -96,6 +99,7 @@ pub enum ReplyPayload {
     Topic(Result<TopicMeta, TopicOpError>),
     TopicChange(Result<(), TopicOpError>),
     Report(ShardReport),
+    ProducerIds(Result<IdBlock, ProducerIdError>),
 }
 
 macro_rules! payload {
@@ -123,3 +127,4 @@ payload!(Unit, ());
 payload!(Topic, Result<TopicMeta, TopicOpError>);
 payload!(TopicChange, Result<(), TopicOpError>);
 payload!(Report, ShardReport);
+payload!(ProducerIds, Result<IdBlock, ProducerIdError>);

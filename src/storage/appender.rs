@@ -192,6 +192,7 @@ impl PartitionLog {
         s.pending_bytes = 0;
         s.log_end_offset = s.high_watermark;
         s.enqueued_segment_bytes = s.active.written_bytes;
+        self.producers.borrow_mut().rollback(s.log_end_offset);
         drop(s);
         let message = error.to_string();
         let disk_full = matches!(error, StorageError::DiskFull { .. });

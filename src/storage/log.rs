@@ -15,6 +15,7 @@ use event_listener::Event;
 use futures_channel::oneshot;
 
 use super::batch;
+use super::producer_state::{ProducerBatch, ProducerStateTable, Verdict};
 use super::segment::{ActiveSegment, PreparedSegment, SealedSegment};
 use super::{LogConfig, StorageError};
 
@@ -81,6 +82,8 @@ pub struct PartitionLog {
     pub(crate) commit_latency_us: RefCell<crate::histogram::Log2Histogram>,
     /// Bytes written per commit (carried page included).
     pub(crate) commit_write_bytes: RefCell<crate::histogram::Log2Histogram>,
+    /// Idempotent producers' sequences and epochs (see `producer_state`).
+    pub(crate) producers: RefCell<ProducerStateTable>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,6 +153,7 @@ impl PartitionLog {
             (c.max_message_bytes, c.segment_bytes, c.pending_max_bytes)
         };
         let batches = batch::validate_all(&records, max_bytes)?;
+        let producer = ProducerBatch::of_request(&batches)?;
         let total_bytes = records.len();
         if batches.iter().any(|(r, _)| r.len() as u64 > capacity) {
             return Err(StorageError::TooLarge { bytes: total_bytes, max: capacity as usize });
@@ -172,6 +176,13 @@ impl PartitionLog {
             return Err(StorageError::Closed);
         }
 
+        // From the producer check to the offsets being taken: no await, so no
+        // other append of this partition comes in between.
+        if let Some(b) = &producer {
+            if let Verdict::Duplicate(original) = self.producers.borrow().check(b)? {
+                return self.await_duplicate(b, original, wait).await;
+            }
+        }
         let (tx, rx) = oneshot::channel();
         let mut state = self.state.borrow_mut();
         let base_offset = state.log_end_offset;
@@ -209,6 +220,9 @@ impl PartitionLog {
         }
         debug_assert_eq!(offset, next_offset);
         state.log_end_offset = next_offset;
+        if let Some(b) = &producer {
+            self.producers.borrow_mut().record(b, base_offset, next_offset - 1);
+        }
         state.pending_bytes += total_bytes;
         let log_start_offset = state.log_start_offset;
         drop(state);

@@ -18,6 +18,7 @@ use super::appender::align_up;
 use super::batch::{self, ScanStop};
 use super::index::SparseIndex;
 use super::log::{LogState, PartitionLog};
+use super::producer_state::{ProducerStateTable, DEFAULT_MAX_PRODUCERS};
 use super::segment::{self, ActiveSegment, SealedSegment};
 use super::{gerr, FlushPolicy, LogConfig, StorageError, PAGE_BYTES};
 
@@ -59,6 +60,12 @@ impl PartitionLog {
         let log_start_offset = bases.first().copied().unwrap_or(0);
 
         let enqueued = active.written_bytes;
+        // Idempotent producers' state, from the durable batches' headers.
+        let segments = sealed.values().map(|seg| &seg.data[..]).chain(std::iter::once(&active.data[..active.written_bytes as usize]));
+        let producers = ProducerStateTable::rebuild(segments, DEFAULT_MAX_PRODUCERS);
+        if !producers.is_empty() {
+            tracing::info!(topic, partition, producers = producers.len(), "rebuilt idempotent producer state");
+        }
         let log = Rc::new(PartitionLog {
             topic,
             partition,
@@ -89,6 +96,7 @@ impl PartitionLog {
             committed_bytes: Cell::new(0),
             commit_latency_us: RefCell::new(Default::default()),
             commit_write_bytes: RefCell::new(Default::default()),
+            producers: RefCell::new(producers),
         });
         log.start_tasks();
         Ok(log)
