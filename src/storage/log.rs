@@ -179,7 +179,8 @@ impl PartitionLog {
         // From the producer check to the offsets being taken: no await, so no
         // other append of this partition comes in between.
         if let Some(b) = &producer {
-            if let Verdict::Duplicate(original) = self.producers.borrow().check(b)? {
+            let verdict = self.producers.borrow().check(b)?;
+            if let Verdict::Duplicate(original) = verdict {
                 return self.await_duplicate(b, original, wait).await;
             }
         }
