@@ -84,6 +84,38 @@ pub struct PartitionLog {
     pub(crate) commit_write_bytes: RefCell<crate::histogram::Log2Histogram>,
     /// Idempotent producers' sequences and epochs (see `producer_state`).
     pub(crate) producers: RefCell<ProducerStateTable>,
+    /// Appends waiting for pending space, in arrival order.
+    pub(crate) append_queue: AppendQueue,
+}
+
+/// Tickets of the appends waiting for pending space, oldest first.
+#[derive(Default)]
+pub(crate) struct AppendQueue {
+    waiting: RefCell<VecDeque<u64>>,
+    next_ticket: Cell<u64>,
+}
+
+/// A place in `AppendQueue`; leaving it (served or dropped) wakes the others.
+struct AppendTurn<'a> {
+    log: &'a PartitionLog,
+    ticket: u64,
+}
+
+impl<'a> AppendTurn<'a> {
+    fn take(log: &'a PartitionLog) -> AppendTurn<'a> {
+        let q = &log.append_queue;
+        let ticket = q.next_ticket.get();
+        q.next_ticket.set(ticket.wrapping_add(1));
+        q.waiting.borrow_mut().push_back(ticket);
+        AppendTurn { log, ticket }
+    }
+}
+
+impl Drop for AppendTurn<'_> {
+    fn drop(&mut self) {
+        self.log.append_queue.waiting.borrow_mut().retain(|&t| t != self.ticket);
+        self.log.space_freed.notify(usize::MAX);
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,20 +190,34 @@ impl PartitionLog {
         if batches.iter().any(|(r, _)| r.len() as u64 > capacity) {
             return Err(StorageError::TooLarge { bytes: total_bytes, max: capacity as usize });
         }
-        // Back-pressure: a bounded amount may wait for the disk.
+        // Back-pressure: a bounded amount may wait for the disk. Appends that
+        // wait are served in arrival order: a later, smaller one must not
+        // overtake (an idempotent producer's sequences would arrive out of order).
+        let mut turn: Option<AppendTurn<'_>> = None;
         loop {
             let listener = {
                 let s = self.state.borrow();
-                if s.pending_bytes == 0 || s.pending_bytes + total_bytes <= pending_max {
+                let first = match &turn {
+                    Some(t) => self.append_queue.waiting.borrow().front() == Some(&t.ticket),
+                    None => self.append_queue.waiting.borrow().is_empty(),
+                };
+                if first && (s.pending_bytes == 0 || s.pending_bytes + total_bytes <= pending_max) {
                     break;
                 }
-                self.space_freed.listen()
+                let listener = self.space_freed.listen();
+                if turn.is_none() {
+                    turn = Some(AppendTurn::take(self));
+                }
+                listener
             };
             if self.closed.get() {
                 return Err(StorageError::Closed);
             }
             listener.await;
         }
+        // Leaving the queue wakes the next waiter, which runs after this
+        // append has taken its offsets (no await until then).
+        drop(turn);
         if self.closed.get() {
             return Err(StorageError::Closed);
         }

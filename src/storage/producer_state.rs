@@ -349,6 +349,40 @@ mod tests {
         assert_eq!(append(&mut t, &mut end, b(1, 0, 2, 2)), Ok(2));
     }
 
+    fn idempotent(first_seq: i32, value_bytes: usize) -> bytes::BytesMut {
+        let entries = vec![(None, bytes::Bytes::from(vec![b'x'; value_bytes]))];
+        crate::kafka::record_batch::encode_idempotent_batch(&entries, 0, crate::kafka::record_batch::Producer { id: 1, epoch: 0, base_sequence: first_seq }).expect("encode")
+    }
+
+    #[test]
+    fn appends_waiting_for_pending_space_keep_their_order() {
+        use crate::storage::{LogConfig, Preallocation};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().to_path_buf();
+        glommio::LocalExecutorBuilder::default().make().expect("executor").run(async move {
+            let config = LogConfig {
+                segment_bytes: 1 << 20,
+                preallocation: Preallocation::Fallocate,
+                pending_max_bytes: 10_000,
+                commit_linger: std::time::Duration::from_millis(100),
+                ..LogConfig::default()
+            };
+            let log = PartitionLog::open(path, "t".into(), 0, config).await.expect("open");
+            // 8 KB waiting for the (lingering) commit: the next 8 KB must wait.
+            log.append(idempotent(0, 8000), AckWait::None).await.expect("first");
+            let big = glommio::spawn_local({
+                let log = log.clone();
+                async move { log.append(idempotent(1, 8000), AckWait::Commit).await }
+            });
+            glommio::executor().yield_task_queue_now().await;
+            // Small enough to fit now, but it came later: it must not overtake.
+            let small = log.append(idempotent(2, 10), AckWait::Commit).await.expect("small batch after the big one");
+            let big = big.await.expect("big batch");
+            assert_eq!((big.base_offset, small.base_offset), (1, 2));
+            log.close().await;
+        });
+    }
+
     #[test]
     fn least_recently_used_producer_is_evicted_beyond_the_cap() {
         let (mut t, mut end) = (ProducerStateTable::new(2), 0);

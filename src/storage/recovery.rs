@@ -97,6 +97,7 @@ impl PartitionLog {
             commit_latency_us: RefCell::new(Default::default()),
             commit_write_bytes: RefCell::new(Default::default()),
             producers: RefCell::new(producers),
+            append_queue: Default::default(),
         });
         log.start_tasks();
         Ok(log)
