@@ -264,6 +264,47 @@ fn duplicate_is_still_detected_after_sigkill_and_restart() {
     assert_eq!(raw.produce(&topic, 0, batch(id, epoch, 40, 1)), (NONE, 40));
 }
 
+#[test]
+fn producer_state_before_deleted_segments_is_restored_from_the_roll_snapshot() {
+    let mut broker = Broker::start(BrokerOpts::default());
+    let addr = broker.addr();
+    let topic = unique_topic("idem-snap");
+    create_topic(&addr, &topic, 1, &[("segment.bytes", "65536")]);
+    let mut raw = Raw::connect(&addr);
+    let (a, a_epoch) = raw.new_producer();
+    for i in 0..3 {
+        assert_eq!(raw.produce(&topic, 0, batch(a, a_epoch, i, 1)), (NONE, i64::from(i)));
+    }
+    // Another producer fills several segments after producer A's batches.
+    let (b, b_epoch) = raw.new_producer();
+    let filler: Vec<(Option<Bytes>, Bytes)> = (0..4).map(|_| (None, Bytes::from(vec![b'f'; 500]))).collect();
+    for i in 0..150 {
+        let records = encode_idempotent_batch(&filler, 1_700_000_000_000, BatchProducer { id: b, epoch: b_epoch, base_sequence: i * 4 }).expect("encode");
+        assert_eq!(raw.produce(&topic, 0, records.freeze()).0, NONE);
+    }
+    let dir = partition_dir(broker.data_dir(), &topic, 0);
+    let last_base = segments(&dir).last().map(|(base, _)| *base).expect("segments");
+    assert!(last_base > 3, "the log never rolled");
+    let snapshot = dir.join(format!("{last_base:020}.producers"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !snapshot.exists() {
+        assert!(Instant::now() < deadline, "no producer snapshot {} after the last roll", snapshot.display());
+        thread::sleep(Duration::from_millis(20));
+    }
+    broker.kill9();
+    // What retention does: the segments holding producer A's batches are gone.
+    for (base, path) in segments(&dir).into_iter().filter(|(base, _)| *base < last_base) {
+        std::fs::remove_file(&path).expect("remove segment");
+        let _ = std::fs::remove_file(dir.join(format!("{base:020}.index")));
+    }
+    broker.restart();
+    let mut raw = Raw::connect(&addr);
+    let end = high_watermark(&addr, &topic);
+    assert_eq!(raw.produce(&topic, 0, batch(a, a_epoch, 2, 1)), (NONE, 2), "retry recognised from the snapshot");
+    assert_eq!(raw.produce(&topic, 0, batch(a, a_epoch, 4, 1)).0, OUT_OF_ORDER_SEQUENCE_NUMBER, "sequence state from the snapshot");
+    assert_eq!(high_watermark(&addr, &topic), end);
+}
+
 /// `GET /metrics` from the address the broker logged last.
 fn metrics(broker: &Broker) -> String {
     let log = broker.log();

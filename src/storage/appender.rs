@@ -308,6 +308,7 @@ impl PartitionLog {
             let _ = f.close().await;
         }
         tracing::debug!(topic = %self.topic, partition = self.partition, base_offset, "rolled segment");
+        self.snapshot_producers(base_offset);
         Ok(())
     }
 }

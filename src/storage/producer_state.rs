@@ -25,9 +25,11 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Range;
+use std::path::Path;
 
 use super::batch::BatchHeader;
 use super::log::{AckWait, AppendOutcome, PartitionLog};
+use super::segment::{ActiveSegment, SealedSegment};
 use super::StorageError;
 
 /// Batches remembered per producer for duplicate detection (Kafka: 5, the
@@ -244,20 +246,154 @@ impl ProducerStateTable {
     pub fn rebuild<'a>(segments: impl IntoIterator<Item = &'a [u8]>, max_producers: usize) -> ProducerStateTable {
         let mut table = ProducerStateTable::new(max_producers);
         for data in segments {
-            let mut pos = 0usize;
-            while let Some(rest) = data.get(pos..) {
-                let Ok(h) = BatchHeader::parse(rest) else { break };
-                if h.batch_length <= 0 || rest.len() < h.total_bytes() {
-                    break;
-                }
-                if let Ok(Some(b)) = ProducerBatch::of(&h) {
-                    table.record(&b, h.base_offset, h.last_offset());
-                }
-                pos += h.total_bytes();
-            }
+            table.scan_into(data);
         }
         table
     }
+
+    /// Records every producer batch of one segment's bytes.
+    fn scan_into(&mut self, data: &[u8]) {
+        let mut pos = 0usize;
+        while let Some(rest) = data.get(pos..) {
+            let Ok(h) = BatchHeader::parse(rest) else { break };
+            if h.batch_length <= 0 || rest.len() < h.total_bytes() {
+                break;
+            }
+            if let Ok(Some(b)) = ProducerBatch::of(&h) {
+                self.record(&b, h.base_offset, h.last_offset());
+            }
+            pos += h.total_bytes();
+        }
+    }
+
+    /// The remembered batches that end before `offset`, as snapshot bytes:
+    /// crc32c (of the rest) u32, producer count u32, then per producer, least
+    /// recently used first: id i64, epoch i16, batch count u8, and per batch
+    /// first and last sequence (i32) and base and last offset (i64). Big-endian.
+    pub fn encode_snapshot(&self, offset: i64) -> Vec<u8> {
+        let mut entries: Vec<(i64, &ProducerEntry)> = self.producers.iter().map(|(&id, e)| (id, e)).collect();
+        entries.sort_by_key(|(_, e)| e.last_use);
+        let mut body = Vec::with_capacity(4 + entries.len() * 64);
+        let mut count = 0u32;
+        body.extend_from_slice(&0u32.to_be_bytes());
+        for (id, e) in entries {
+            let batches: Vec<&BatchMeta> = e.batches.iter().filter(|m| m.last_offset < offset).collect();
+            if batches.is_empty() {
+                continue;
+            }
+            count += 1;
+            body.extend_from_slice(&id.to_be_bytes());
+            body.extend_from_slice(&e.epoch.to_be_bytes());
+            body.push(batches.len() as u8);
+            for m in batches {
+                body.extend_from_slice(&m.first_seq.to_be_bytes());
+                body.extend_from_slice(&m.last_seq.to_be_bytes());
+                body.extend_from_slice(&m.base_offset.to_be_bytes());
+                body.extend_from_slice(&m.last_offset.to_be_bytes());
+            }
+        }
+        body[..4].copy_from_slice(&count.to_be_bytes());
+        let mut out = crc32c::crc32c(&body).to_be_bytes().to_vec();
+        out.extend_from_slice(&body);
+        out
+    }
+
+    /// Reads `encode_snapshot` bytes; `None` if they are damaged.
+    pub fn decode_snapshot(bytes: &[u8], max_producers: usize) -> Option<ProducerStateTable> {
+        let (crc, body) = bytes.split_first_chunk::<4>()?;
+        if crc32c::crc32c(body) != u32::from_be_bytes(*crc) {
+            return None;
+        }
+        let mut r = Reader(body);
+        let count = r.u32()?;
+        let mut table = ProducerStateTable::new(max_producers);
+        for _ in 0..count {
+            let producer_id = r.i64()?;
+            let epoch = r.i16()?;
+            let batches = r.u8()?;
+            if producer_id < 0 || epoch < 0 || usize::from(batches) > MAX_BATCHES_PER_PRODUCER {
+                return None;
+            }
+            for _ in 0..batches {
+                let (first_seq, last_seq, base_offset, last_offset) = (r.i32()?, r.i32()?, r.i64()?, r.i64()?);
+                table.record(&ProducerBatch { producer_id, epoch, first_seq, last_seq }, base_offset, last_offset);
+            }
+        }
+        r.0.is_empty().then_some(table)
+    }
+}
+
+/// A cursor over snapshot bytes.
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let (head, rest) = self.0.split_first_chunk::<N>()?;
+        self.0 = rest;
+        Some(*head)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        self.take::<1>().map(|b| b[0])
+    }
+    fn i16(&mut self) -> Option<i16> {
+        self.take().map(i16::from_be_bytes)
+    }
+    fn i32(&mut self) -> Option<i32> {
+        self.take().map(i32::from_be_bytes)
+    }
+    fn u32(&mut self) -> Option<u32> {
+        self.take().map(u32::from_be_bytes)
+    }
+    fn i64(&mut self) -> Option<i64> {
+        self.take().map(i64::from_be_bytes)
+    }
+}
+
+/// `<base offset, 20 digits>.producers`: the producer state before that
+/// segment, written when the log rolled to it.
+pub fn snapshot_file_name(offset: i64) -> String {
+    format!("{offset:020}.producers")
+}
+
+fn parse_snapshot_file_name(name: &str) -> Option<i64> {
+    let digits = name.strip_suffix(".producers")?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// Snapshot offsets present in `dir`, newest first.
+fn snapshots_in(dir: &Path) -> Vec<i64> {
+    let mut found: Vec<i64> = std::fs::read_dir(dir)
+        .map(|entries| entries.flatten().filter_map(|e| parse_snapshot_file_name(&e.file_name().to_string_lossy())).collect())
+        .unwrap_or_default();
+    found.sort_unstable_by(|a, b| b.cmp(a));
+    found
+}
+
+/// The table of a partition being opened: from the newest readable snapshot
+/// taken at one of its segment bases, plus the segments from that base on;
+/// without one, from every segment. Blocking reads, like the rest of
+/// recovery.
+pub(crate) fn recover(dir: &Path, sealed: &BTreeMap<i64, SealedSegment>, active: &ActiveSegment, max_producers: usize) -> ProducerStateTable {
+    let active_data = active.data.get(..active.written_bytes as usize).unwrap_or_default();
+    for offset in snapshots_in(dir) {
+        if offset != active.base_offset && !sealed.contains_key(&offset) {
+            continue;
+        }
+        let path = dir.join(snapshot_file_name(offset));
+        let Some(mut table) = std::fs::read(&path).ok().and_then(|b| ProducerStateTable::decode_snapshot(&b, max_producers)) else {
+            tracing::warn!(snapshot = %path.display(), "producer state snapshot unreadable; trying an older one");
+            continue;
+        };
+        for seg in sealed.range(offset..).map(|(_, seg)| &seg.data[..]) {
+            table.scan_into(seg);
+        }
+        table.scan_into(active_data);
+        return table;
+    }
+    ProducerStateTable::rebuild(sealed.values().map(|seg| &seg.data[..]).chain(std::iter::once(active_data)), max_producers)
 }
 
 impl PartitionLog {
@@ -282,6 +418,42 @@ impl PartitionLog {
             }
             futures_lite::future::or(hw_moved, commit_failed).await;
         }
+    }
+}
+
+/// Snapshots kept per partition (the newest, and one in case it is damaged).
+const SNAPSHOTS_KEPT: usize = 2;
+
+impl PartitionLog {
+    /// At a roll to `base_offset` (every batch before it is committed): writes
+    /// the producer state before it to `<base_offset>.producers` on a helper
+    /// thread and removes all but the newest `SNAPSHOTS_KEPT` snapshots, so a
+    /// restart reads the segments from there instead of the whole log. A
+    /// snapshot lost in a crash only makes that restart scan more.
+    pub(crate) fn snapshot_producers(&self, base_offset: i64) {
+        if self.closed.get() {
+            return;
+        }
+        let bytes = self.producers.borrow().encode_snapshot(base_offset);
+        let dir = self.dir.clone();
+        let (topic, partition) = (self.topic.clone(), self.partition);
+        glommio::spawn_local(async move {
+            let result = super::segment::blocking(move || -> std::io::Result<()> {
+                let path = dir.join(snapshot_file_name(base_offset));
+                let tmp = dir.join(format!("{}.tmp", snapshot_file_name(base_offset)));
+                std::fs::write(&tmp, &bytes)?;
+                std::fs::rename(&tmp, &path)?;
+                for old in snapshots_in(&dir).into_iter().skip(SNAPSHOTS_KEPT) {
+                    let _ = std::fs::remove_file(dir.join(snapshot_file_name(old)));
+                }
+                Ok(())
+            })
+            .await;
+            if let Err(error) = result {
+                tracing::warn!(topic, partition, base_offset, %error, "could not write the producer state snapshot (the next start scans more of the log)");
+            }
+        })
+        .detach();
     }
 }
 
@@ -381,6 +553,23 @@ mod tests {
             assert_eq!((big.base_offset, small.base_offset), (1, 2));
             log.close().await;
         });
+    }
+
+    #[test]
+    fn snapshot_keeps_the_batches_before_its_offset() {
+        let (mut t, mut end) = (ProducerStateTable::default(), 0);
+        append(&mut t, &mut end, b(1, 2, 0, 3)).unwrap();
+        append(&mut t, &mut end, b(2, 0, 0, 1)).unwrap();
+        append(&mut t, &mut end, b(1, 2, 3, 2)).unwrap();
+        let bytes = t.encode_snapshot(4);
+        let back = ProducerStateTable::decode_snapshot(&bytes, 100).expect("decode");
+        assert_eq!(back.len(), 2);
+        assert!(matches!(back.check(&b(1, 2, 0, 3)), Ok(Verdict::Duplicate(BatchMeta { base_offset: 0, .. }))));
+        assert_eq!(back.check(&b(1, 2, 3, 2)), Ok(Verdict::Append), "the batch at offset 4 is not in the snapshot");
+        let mut damaged = bytes.clone();
+        damaged[6] ^= 1;
+        assert!(ProducerStateTable::decode_snapshot(&damaged, 100).is_none());
+        assert!(ProducerStateTable::decode_snapshot(&bytes[..bytes.len() - 1], 100).is_none());
     }
 
     #[test]

@@ -18,7 +18,7 @@ use super::appender::align_up;
 use super::batch::{self, ScanStop};
 use super::index::SparseIndex;
 use super::log::{LogState, PartitionLog};
-use super::producer_state::{ProducerStateTable, DEFAULT_MAX_PRODUCERS};
+use super::producer_state::{self, DEFAULT_MAX_PRODUCERS};
 use super::segment::{self, ActiveSegment, SealedSegment};
 use super::{gerr, FlushPolicy, LogConfig, StorageError, PAGE_BYTES};
 
@@ -61,8 +61,7 @@ impl PartitionLog {
 
         let enqueued = active.written_bytes;
         // Idempotent producers' state, from the durable batches' headers.
-        let segments = sealed.values().map(|seg| &seg.data[..]).chain(std::iter::once(&active.data[..active.written_bytes as usize]));
-        let producers = ProducerStateTable::rebuild(segments, DEFAULT_MAX_PRODUCERS);
+        let producers = producer_state::recover(&dir, &sealed, &active, DEFAULT_MAX_PRODUCERS);
         if !producers.is_empty() {
             tracing::info!(topic, partition, producers = producers.len(), "rebuilt idempotent producer state");
         }
