@@ -17,8 +17,12 @@
 //!   append of the partition can come in between;
 //! - forgetting batches whose commit failed (`rollback`), so their retries are
 //!   appended rather than acknowledged at offsets that were never written;
-//! - rebuilding the table at start-up from the batch headers of the
-//!   recovered (durable) log (`rebuild`);
+//! - rebuilding the table at start-up (`recover`): from the snapshot written
+//!   at the last segment roll (`<base offset>.producers`, the state of every
+//!   batch before that segment, all committed and fdatasynced by the roll)
+//!   plus the headers of the batches after it in the recovered (durable) log;
+//!   without a usable snapshot, from the headers of every segment. Torn tails
+//!   were cut by recovery first, so only durable batches count;
 //! - its bound: at most `max_producers` producers per partition; beyond that
 //!   the least recently used one is forgotten (like Kafka's producer-id
 //!   expiration, by use instead of time).

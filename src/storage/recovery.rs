@@ -60,7 +60,8 @@ impl PartitionLog {
         let log_start_offset = bases.first().copied().unwrap_or(0);
 
         let enqueued = active.written_bytes;
-        // Idempotent producers' state, from the durable batches' headers.
+        // Idempotent producers' state: the last roll's snapshot plus the
+        // durable batches' headers after it.
         let producers = producer_state::recover(&dir, &sealed, &active, DEFAULT_MAX_PRODUCERS);
         if !producers.is_empty() {
             tracing::info!(topic, partition, producers = producers.len(), "rebuilt idempotent producer state");
