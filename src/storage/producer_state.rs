@@ -381,6 +381,12 @@ fn snapshots_in(dir: &Path) -> Vec<i64> {
 /// without one, from every segment. Blocking reads, like the rest of
 /// recovery.
 pub(crate) fn recover(dir: &Path, sealed: &BTreeMap<i64, SealedSegment>, active: &ActiveSegment, max_producers: usize) -> ProducerStateTable {
+    // A snapshot whose write a crash cut short.
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten().filter(|e| e.file_name().to_string_lossy().ends_with(".producers.tmp")) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
     let active_data = active.data.get(..active.written_bytes as usize).unwrap_or_default();
     for offset in snapshots_in(dir) {
         if offset != active.base_offset && !sealed.contains_key(&offset) {
