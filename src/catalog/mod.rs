@@ -3,6 +3,8 @@
 //! TOML body that follows, written to a temporary file, fsynced and renamed
 //! over the old one, so a crash leaves either the old or the new catalog.
 
+pub mod producer_ids;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

@@ -1,6 +1,7 @@
 //! Kafka error codes used by ringmq, and the mapping from storage errors.
 
 use crate::storage::batch::BatchError;
+use crate::storage::producer_state::ProducerError;
 use crate::storage::StorageError;
 
 pub const NONE: i16 = 0;
@@ -9,6 +10,7 @@ pub const CORRUPT_MESSAGE: i16 = 2;
 pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
 pub const MESSAGE_TOO_LARGE: i16 = 10;
+pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
 pub const INVALID_TOPIC_EXCEPTION: i16 = 17;
 pub const INVALID_REQUIRED_ACKS: i16 = 21;
 pub const UNSUPPORTED_VERSION: i16 = 35;
@@ -18,9 +20,12 @@ pub const INVALID_REPLICATION_FACTOR: i16 = 38;
 pub const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
 pub const INVALID_CONFIG: i16 = 40;
 pub const INVALID_REQUEST: i16 = 42;
+pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
+pub const INVALID_PRODUCER_EPOCH: i16 = 47;
 pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
 pub const KAFKA_STORAGE_ERROR: i16 = 56;
 pub const UNSUPPORTED_ENDPOINT_TYPE: i16 = 115;
+pub const INVALID_RECORD: i16 = 87;
 pub const UNKNOWN_SERVER_ERROR: i16 = -1;
 
 /// The Kafka error code a producer or consumer gets for a storage error.
@@ -31,6 +36,17 @@ pub fn for_storage(e: &StorageError) -> i16 {
         StorageError::OffsetOutOfRange { .. } => OFFSET_OUT_OF_RANGE,
         StorageError::Closed => NOT_LEADER_OR_FOLLOWER,
         StorageError::Io { .. } | StorageError::DiskFull { .. } => KAFKA_STORAGE_ERROR,
+        StorageError::Producer(e) => for_producer(e),
+    }
+}
+
+/// The Kafka error code of a rejected idempotent batch.
+pub fn for_producer(e: &ProducerError) -> i16 {
+    match e {
+        ProducerError::FencedEpoch { .. } => INVALID_PRODUCER_EPOCH,
+        ProducerError::OutOfOrder { .. } | ProducerError::NewEpochNotAtZero { .. } => OUT_OF_ORDER_SEQUENCE_NUMBER,
+        ProducerError::MultipleBatches { .. } | ProducerError::Transactional { .. } | ProducerError::InvalidFields { .. } => INVALID_RECORD,
+        ProducerError::OriginalFailed { .. } => KAFKA_STORAGE_ERROR,
     }
 }
 

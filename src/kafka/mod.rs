@@ -13,6 +13,7 @@ pub mod describe_configs;
 pub mod incremental_alter_configs;
 pub mod fetch;
 pub mod fetch_response;
+pub mod init_producer_id;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
@@ -45,6 +46,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::DeleteRecords, 0, 2),
     (ApiKey::DescribeCluster, 0, 2),
+    (ApiKey::InitProducerId, 0, 4),
 ];
 
 pub fn supported_range(key: ApiKey) -> Option<(i16, i16)> {
@@ -160,6 +162,7 @@ pub fn decode_request(frame: &Bytes) -> Result<RequestContext, RequestError> {
         ApiKey::CreatePartitions => decode_body::<CreatePartitionsRequest>(&ctx, body).map(drop),
         ApiKey::DeleteRecords => decode_body::<DeleteRecordsRequest>(&ctx, body).map(drop),
         ApiKey::DescribeCluster => decode_body::<DescribeClusterRequest>(&ctx, body).map(drop),
+        ApiKey::InitProducerId => decode_body::<InitProducerIdRequest>(&ctx, body).map(drop),
         other => Err(RequestError::UnknownApi(other as i16)),
     }?;
     Ok(ctx)
@@ -186,6 +189,7 @@ pub async fn handle(shard: &Rc<Shard>, frame: Bytes) -> Reply {
         ApiKey::CreatePartitions => create_partitions::handle(shard, &ctx, frame.slice(body_start..)).await,
         ApiKey::DeleteRecords => delete_records::handle(shard, &ctx, frame.slice(body_start..)).await,
         ApiKey::DescribeCluster => describe_cluster::handle(shard, &ctx, frame.slice(body_start..)).await,
+        ApiKey::InitProducerId => init_producer_id::handle(shard, &ctx, frame.slice(body_start..)).await,
         other => Err(RequestError::UnknownApi(other as i16)),
     };
     match result {

@@ -14,6 +14,25 @@ pub fn encode_batch(entries: &[(Option<Bytes>, Bytes)], timestamp_ms: i64) -> Re
 /// As `encode_batch`, compressed with `compression` (a codec needs its
 /// kafka-protocol feature, which the load generator enables).
 pub fn encode_batch_compressed(entries: &[(Option<Bytes>, Bytes)], timestamp_ms: i64, compression: Compression) -> Result<BytesMut, String> {
+    encode(entries, timestamp_ms, compression, Producer { id: -1, epoch: -1, base_sequence: 0 })
+}
+
+/// The producer fields of a batch: id and epoch from InitProducerId, the
+/// sequence number of its first record. Id -1: not idempotent.
+#[derive(Debug, Clone, Copy)]
+pub struct Producer {
+    pub id: i64,
+    pub epoch: i16,
+    pub base_sequence: i32,
+}
+
+/// As `encode_batch`, from an idempotent producer: the records are numbered
+/// from `producer.base_sequence`.
+pub fn encode_idempotent_batch(entries: &[(Option<Bytes>, Bytes)], timestamp_ms: i64, producer: Producer) -> Result<BytesMut, String> {
+    encode(entries, timestamp_ms, Compression::None, producer)
+}
+
+fn encode(entries: &[(Option<Bytes>, Bytes)], timestamp_ms: i64, compression: Compression, producer: Producer) -> Result<BytesMut, String> {
     let records: Vec<Record> = entries
         .iter()
         .enumerate()
@@ -22,13 +41,13 @@ pub fn encode_batch_compressed(entries: &[(Option<Bytes>, Bytes)], timestamp_ms:
             control: false,
             delete_horizon: false,
             partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
+            producer_id: producer.id,
+            producer_epoch: producer.epoch,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
             // The encoder groups records whose offset - sequence is constant; with
             // no producer id the broker ignores sequences.
-            sequence: i as i32,
+            sequence: producer.base_sequence.wrapping_add(i as i32),
             timestamp: timestamp_ms,
             key: key.clone(),
             value: Some(value.clone()),

@@ -13,6 +13,7 @@ use bytes::BytesMut;
 use std::marker::PhantomData;
 
 use super::shard::TopicOpError;
+use crate::catalog::producer_ids::{IdBlock, ProducerIdError};
 use crate::catalog::{TopicMeta, TopicUpdate};
 use crate::storage::log::{AckWait, AppendOutcome, Offsets};
 use crate::storage::reader::ReadResult;
@@ -79,6 +80,8 @@ pub enum ShardMsg {
     /// To a partition's owner: ListOffsets by timestamp (-3: max timestamp).
     OffsetForTime { topic: String, partition: i32, timestamp_ms: i64, reply: ReplyTo<Result<Option<(i64, i64)>, StorageError>> },
     Report { reply: ReplyTo<ShardReport> },
+    /// To shard 0: reserve a block of producer ids durably (`catalog::producer_ids`).
+    AllocateProducerIds { reply: ReplyTo<Result<IdBlock, ProducerIdError>> },
     /// The answer to request `id` of the receiving shard.
     Reply { id: u64, payload: ReplyPayload },
 }
@@ -108,6 +111,7 @@ pub enum ReplyPayload {
     Report(ShardReport),
     LowWatermark(Result<i64, StorageError>),
     TimeLookup(Result<Option<(i64, i64)>, StorageError>),
+    ProducerIds(Result<IdBlock, ProducerIdError>),
 }
 
 macro_rules! payload {
@@ -137,3 +141,4 @@ payload!(TopicChange, Result<(), TopicOpError>);
 payload!(Report, ShardReport);
 payload!(LowWatermark, Result<i64, StorageError>);
 payload!(TimeLookup, Result<Option<(i64, i64)>, StorageError>);
+payload!(ProducerIds, Result<IdBlock, ProducerIdError>);

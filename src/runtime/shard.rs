@@ -16,6 +16,7 @@ use glommio::channels::channel_mesh::{Receivers, Senders};
 use glommio::sync::Semaphore;
 
 use super::mesh::{PartitionGauges, ReplyPayload, ReplyTo, ShardMsg, ShardReport};
+use crate::catalog::producer_ids::{IdBlock, ProducerIdError, ProducerIdStore, ShardProducerIds};
 use crate::catalog::{self, Catalog, TopicError, TopicMeta, TopicUpdate};
 use crate::config::ServeConfig;
 use crate::storage::log::{AckWait, AppendOutcome, Offsets};
@@ -95,6 +96,8 @@ pub struct Shard {
     next_request_id: Cell<u64>,
     pub stopping: Cell<bool>,
     pub counters: ShardCounters,
+    /// Producer ids this shard hands out (see `catalog::producer_ids`).
+    pub producer_ids: ShardProducerIds,
 }
 
 /// Which shard owns a partition: a stable function of the topic, the
@@ -130,6 +133,7 @@ impl Shard {
     /// Loads the catalog and opens (recovers) every partition this shard owns.
     pub async fn open(id: usize, count: usize, cpu: usize, config: ServeConfig) -> Result<Rc<Shard>, TopicOpError> {
         let catalog = Catalog::load(&config.data_dir)?;
+        let producer_id_store = if id == CATALOG_SHARD { Some(ProducerIdStore::load(&config.data_dir).map_err(catalog::CatalogError::from)?) } else { None };
         let advertised = (config.listen.ip().to_string(), config.listen.port());
         let shard = Rc::new(Shard {
             id,
@@ -146,6 +150,7 @@ impl Shard {
             next_request_id: Cell::new(0),
             stopping: Cell::new(false),
             counters: ShardCounters::default(),
+            producer_ids: ShardProducerIds::new(producer_id_store),
         });
         if id == CATALOG_SHARD {
             // Directories of topics the catalog does not know: a create or
@@ -286,6 +291,10 @@ impl Shard {
             }
             ShardMsg::Report { reply } => {
                 let r = self.report();
+                self.answer(reply, r).await;
+            }
+            ShardMsg::AllocateProducerIds { reply } => {
+                let r = self.reserve_producer_ids().await;
                 self.answer(reply, r).await;
             }
             ShardMsg::Reply { id, payload } => {
@@ -529,6 +538,43 @@ impl Shard {
         }
         self.catalog.borrow_mut().topics.insert(name.to_string(), meta.clone());
         Ok(())
+    }
+
+    // ---- producer ids ----
+
+    /// A producer id never handed out before, by any shard or any earlier run.
+    pub async fn new_producer_id(&self) -> Result<i64, ProducerIdError> {
+        if let Some(id) = self.producer_ids.take() {
+            return Ok(id);
+        }
+        let _permit = self.producer_ids.fetching.acquire_permit(1).await.map_err(|_| ProducerIdError::ShardGone)?;
+        if let Some(id) = self.producer_ids.take() {
+            return Ok(id);
+        }
+        let block = if self.id == CATALOG_SHARD {
+            self.reserve_producer_ids().await?
+        } else {
+            self.ask(CATALOG_SHARD, |reply| ShardMsg::AllocateProducerIds { reply }).await.unwrap_or(Err(ProducerIdError::ShardGone))?
+        };
+        self.producer_ids.install(block);
+        self.producer_ids.take().ok_or(ProducerIdError::Exhausted)
+    }
+
+    /// On the catalog shard: the next block of producer ids, made durable
+    /// before it is returned.
+    async fn reserve_producer_ids(&self) -> Result<IdBlock, ProducerIdError> {
+        let store = self.producer_ids.store.as_ref().ok_or(ProducerIdError::NotOwner)?;
+        let _permit = self.producer_ids.storing.acquire_permit(1).await.map_err(|_| ProducerIdError::ShardGone)?;
+        let (block, next, dir) = {
+            let s = store.borrow();
+            let (block, next) = s.plan()?;
+            (block, next, s.dir().to_path_buf())
+        };
+        segment::blocking(move || ProducerIdStore::persist(&dir, next)).await?;
+        store.borrow_mut().set_next_block(next);
+        self.producer_ids.note_allocated(next);
+        tracing::debug!(first = block.first, end = block.end, "reserved a block of producer ids");
+        Ok(block)
     }
 
     // ---- reporting and shutdown ----

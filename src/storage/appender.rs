@@ -194,6 +194,7 @@ impl PartitionLog {
         s.log_end_offset = s.high_watermark;
         s.enqueued_segment_bytes = s.active.written_bytes;
         s.filling_capacity_bytes = s.active.capacity_bytes;
+        self.producers.borrow_mut().rollback(s.log_end_offset);
         drop(s);
         let message = error.to_string();
         let disk_full = matches!(error, StorageError::DiskFull { .. });
@@ -329,6 +330,7 @@ impl PartitionLog {
             let _ = f.close().await;
         }
         tracing::debug!(topic = %self.topic, partition = self.partition, base_offset, "rolled segment");
+        self.snapshot_producers(base_offset);
         Ok(())
     }
 }

@@ -15,6 +15,7 @@ use event_listener::Event;
 use futures_channel::oneshot;
 
 use super::batch;
+use super::producer_state::{ProducerBatch, ProducerStateTable, Verdict};
 use super::segment::{ActiveSegment, PreparedSegment, SealedSegment};
 use super::{LogConfig, StorageError};
 
@@ -88,6 +89,40 @@ pub struct PartitionLog {
     pub(crate) commit_write_bytes: RefCell<crate::histogram::Log2Histogram>,
     /// Serialises moves of the log start offset by DeleteRecords (see `delete_records`).
     pub(crate) start_offset_change: glommio::sync::Semaphore,
+    /// Idempotent producers' sequences and epochs (see `producer_state`).
+    pub(crate) producers: RefCell<ProducerStateTable>,
+    /// Appends waiting for pending space, in arrival order.
+    pub(crate) append_queue: AppendQueue,
+}
+
+/// Tickets of the appends waiting for pending space, oldest first.
+#[derive(Default)]
+pub(crate) struct AppendQueue {
+    waiting: RefCell<VecDeque<u64>>,
+    next_ticket: Cell<u64>,
+}
+
+/// A place in `AppendQueue`; leaving it (served or dropped) wakes the others.
+struct AppendTurn<'a> {
+    log: &'a PartitionLog,
+    ticket: u64,
+}
+
+impl<'a> AppendTurn<'a> {
+    fn take(log: &'a PartitionLog) -> AppendTurn<'a> {
+        let q = &log.append_queue;
+        let ticket = q.next_ticket.get();
+        q.next_ticket.set(ticket.wrapping_add(1));
+        q.waiting.borrow_mut().push_back(ticket);
+        AppendTurn { log, ticket }
+    }
+}
+
+impl Drop for AppendTurn<'_> {
+    fn drop(&mut self) {
+        self.log.append_queue.waiting.borrow_mut().retain(|&t| t != self.ticket);
+        self.log.space_freed.notify(usize::MAX);
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,28 +199,51 @@ impl PartitionLog {
             (c.max_message_bytes, c.segment_bytes, c.pending_max_bytes)
         };
         let batches = batch::validate_all(&records, max_bytes)?;
+        let producer = ProducerBatch::of_request(&batches)?;
         let total_bytes = records.len();
         if batches.iter().any(|(r, _)| r.len() as u64 > capacity) {
             return Err(StorageError::TooLarge { bytes: total_bytes, max: capacity as usize });
         }
-        // Back-pressure: a bounded amount may wait for the disk.
+        // Back-pressure: a bounded amount may wait for the disk. Appends that
+        // wait are served in arrival order: a later, smaller one must not
+        // overtake (an idempotent producer's sequences would arrive out of order).
+        let mut turn: Option<AppendTurn<'_>> = None;
         loop {
             let listener = {
                 let s = self.state.borrow();
-                if s.pending_bytes == 0 || s.pending_bytes + total_bytes <= pending_max {
+                let first = match &turn {
+                    Some(t) => self.append_queue.waiting.borrow().front() == Some(&t.ticket),
+                    None => self.append_queue.waiting.borrow().is_empty(),
+                };
+                if first && (s.pending_bytes == 0 || s.pending_bytes + total_bytes <= pending_max) {
                     break;
                 }
-                self.space_freed.listen()
+                let listener = self.space_freed.listen();
+                if turn.is_none() {
+                    turn = Some(AppendTurn::take(self));
+                }
+                listener
             };
             if self.closed.get() {
                 return Err(StorageError::Closed);
             }
             listener.await;
         }
+        // Leaving the queue wakes the next waiter, which runs after this
+        // append has taken its offsets (no await until then).
+        drop(turn);
         if self.closed.get() {
             return Err(StorageError::Closed);
         }
 
+        // From the producer check to the offsets being taken: no await, so no
+        // other append of this partition comes in between.
+        if let Some(b) = &producer {
+            let verdict = self.producers.borrow().check(b)?;
+            if let Verdict::Duplicate(original) = verdict {
+                return self.await_duplicate(b, original, wait).await;
+            }
+        }
         let (tx, rx) = oneshot::channel();
         let mut state = self.state.borrow_mut();
         let limit = capacity.min(state.filling_capacity_bytes);
@@ -228,6 +286,9 @@ impl PartitionLog {
         }
         debug_assert_eq!(offset, next_offset);
         state.log_end_offset = next_offset;
+        if let Some(b) = &producer {
+            self.producers.borrow_mut().record(b, base_offset, next_offset - 1);
+        }
         state.pending_bytes += total_bytes;
         let log_start_offset = state.log_start_offset;
         drop(state);

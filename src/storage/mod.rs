@@ -11,6 +11,7 @@ pub mod appender;
 pub mod batch;
 pub mod index;
 pub mod log;
+pub mod producer_state;
 pub mod reader;
 pub mod recovery;
 pub mod retention;
@@ -134,6 +135,8 @@ pub enum StorageError {
     OffsetOutOfRange { offset: i64, start: i64, end: i64 },
     #[error("no space left on the data disk: {context}")]
     DiskFull { context: String },
+    #[error(transparent)]
+    Producer(#[from] producer_state::ProducerError),
 }
 
 impl StorageError {

@@ -19,6 +19,7 @@ use super::batch::{self, ScanStop};
 use super::index::SparseIndex;
 use super::time_index::TimeIndex;
 use super::log::{LogState, PartitionLog};
+use super::producer_state::{self, DEFAULT_MAX_PRODUCERS};
 use super::segment::{self, ActiveSegment, SealedSegment};
 use super::{gerr, FlushPolicy, LogConfig, StorageError, PAGE_BYTES};
 
@@ -62,6 +63,12 @@ impl PartitionLog {
 
         let enqueued = active.written_bytes;
         let filling_capacity = active.capacity_bytes;
+        // Idempotent producers' state: the last roll's snapshot plus the
+        // durable batches' headers after it.
+        let producers = producer_state::recover(&dir, &sealed, &active, DEFAULT_MAX_PRODUCERS);
+        if !producers.is_empty() {
+            tracing::info!(topic, partition, producers = producers.len(), "rebuilt idempotent producer state");
+        }
         let log = Rc::new(PartitionLog {
             topic,
             partition,
@@ -94,6 +101,8 @@ impl PartitionLog {
             commit_latency_us: RefCell::new(Default::default()),
             commit_write_bytes: RefCell::new(Default::default()),
             start_offset_change: glommio::sync::Semaphore::new(1),
+            producers: RefCell::new(producers),
+            append_queue: Default::default(),
         });
         log.start_tasks();
         Ok(log)

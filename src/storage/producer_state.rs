@@ -1,0 +1,596 @@
+//! Idempotent-producer state of one partition: for each producer id seen in
+//! the log, its current epoch and the sequence numbers and offsets of its
+//! last `MAX_BATCHES_PER_PRODUCER` batches (Kafka's `ProducerStateManager`).
+//!
+//! This module owns:
+//! - the checks a batch carrying a producer id must pass before it gets
+//!   offsets (`ProducerStateTable::check`): an older epoch is fenced
+//!   (INVALID_PRODUCER_EPOCH); a newer epoch must start at sequence 0; within
+//!   an epoch the base sequence must follow the last one (wrapping after
+//!   `i32::MAX`), else OUT_OF_ORDER_SEQUENCE_NUMBER; a batch equal (same
+//!   epoch, first and last sequence) to one of the last five is a retry and
+//!   gets that batch's offsets instead of being appended again. A producer
+//!   the table does not know is accepted at any sequence, as Kafka does since
+//!   KIP-360 (its state may have been evicted or removed by retention).
+//! - recording a batch once it has offsets (`record`), in the same
+//!   synchronous section of `PartitionLog::append` as the check, so no other
+//!   append of the partition can come in between;
+//! - forgetting batches whose commit failed (`rollback`), so their retries are
+//!   appended rather than acknowledged at offsets that were never written;
+//! - rebuilding the table at start-up (`recover`): from the snapshot written
+//!   at the last segment roll (`<base offset>.producers`, the state of every
+//!   batch before that segment, all committed and fdatasynced by the roll)
+//!   plus the headers of the batches after it in the recovered (durable) log;
+//!   without a usable snapshot, from the headers of every segment. Torn tails
+//!   were cut by recovery first, so only durable batches count;
+//! - its bound: at most `max_producers` producers per partition; beyond that
+//!   the least recently used one is forgotten (like Kafka's producer-id
+//!   expiration, by use instead of time).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::ops::Range;
+use std::path::Path;
+
+use super::batch::BatchHeader;
+use super::log::{AckWait, AppendOutcome, PartitionLog};
+use super::segment::{ActiveSegment, SealedSegment};
+use super::StorageError;
+
+/// Batches remembered per producer for duplicate detection (Kafka: 5, the
+/// largest `max.in.flight.requests.per.connection` an idempotent producer uses).
+pub const MAX_BATCHES_PER_PRODUCER: usize = 5;
+/// Producers remembered per partition by default.
+pub const DEFAULT_MAX_PRODUCERS: usize = 10_000;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProducerError {
+    #[error("producer {producer_id}: epoch {epoch} is older than the current epoch {current_epoch} (fenced)")]
+    FencedEpoch { producer_id: i64, epoch: i16, current_epoch: i16 },
+    #[error("producer {producer_id} epoch {epoch}: base sequence {found} out of order, expected {expected}")]
+    OutOfOrder { producer_id: i64, epoch: i16, expected: i32, found: i32 },
+    #[error("producer {producer_id}: new epoch {epoch} must start at sequence 0, got {found}")]
+    NewEpochNotAtZero { producer_id: i64, epoch: i16, found: i32 },
+    #[error("a produce request from an idempotent producer must hold exactly one record batch per partition, found {batches}")]
+    MultipleBatches { batches: usize },
+    #[error("transactional and control batches are not supported (producer {producer_id})")]
+    Transactional { producer_id: i64 },
+    #[error("producer {producer_id}: invalid epoch {epoch} or base sequence {base_sequence}")]
+    InvalidFields { producer_id: i64, epoch: i16, base_sequence: i32 },
+    #[error("producer {producer_id}: the commit of the original of this retried batch failed; retry")]
+    OriginalFailed { producer_id: i64 },
+}
+
+/// The producer fields of a batch that carries a producer id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerBatch {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub first_seq: i32,
+    pub last_seq: i32,
+}
+
+impl ProducerBatch {
+    /// The producer fields of `h`, `None` when it carries no producer id.
+    pub fn of(h: &BatchHeader) -> Result<Option<ProducerBatch>, ProducerError> {
+        if h.producer_id < 0 {
+            return Ok(None);
+        }
+        if h.producer_epoch < 0 || h.base_sequence < 0 {
+            return Err(ProducerError::InvalidFields { producer_id: h.producer_id, epoch: h.producer_epoch, base_sequence: h.base_sequence });
+        }
+        Ok(Some(ProducerBatch {
+            producer_id: h.producer_id,
+            epoch: h.producer_epoch,
+            first_seq: h.base_sequence,
+            last_seq: add_sequence(h.base_sequence, h.last_offset_delta),
+        }))
+    }
+
+    /// The producer batch of a produce request's batches: `None` when none
+    /// carries a producer id; an error for idempotent requests Kafka refuses
+    /// too (several batches, transactional or control batches).
+    pub fn of_request(batches: &[(Range<usize>, BatchHeader)]) -> Result<Option<ProducerBatch>, ProducerError> {
+        let Some((_, first)) = batches.iter().find(|(_, h)| h.producer_id >= 0) else { return Ok(None) };
+        if batches.len() != 1 {
+            return Err(ProducerError::MultipleBatches { batches: batches.len() });
+        }
+        if first.is_transactional() || first.is_control() {
+            return Err(ProducerError::Transactional { producer_id: first.producer_id });
+        }
+        ProducerBatch::of(first)
+    }
+}
+
+/// `seq + delta` wrapping from `i32::MAX` to 0, as Kafka sequences do.
+pub fn add_sequence(seq: i32, delta: i32) -> i32 {
+    let sum = i64::from(seq) + i64::from(delta.max(0));
+    (sum % (i64::from(i32::MAX) + 1)) as i32
+}
+
+/// Offsets and sequences of one remembered batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchMeta {
+    pub first_seq: i32,
+    pub last_seq: i32,
+    pub base_offset: i64,
+    pub last_offset: i64,
+}
+
+#[derive(Debug)]
+struct ProducerEntry {
+    epoch: i16,
+    /// Oldest first; never empty while the entry is in the table.
+    batches: VecDeque<BatchMeta>,
+    /// Key of this entry in `by_use`.
+    last_use: u64,
+}
+
+/// What to do with a batch that passed the checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// New: assign offsets, then `record` it.
+    Append,
+    /// A retry of this remembered batch: answer with its offsets.
+    Duplicate(BatchMeta),
+}
+
+/// The producer table of one partition (see the module doc).
+#[derive(Debug)]
+pub struct ProducerStateTable {
+    producers: HashMap<i64, ProducerEntry>,
+    /// Use tick → producer id, oldest first (for eviction).
+    by_use: BTreeMap<u64, i64>,
+    tick: u64,
+    max_producers: usize,
+    /// Incremented by every `rollback`: a duplicate waiting for its original's
+    /// commit gives up when it changes.
+    rollbacks: u64,
+}
+
+impl Default for ProducerStateTable {
+    fn default() -> Self {
+        ProducerStateTable::new(DEFAULT_MAX_PRODUCERS)
+    }
+}
+
+impl ProducerStateTable {
+    pub fn new(max_producers: usize) -> ProducerStateTable {
+        ProducerStateTable { producers: HashMap::new(), by_use: BTreeMap::new(), tick: 0, max_producers: max_producers.max(1), rollbacks: 0 }
+    }
+
+    pub fn len(&self) -> usize {
+        self.producers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.producers.is_empty()
+    }
+
+    pub fn rollbacks(&self) -> u64 {
+        self.rollbacks
+    }
+
+    /// Checks `b` against the producer's state without changing it.
+    pub fn check(&self, b: &ProducerBatch) -> Result<Verdict, ProducerError> {
+        let Some(entry) = self.producers.get(&b.producer_id) else {
+            return Ok(Verdict::Append);
+        };
+        if b.epoch < entry.epoch {
+            return Err(ProducerError::FencedEpoch { producer_id: b.producer_id, epoch: b.epoch, current_epoch: entry.epoch });
+        }
+        if b.epoch > entry.epoch {
+            if b.first_seq != 0 {
+                return Err(ProducerError::NewEpochNotAtZero { producer_id: b.producer_id, epoch: b.epoch, found: b.first_seq });
+            }
+            return Ok(Verdict::Append);
+        }
+        if let Some(dup) = entry.batches.iter().find(|m| m.first_seq == b.first_seq && m.last_seq == b.last_seq) {
+            return Ok(Verdict::Duplicate(*dup));
+        }
+        let last = entry.batches.back().map(|m| m.last_seq).unwrap_or(-1);
+        let expected = if last == i32::MAX { 0 } else { last + 1 };
+        if b.first_seq != expected {
+            return Err(ProducerError::OutOfOrder { producer_id: b.producer_id, epoch: b.epoch, expected, found: b.first_seq });
+        }
+        Ok(Verdict::Append)
+    }
+
+    /// Records a batch that got offsets `base_offset..=last_offset`. A newer
+    /// epoch replaces the producer's remembered batches.
+    pub fn record(&mut self, b: &ProducerBatch, base_offset: i64, last_offset: i64) {
+        self.tick += 1;
+        let tick = self.tick;
+        let meta = BatchMeta { first_seq: b.first_seq, last_seq: b.last_seq, base_offset, last_offset };
+        if let Some(entry) = self.producers.get_mut(&b.producer_id) {
+            self.by_use.remove(&entry.last_use);
+            entry.last_use = tick;
+            if b.epoch != entry.epoch {
+                entry.epoch = b.epoch;
+                entry.batches.clear();
+            }
+            entry.batches.push_back(meta);
+            while entry.batches.len() > MAX_BATCHES_PER_PRODUCER {
+                entry.batches.pop_front();
+            }
+            self.by_use.insert(tick, b.producer_id);
+            return;
+        }
+        while self.producers.len() >= self.max_producers {
+            let Some((_, oldest)) = self.by_use.pop_first() else { break };
+            self.producers.remove(&oldest);
+            tracing::debug!(producer_id = oldest, "producer table full: forgot the least recently used producer");
+        }
+        self.producers.insert(b.producer_id, ProducerEntry { epoch: b.epoch, batches: VecDeque::from([meta]), last_use: tick });
+        self.by_use.insert(tick, b.producer_id);
+    }
+
+    /// Forgets every remembered batch at or after `from_offset` (their commit
+    /// failed and the log end went back to `from_offset`). Producers left with
+    /// no batch are forgotten.
+    pub fn rollback(&mut self, from_offset: i64) {
+        self.rollbacks += 1;
+        let mut emptied = Vec::new();
+        for (&id, entry) in self.producers.iter_mut() {
+            while entry.batches.back().is_some_and(|m| m.last_offset >= from_offset) {
+                entry.batches.pop_back();
+            }
+            if entry.batches.is_empty() {
+                emptied.push((id, entry.last_use));
+            }
+        }
+        for (id, tick) in emptied {
+            self.producers.remove(&id);
+            self.by_use.remove(&tick);
+        }
+    }
+
+    /// Rebuilds the table from the batches of `segments` (each a segment's
+    /// valid bytes, oldest segment first). Only headers are read; the bytes
+    /// were validated by recovery (active segment) or at seal time.
+    pub fn rebuild<'a>(segments: impl IntoIterator<Item = &'a [u8]>, max_producers: usize) -> ProducerStateTable {
+        let mut table = ProducerStateTable::new(max_producers);
+        for data in segments {
+            table.scan_into(data);
+        }
+        table
+    }
+
+    /// Records every producer batch of one segment's bytes.
+    fn scan_into(&mut self, data: &[u8]) {
+        let mut pos = 0usize;
+        while let Some(rest) = data.get(pos..) {
+            let Ok(h) = BatchHeader::parse(rest) else { break };
+            if h.batch_length <= 0 || rest.len() < h.total_bytes() {
+                break;
+            }
+            if let Ok(Some(b)) = ProducerBatch::of(&h) {
+                self.record(&b, h.base_offset, h.last_offset());
+            }
+            pos += h.total_bytes();
+        }
+    }
+
+    /// The remembered batches that end before `offset`, as snapshot bytes:
+    /// crc32c (of the rest) u32, producer count u32, then per producer, least
+    /// recently used first: id i64, epoch i16, batch count u8, and per batch
+    /// first and last sequence (i32) and base and last offset (i64). Big-endian.
+    pub fn encode_snapshot(&self, offset: i64) -> Vec<u8> {
+        let mut entries: Vec<(i64, &ProducerEntry)> = self.producers.iter().map(|(&id, e)| (id, e)).collect();
+        entries.sort_by_key(|(_, e)| e.last_use);
+        let mut body = Vec::with_capacity(4 + entries.len() * 64);
+        let mut count = 0u32;
+        body.extend_from_slice(&0u32.to_be_bytes());
+        for (id, e) in entries {
+            let batches: Vec<&BatchMeta> = e.batches.iter().filter(|m| m.last_offset < offset).collect();
+            if batches.is_empty() {
+                continue;
+            }
+            count += 1;
+            body.extend_from_slice(&id.to_be_bytes());
+            body.extend_from_slice(&e.epoch.to_be_bytes());
+            body.push(batches.len() as u8);
+            for m in batches {
+                body.extend_from_slice(&m.first_seq.to_be_bytes());
+                body.extend_from_slice(&m.last_seq.to_be_bytes());
+                body.extend_from_slice(&m.base_offset.to_be_bytes());
+                body.extend_from_slice(&m.last_offset.to_be_bytes());
+            }
+        }
+        body[..4].copy_from_slice(&count.to_be_bytes());
+        let mut out = crc32c::crc32c(&body).to_be_bytes().to_vec();
+        out.extend_from_slice(&body);
+        out
+    }
+
+    /// Reads `encode_snapshot` bytes; `None` if they are damaged.
+    pub fn decode_snapshot(bytes: &[u8], max_producers: usize) -> Option<ProducerStateTable> {
+        let (crc, body) = bytes.split_first_chunk::<4>()?;
+        if crc32c::crc32c(body) != u32::from_be_bytes(*crc) {
+            return None;
+        }
+        let mut r = Reader(body);
+        let count = r.u32()?;
+        let mut table = ProducerStateTable::new(max_producers);
+        for _ in 0..count {
+            let producer_id = r.i64()?;
+            let epoch = r.i16()?;
+            let batches = r.u8()?;
+            if producer_id < 0 || epoch < 0 || usize::from(batches) > MAX_BATCHES_PER_PRODUCER {
+                return None;
+            }
+            for _ in 0..batches {
+                let (first_seq, last_seq, base_offset, last_offset) = (r.i32()?, r.i32()?, r.i64()?, r.i64()?);
+                table.record(&ProducerBatch { producer_id, epoch, first_seq, last_seq }, base_offset, last_offset);
+            }
+        }
+        r.0.is_empty().then_some(table)
+    }
+}
+
+/// A cursor over snapshot bytes.
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let (head, rest) = self.0.split_first_chunk::<N>()?;
+        self.0 = rest;
+        Some(*head)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        self.take::<1>().map(|b| b[0])
+    }
+    fn i16(&mut self) -> Option<i16> {
+        self.take().map(i16::from_be_bytes)
+    }
+    fn i32(&mut self) -> Option<i32> {
+        self.take().map(i32::from_be_bytes)
+    }
+    fn u32(&mut self) -> Option<u32> {
+        self.take().map(u32::from_be_bytes)
+    }
+    fn i64(&mut self) -> Option<i64> {
+        self.take().map(i64::from_be_bytes)
+    }
+}
+
+/// `<base offset, 20 digits>.producers`: the producer state before that
+/// segment, written when the log rolled to it.
+pub fn snapshot_file_name(offset: i64) -> String {
+    format!("{offset:020}.producers")
+}
+
+fn parse_snapshot_file_name(name: &str) -> Option<i64> {
+    let digits = name.strip_suffix(".producers")?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// Snapshot offsets present in `dir`, newest first.
+fn snapshots_in(dir: &Path) -> Vec<i64> {
+    let mut found: Vec<i64> = std::fs::read_dir(dir)
+        .map(|entries| entries.flatten().filter_map(|e| parse_snapshot_file_name(&e.file_name().to_string_lossy())).collect())
+        .unwrap_or_default();
+    found.sort_unstable_by(|a, b| b.cmp(a));
+    found
+}
+
+/// The table of a partition being opened: from the newest readable snapshot
+/// taken at one of its segment bases, plus the segments from that base on;
+/// without one, from every segment. Blocking reads, like the rest of
+/// recovery.
+pub(crate) fn recover(dir: &Path, sealed: &BTreeMap<i64, SealedSegment>, active: &ActiveSegment, max_producers: usize) -> ProducerStateTable {
+    // A snapshot whose write a crash cut short.
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten().filter(|e| e.file_name().to_string_lossy().ends_with(".producers.tmp")) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+    let active_data = active.data.get(..active.written_bytes as usize).unwrap_or_default();
+    for offset in snapshots_in(dir) {
+        if offset != active.base_offset && !sealed.contains_key(&offset) {
+            continue;
+        }
+        let path = dir.join(snapshot_file_name(offset));
+        let Some(mut table) = std::fs::read(&path).ok().and_then(|b| ProducerStateTable::decode_snapshot(&b, max_producers)) else {
+            tracing::warn!(snapshot = %path.display(), "producer state snapshot unreadable; trying an older one");
+            continue;
+        };
+        for seg in sealed.range(offset..).map(|(_, seg)| &seg.data[..]) {
+            table.scan_into(seg);
+        }
+        table.scan_into(active_data);
+        return table;
+    }
+    ProducerStateTable::rebuild(sealed.values().map(|seg| &seg.data[..]).chain(std::iter::once(active_data)), max_producers)
+}
+
+impl PartitionLog {
+    /// Answers a retried batch with its original's offsets: at once under
+    /// acks=0, else once the original's commit is done. If a commit failed
+    /// meanwhile (the original may be gone), the retry gets a retriable error.
+    pub(crate) async fn await_duplicate(&self, b: &ProducerBatch, original: BatchMeta, wait: AckWait) -> Result<AppendOutcome, StorageError> {
+        tracing::debug!(topic = %self.topic, partition = self.partition, producer_id = b.producer_id, epoch = b.epoch, first_seq = b.first_seq, base_offset = original.base_offset, "duplicate batch: answering with the original's offsets");
+        let rollbacks = self.producers.borrow().rollbacks();
+        loop {
+            let hw_moved = self.hw_changed.listen();
+            let commit_failed = self.space_freed.listen();
+            if self.producers.borrow().rollbacks() != rollbacks {
+                return Err(ProducerError::OriginalFailed { producer_id: b.producer_id }.into());
+            }
+            let offsets = self.offsets();
+            if wait == AckWait::None || offsets.high_watermark > original.last_offset {
+                return Ok(AppendOutcome { base_offset: original.base_offset, log_start_offset: offsets.log_start_offset });
+            }
+            if self.is_closed() {
+                return Err(StorageError::Closed);
+            }
+            futures_lite::future::or(hw_moved, commit_failed).await;
+        }
+    }
+}
+
+/// Snapshots kept per partition (the newest, and one in case it is damaged).
+const SNAPSHOTS_KEPT: usize = 2;
+
+impl PartitionLog {
+    /// At a roll to `base_offset` (every batch before it is committed): writes
+    /// the producer state before it to `<base_offset>.producers` on a helper
+    /// thread and removes all but the newest `SNAPSHOTS_KEPT` snapshots, so a
+    /// restart reads the segments from there instead of the whole log. A
+    /// snapshot lost in a crash only makes that restart scan more.
+    pub(crate) fn snapshot_producers(&self, base_offset: i64) {
+        if self.closed.get() {
+            return;
+        }
+        let bytes = self.producers.borrow().encode_snapshot(base_offset);
+        let dir = self.dir.clone();
+        let (topic, partition) = (self.topic.clone(), self.partition);
+        glommio::spawn_local(async move {
+            let result = super::segment::blocking(move || -> std::io::Result<()> {
+                let path = dir.join(snapshot_file_name(base_offset));
+                let tmp = dir.join(format!("{}.tmp", snapshot_file_name(base_offset)));
+                std::fs::write(&tmp, &bytes)?;
+                std::fs::rename(&tmp, &path)?;
+                for old in snapshots_in(&dir).into_iter().skip(SNAPSHOTS_KEPT) {
+                    let _ = std::fs::remove_file(dir.join(snapshot_file_name(old)));
+                }
+                Ok(())
+            })
+            .await;
+            if let Err(error) = result {
+                tracing::warn!(topic, partition, base_offset, %error, "could not write the producer state snapshot (the next start scans more of the log)");
+            }
+        })
+        .detach();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(producer_id: i64, epoch: i16, first_seq: i32, records: i32) -> ProducerBatch {
+        ProducerBatch { producer_id, epoch, first_seq, last_seq: add_sequence(first_seq, records - 1) }
+    }
+
+    /// Checks and records like `PartitionLog::append` does; returns the base offset given.
+    fn append(t: &mut ProducerStateTable, end: &mut i64, batch: ProducerBatch) -> Result<i64, ProducerError> {
+        match t.check(&batch)? {
+            Verdict::Duplicate(m) => Ok(m.base_offset),
+            Verdict::Append => {
+                let base = *end;
+                let count = i64::from(batch.last_seq.wrapping_sub(batch.first_seq)) + 1;
+                *end += count;
+                t.record(&batch, base, *end - 1);
+                Ok(base)
+            }
+        }
+    }
+
+    #[test]
+    fn retry_of_any_of_the_last_five_batches_gets_its_original_offset() {
+        let (mut t, mut end) = (ProducerStateTable::default(), 0);
+        let bases: Vec<i64> = (0..6).map(|i| append(&mut t, &mut end, b(7, 0, i * 2, 2)).unwrap()).collect();
+        assert_eq!(bases, vec![0, 2, 4, 6, 8, 10]);
+        assert_eq!(t.check(&b(7, 0, 2, 2)), Ok(Verdict::Duplicate(BatchMeta { first_seq: 2, last_seq: 3, base_offset: 2, last_offset: 3 })));
+        // The first batch fell out of the window: no longer recognised.
+        assert!(matches!(t.check(&b(7, 0, 0, 2)), Err(ProducerError::OutOfOrder { expected: 12, found: 0, .. })));
+    }
+
+    #[test]
+    fn gap_older_epoch_and_new_epoch_rules() {
+        let (mut t, mut end) = (ProducerStateTable::default(), 0);
+        append(&mut t, &mut end, b(1, 3, 0, 5)).unwrap();
+        assert!(matches!(t.check(&b(1, 3, 6, 1)), Err(ProducerError::OutOfOrder { expected: 5, found: 6, .. })));
+        assert!(matches!(t.check(&b(1, 2, 5, 1)), Err(ProducerError::FencedEpoch { current_epoch: 3, .. })));
+        assert!(matches!(t.check(&b(1, 4, 5, 1)), Err(ProducerError::NewEpochNotAtZero { .. })));
+        assert_eq!(t.check(&b(1, 4, 0, 1)), Ok(Verdict::Append));
+        // Unknown producers are accepted at any sequence (KIP-360).
+        assert_eq!(t.check(&b(2, 0, 42, 1)), Ok(Verdict::Append));
+    }
+
+    #[test]
+    fn sequences_wrap_after_i32_max() {
+        let (mut t, mut end) = (ProducerStateTable::default(), 0);
+        append(&mut t, &mut end, b(1, 0, i32::MAX - 1, 2)).unwrap();
+        assert_eq!(t.check(&b(1, 0, 0, 1)), Ok(Verdict::Append));
+        assert_eq!(add_sequence(i32::MAX - 1, 3), 1);
+    }
+
+    #[test]
+    fn rollback_forgets_failed_batches_so_their_retry_is_appended() {
+        let (mut t, mut end) = (ProducerStateTable::default(), 0);
+        append(&mut t, &mut end, b(1, 0, 0, 2)).unwrap();
+        append(&mut t, &mut end, b(1, 0, 2, 2)).unwrap();
+        append(&mut t, &mut end, b(9, 0, 0, 1)).unwrap();
+        t.rollback(2);
+        end = 2;
+        assert_eq!(t.len(), 1, "producer 9 had only the failed batch");
+        assert_eq!(append(&mut t, &mut end, b(1, 0, 2, 2)), Ok(2));
+    }
+
+    fn idempotent(first_seq: i32, value_bytes: usize) -> bytes::BytesMut {
+        let entries = vec![(None, bytes::Bytes::from(vec![b'x'; value_bytes]))];
+        crate::kafka::record_batch::encode_idempotent_batch(&entries, 0, crate::kafka::record_batch::Producer { id: 1, epoch: 0, base_sequence: first_seq }).expect("encode")
+    }
+
+    #[test]
+    fn appends_waiting_for_pending_space_keep_their_order() {
+        use crate::storage::{LogConfig, Preallocation};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().to_path_buf();
+        glommio::LocalExecutorBuilder::default().make().expect("executor").run(async move {
+            let config = LogConfig {
+                segment_bytes: 1 << 20,
+                preallocation: Preallocation::Fallocate,
+                pending_max_bytes: 10_000,
+                commit_linger: std::time::Duration::from_millis(100),
+                ..LogConfig::default()
+            };
+            let log = PartitionLog::open(path, "t".into(), 0, config).await.expect("open");
+            // 8 KB waiting for the (lingering) commit: the next 8 KB must wait.
+            log.append(idempotent(0, 8000), AckWait::None).await.expect("first");
+            let big = glommio::spawn_local({
+                let log = log.clone();
+                async move { log.append(idempotent(1, 8000), AckWait::Commit).await }
+            });
+            glommio::executor().yield_task_queue_now().await;
+            // Small enough to fit now, but it came later: it must not overtake.
+            let small = log.append(idempotent(2, 10), AckWait::Commit).await.expect("small batch after the big one");
+            let big = big.await.expect("big batch");
+            assert_eq!((big.base_offset, small.base_offset), (1, 2));
+            log.close().await;
+        });
+    }
+
+    #[test]
+    fn snapshot_keeps_the_batches_before_its_offset() {
+        let (mut t, mut end) = (ProducerStateTable::default(), 0);
+        append(&mut t, &mut end, b(1, 2, 0, 3)).unwrap();
+        append(&mut t, &mut end, b(2, 0, 0, 1)).unwrap();
+        append(&mut t, &mut end, b(1, 2, 3, 2)).unwrap();
+        let bytes = t.encode_snapshot(4);
+        let back = ProducerStateTable::decode_snapshot(&bytes, 100).expect("decode");
+        assert_eq!(back.len(), 2);
+        assert!(matches!(back.check(&b(1, 2, 0, 3)), Ok(Verdict::Duplicate(BatchMeta { base_offset: 0, .. }))));
+        assert_eq!(back.check(&b(1, 2, 3, 2)), Ok(Verdict::Append), "the batch at offset 4 is not in the snapshot");
+        let mut damaged = bytes.clone();
+        damaged[6] ^= 1;
+        assert!(ProducerStateTable::decode_snapshot(&damaged, 100).is_none());
+        assert!(ProducerStateTable::decode_snapshot(&bytes[..bytes.len() - 1], 100).is_none());
+    }
+
+    #[test]
+    fn least_recently_used_producer_is_evicted_beyond_the_cap() {
+        let (mut t, mut end) = (ProducerStateTable::new(2), 0);
+        append(&mut t, &mut end, b(1, 0, 0, 1)).unwrap();
+        append(&mut t, &mut end, b(2, 0, 0, 1)).unwrap();
+        append(&mut t, &mut end, b(1, 0, 1, 1)).unwrap();
+        append(&mut t, &mut end, b(3, 0, 0, 1)).unwrap();
+        assert_eq!(t.len(), 2);
+        assert_eq!(t.check(&b(2, 0, 0, 1)), Ok(Verdict::Append), "producer 2 was forgotten");
+        assert!(matches!(t.check(&b(1, 0, 0, 1)), Ok(Verdict::Duplicate(_))));
+    }
+}
