@@ -472,7 +472,8 @@ pub fn client_config(addr: &str) -> ClientConfig {
     c
 }
 
-/// An acks=all producer (no idempotence: ringmq does not do InitProducerId yet).
+/// An acks=all producer without idempotence (tests that want it pass
+/// `("enable.idempotence", "true")`), so that retries stay visible to the tests.
 pub fn producer(addr: &str, extra: &[(&str, &str)]) -> FutureProducer {
     let mut c = client_config(addr);
     c.set("acks", "all")
