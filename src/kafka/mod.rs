@@ -7,6 +7,7 @@ pub mod create_topics;
 pub mod delete_topics;
 pub mod fetch;
 pub mod fetch_response;
+pub mod groups;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
@@ -33,6 +34,17 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ApiVersions, 0, 3),
     (ApiKey::CreateTopics, 0, 7),
     (ApiKey::DeleteTopics, 0, 5),
+    // Consumer groups (classic protocol), see groups.rs.
+    (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetFetch, 1, 8),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::ListGroups, 0, 4),
+    (ApiKey::DeleteGroups, 0, 2),
 ];
 
 pub fn supported_range(key: ApiKey) -> Option<(i16, i16)> {
@@ -142,6 +154,16 @@ pub fn decode_request(frame: &Bytes) -> Result<RequestContext, RequestError> {
         ApiKey::ListOffsets => decode_body::<ListOffsetsRequest>(&ctx, body).map(drop),
         ApiKey::CreateTopics => decode_body::<CreateTopicsRequest>(&ctx, body).map(drop),
         ApiKey::DeleteTopics => decode_body::<DeleteTopicsRequest>(&ctx, body).map(drop),
+        ApiKey::FindCoordinator => decode_body::<FindCoordinatorRequest>(&ctx, body).map(drop),
+        ApiKey::JoinGroup => decode_body::<JoinGroupRequest>(&ctx, body).map(drop),
+        ApiKey::SyncGroup => decode_body::<SyncGroupRequest>(&ctx, body).map(drop),
+        ApiKey::Heartbeat => decode_body::<HeartbeatRequest>(&ctx, body).map(drop),
+        ApiKey::LeaveGroup => decode_body::<LeaveGroupRequest>(&ctx, body).map(drop),
+        ApiKey::OffsetCommit => decode_body::<OffsetCommitRequest>(&ctx, body).map(drop),
+        ApiKey::OffsetFetch => decode_body::<OffsetFetchRequest>(&ctx, body).map(drop),
+        ApiKey::DescribeGroups => decode_body::<DescribeGroupsRequest>(&ctx, body).map(drop),
+        ApiKey::ListGroups => decode_body::<ListGroupsRequest>(&ctx, body).map(drop),
+        ApiKey::DeleteGroups => decode_body::<DeleteGroupsRequest>(&ctx, body).map(drop),
         other => Err(RequestError::UnknownApi(other as i16)),
     }?;
     Ok(ctx)
@@ -162,6 +184,16 @@ pub async fn handle(shard: &Rc<Shard>, frame: Bytes) -> Reply {
         ApiKey::ListOffsets => list_offsets::handle(shard, &ctx, frame.slice(body_start..)).await,
         ApiKey::CreateTopics => create_topics::handle(shard, &ctx, frame.slice(body_start..)).await,
         ApiKey::DeleteTopics => delete_topics::handle(shard, &ctx, frame.slice(body_start..)).await,
+        ApiKey::FindCoordinator => groups::find_coordinator(shard, &ctx, frame.slice(body_start..)).await,
+        ApiKey::JoinGroup => groups::join_group(shard, &ctx, frame.slice(body_start..)).await,
+        ApiKey::SyncGroup => groups::sync_group(shard, &ctx, frame.slice(body_start..)).await,
+        ApiKey::Heartbeat => groups::heartbeat(shard, &ctx, frame.slice(body_start..)).await,
+        ApiKey::LeaveGroup => groups::leave_group(shard, &ctx, frame.slice(body_start..)).await,
+        ApiKey::OffsetCommit => groups::offset_commit(shard, &ctx, frame.slice(body_start..)).await,
+        ApiKey::OffsetFetch => groups::offset_fetch(shard, &ctx, frame.slice(body_start..)).await,
+        ApiKey::DescribeGroups => groups::describe_groups(shard, &ctx, frame.slice(body_start..)).await,
+        ApiKey::ListGroups => groups::list_groups(shard, &ctx, frame.slice(body_start..)).await,
+        ApiKey::DeleteGroups => groups::delete_groups(shard, &ctx, frame.slice(body_start..)).await,
         other => Err(RequestError::UnknownApi(other as i16)),
     };
     match result {

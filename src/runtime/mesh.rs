@@ -69,6 +69,8 @@ pub enum ShardMsg {
     /// close this shard's logs of it.
     TopicDeleted { name: String, reply: ReplyTo<()> },
     Report { reply: ReplyTo<ShardReport> },
+    /// A consumer group operation, to the group's shard.
+    Group { call: crate::groups::GroupCall, reply: ReplyTo<crate::groups::GroupAnswer> },
     /// The answer to request `id` of the receiving shard.
     Reply { id: u64, payload: ReplyPayload },
 }
@@ -96,6 +98,7 @@ pub enum ReplyPayload {
     Topic(Result<TopicMeta, TopicOpError>),
     TopicChange(Result<(), TopicOpError>),
     Report(ShardReport),
+    Group(crate::groups::GroupAnswer),
 }
 
 macro_rules! payload {
@@ -123,3 +126,4 @@ payload!(Unit, ());
 payload!(Topic, Result<TopicMeta, TopicOpError>);
 payload!(TopicChange, Result<(), TopicOpError>);
 payload!(Report, ShardReport);
+payload!(Group, crate::groups::GroupAnswer);

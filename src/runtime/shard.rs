@@ -92,6 +92,8 @@ pub struct Shard {
     next_request_id: Cell<u64>,
     pub stopping: Cell<bool>,
     pub counters: ShardCounters,
+    /// Consumer groups coordinated by this shard.
+    pub groups: Rc<crate::groups::Coordinator>,
 }
 
 /// Which shard owns a partition: a stable function of the topic, the
@@ -128,6 +130,7 @@ impl Shard {
     pub async fn open(id: usize, count: usize, cpu: usize, config: ServeConfig) -> Result<Rc<Shard>, TopicOpError> {
         let catalog = Catalog::load(&config.data_dir)?;
         let advertised = (config.listen.ip().to_string(), config.listen.port());
+        let groups = Rc::new(crate::groups::Coordinator::new(id, count, config.group_initial_rebalance_delay));
         let shard = Rc::new(Shard {
             id,
             count,
@@ -143,6 +146,7 @@ impl Shard {
             next_request_id: Cell::new(0),
             stopping: Cell::new(false),
             counters: ShardCounters::default(),
+            groups,
         });
         if id == CATALOG_SHARD {
             // Directories of topics the catalog does not know: a create or
@@ -161,6 +165,7 @@ impl Shard {
         for (name, meta) in topics {
             shard.open_partitions(&name, &meta).await?;
         }
+        shard.groups.load(&shard.config.data_dir, &shard.config.log).await.map_err(crate::groups::CoordinatorError::into_storage)?;
         Ok(shard)
     }
 
@@ -201,7 +206,7 @@ impl Shard {
 
     /// Sends a request to shard `to` and waits for its reply (which comes
     /// back over the mesh; the oneshot here never leaves this thread).
-    async fn ask<R: TryFrom<ReplyPayload>>(&self, to: usize, make: impl FnOnce(ReplyTo<R>) -> ShardMsg) -> Option<R> {
+    pub(crate) async fn ask<R: TryFrom<ReplyPayload>>(&self, to: usize, make: impl FnOnce(ReplyTo<R>) -> ShardMsg) -> Option<R> {
         debug_assert_ne!(to, self.id);
         let peers = self.peers.get()?;
         let peer = *self.peer_of.get()?.get(to)?;
@@ -267,6 +272,10 @@ impl Shard {
             }
             ShardMsg::Report { reply } => {
                 let r = self.report();
+                self.answer(reply, r).await;
+            }
+            ShardMsg::Group { call, reply } => {
+                let r = self.groups.call(call).await;
                 self.answer(reply, r).await;
             }
             ShardMsg::Reply { id, payload } => {
@@ -497,6 +506,7 @@ impl Shard {
         for log in self.logs() {
             log.close().await;
         }
+        self.groups.close().await;
     }
 }
 
