@@ -258,3 +258,294 @@ fn simple_consumer_commits_without_membership_survive_restart() {
         assert_eq!(offsets, vec![Offset::Offset(10 + i as i64), Offset::Offset(20 + i as i64)], "group {group}");
     }
 }
+
+// ---------------------------------------------------------------------------
+// Raw protocol: every advertised version, and the error codes of the state
+// machine, over a plain TCP connection with kafka-protocol's own encoders.
+// ---------------------------------------------------------------------------
+
+mod raw {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::Duration;
+
+    use bytes::{Buf, BufMut, Bytes, BytesMut};
+    use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+    use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+
+    pub fn sb(s: &str) -> StrBytes {
+        StrBytes::from_string(s.to_string())
+    }
+
+    pub struct Conn {
+        stream: TcpStream,
+        correlation: i32,
+    }
+
+    impl Conn {
+        pub fn new(addr: &str) -> Conn {
+            let stream = TcpStream::connect(addr).expect("connect");
+            stream.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
+            Conn { stream, correlation: 0 }
+        }
+
+        /// Sends `req` as `api` v`version` and decodes the response as `R`.
+        pub fn call<Q: Encodable, R: Decodable>(&mut self, api: ApiKey, version: i16, req: &Q) -> R {
+            self.correlation += 1;
+            let mut buf = BytesMut::new();
+            buf.put_i32(0);
+            RequestHeader::default()
+                .with_request_api_key(api as i16)
+                .with_request_api_version(version)
+                .with_correlation_id(self.correlation)
+                .with_client_id(Some(sb("raw-test")))
+                .encode(&mut buf, api.request_header_version(version))
+                .expect("encode header");
+            req.encode(&mut buf, version).unwrap_or_else(|e| panic!("encode {api:?} v{version}: {e}"));
+            let size = (buf.len() - 4) as i32;
+            buf[..4].copy_from_slice(&size.to_be_bytes());
+            self.stream.write_all(&buf).expect("send");
+            let mut size = [0u8; 4];
+            self.stream.read_exact(&mut size).unwrap_or_else(|e| panic!("{api:?} v{version}: no response ({e}): the broker closed the connection?"));
+            let mut body = vec![0u8; i32::from_be_bytes(size) as usize];
+            self.stream.read_exact(&mut body).expect("response body");
+            let mut body = Bytes::from(body);
+            let header = ResponseHeader::decode(&mut body, api.response_header_version(version)).expect("response header");
+            assert_eq!(header.correlation_id, self.correlation);
+            let resp = R::decode(&mut body, version).unwrap_or_else(|e| panic!("decode {api:?} v{version} response: {e}"));
+            assert_eq!(body.remaining(), 0, "{api:?} v{version}: trailing bytes in the response");
+            resp
+        }
+    }
+}
+
+use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
+use kafka_protocol::messages::*;
+use raw::{sb, Conn};
+
+fn join_request(group: &str, member: &str) -> JoinGroupRequest {
+    JoinGroupRequest::default()
+        .with_group_id(GroupId(sb(group)))
+        .with_session_timeout_ms(10_000)
+        .with_rebalance_timeout_ms(10_000)
+        .with_member_id(sb(member))
+        .with_protocol_type(sb("consumer"))
+        .with_protocols(vec![JoinGroupRequestProtocol::default().with_name(sb("range")).with_metadata(bytes::Bytes::from_static(b"m"))])
+}
+
+/// Joins `group` as its only member (v5) and completes the sync; returns (member id, generation).
+fn join_alone(conn: &mut Conn, group: &str) -> (String, i32) {
+    let first: JoinGroupResponse = conn.call(ApiKey::JoinGroup, 5, &join_request(group, ""));
+    assert_eq!(first.error_code, 79, "MEMBER_ID_REQUIRED first (KIP-394)");
+    let id = first.member_id.to_string();
+    let joined: JoinGroupResponse = conn.call(ApiKey::JoinGroup, 5, &join_request(group, &id));
+    assert_eq!(joined.error_code, 0);
+    let sync = SyncGroupRequest::default()
+        .with_group_id(GroupId(sb(group)))
+        .with_generation_id(joined.generation_id)
+        .with_member_id(sb(&id))
+        .with_assignments(vec![SyncGroupRequestAssignment::default().with_member_id(sb(&id)).with_assignment(bytes::Bytes::from_static(b"a"))]);
+    let synced: SyncGroupResponse = conn.call(ApiKey::SyncGroup, 3, &sync);
+    assert_eq!(synced.error_code, 0);
+    assert_eq!(&synced.assignment[..], b"a");
+    (id, joined.generation_id)
+}
+
+fn heartbeat(conn: &mut Conn, group: &str, member: &str, generation: i32) -> i16 {
+    let req = HeartbeatRequest::default().with_group_id(GroupId(sb(group))).with_member_id(sb(member)).with_generation_id(generation);
+    let resp: HeartbeatResponse = conn.call(ApiKey::Heartbeat, 3, &req);
+    resp.error_code
+}
+
+#[test]
+fn heartbeat_with_a_wrong_generation_is_illegal_generation() {
+    let broker = group_broker(&["--cores", "2"]);
+    let mut conn = Conn::new(&broker.addr());
+    let (id, generation) = join_alone(&mut conn, "raw-gen");
+    assert_eq!(heartbeat(&mut conn, "raw-gen", &id, generation), 0);
+    assert_eq!(heartbeat(&mut conn, "raw-gen", &id, generation + 1), 22);
+}
+
+#[test]
+fn heartbeat_of_an_unknown_member_is_unknown_member_id() {
+    let broker = group_broker(&["--cores", "2"]);
+    let mut conn = Conn::new(&broker.addr());
+    let (_, generation) = join_alone(&mut conn, "raw-unknown");
+    assert_eq!(heartbeat(&mut conn, "raw-unknown", "nobody", generation), 25);
+    assert_eq!(heartbeat(&mut conn, "raw-no-such-group", "nobody", 1), 25);
+}
+
+#[test]
+fn heartbeat_during_a_rebalance_is_rebalance_in_progress() {
+    let broker = group_broker(&["--cores", "2"]);
+    let addr = broker.addr();
+    let mut conn = Conn::new(&addr);
+    let (id, generation) = join_alone(&mut conn, "raw-rebalance");
+    // A second member's join (it blocks until the first rejoins) starts a rebalance.
+    let joiner = std::thread::spawn(move || {
+        let mut other = Conn::new(&addr);
+        let r: JoinGroupResponse = other.call(ApiKey::JoinGroup, 3, &join_request("raw-rebalance", ""));
+        r.error_code
+    });
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let code = heartbeat(&mut conn, "raw-rebalance", &id, generation);
+        if code == 27 {
+            break;
+        }
+        assert_eq!(code, 0, "heartbeat before the rebalance starts");
+        assert!(Instant::now() < deadline, "the second join never started a rebalance");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The first member rejoins: the join phase completes for both.
+    let rejoined: JoinGroupResponse = conn.call(ApiKey::JoinGroup, 5, &join_request("raw-rebalance", &id));
+    assert_eq!(rejoined.error_code, 0);
+    assert_eq!(rejoined.generation_id, generation + 1);
+    assert_eq!(joiner.join().expect("joiner thread"), 0);
+}
+
+/// Every version the broker advertises for the group APIs is answered with
+/// a response kafka-protocol decodes for that version (what Python and JS
+/// clients negotiate is among them).
+#[test]
+fn every_advertised_group_api_version_is_answered_decodably() {
+    let broker = group_broker(&["--cores", "2"]);
+    let mut conn = Conn::new(&broker.addr());
+    for v in 0..=4 {
+        let mut req = FindCoordinatorRequest::default();
+        if v >= 4 {
+            req.coordinator_keys = vec![sb("g1"), sb("g2")];
+        } else {
+            req.key = sb("g1");
+        }
+        let r: FindCoordinatorResponse = conn.call(ApiKey::FindCoordinator, v, &req);
+        if v >= 4 {
+            assert_eq!(r.coordinators.len(), 2);
+            assert!(r.coordinators.iter().all(|c| c.error_code == 0 && c.port == broker.socket_addr().port() as i32));
+        } else {
+            assert_eq!((r.error_code, r.port), (0, broker.socket_addr().port() as i32));
+        }
+    }
+    for v in 0..=9 {
+        let group = format!("vers-join-{v}");
+        let r: JoinGroupResponse = conn.call(ApiKey::JoinGroup, v, &join_request(&group, ""));
+        if v >= 4 {
+            assert_eq!(r.error_code, 79, "v{v}");
+            let r: JoinGroupResponse = conn.call(ApiKey::JoinGroup, v, &join_request(&group, &r.member_id.to_string()));
+            assert_eq!(r.error_code, 0, "v{v}");
+            assert_eq!(r.members.len(), 1, "v{v}: the leader gets the members");
+        } else {
+            assert_eq!(r.error_code, 0, "v{v}");
+        }
+    }
+    for v in 0..=5 {
+        let req = SyncGroupRequest::default().with_group_id(GroupId(sb("vers-none"))).with_member_id(sb("m")).with_generation_id(1);
+        let r: SyncGroupResponse = conn.call(ApiKey::SyncGroup, v, &req);
+        assert_eq!(r.error_code, 25, "v{v}");
+    }
+    for v in 0..=4 {
+        let req = HeartbeatRequest::default().with_group_id(GroupId(sb("vers-none"))).with_member_id(sb("m")).with_generation_id(1);
+        let r: HeartbeatResponse = conn.call(ApiKey::Heartbeat, v, &req);
+        assert_eq!(r.error_code, 25, "v{v}");
+    }
+    for v in 0..=5 {
+        let mut req = LeaveGroupRequest::default().with_group_id(GroupId(sb("vers-none")));
+        if v >= 3 {
+            req.members = vec![leave_group_request::MemberIdentity::default().with_member_id(sb("m"))];
+        } else {
+            req.member_id = sb("m");
+        }
+        let r: LeaveGroupResponse = conn.call(ApiKey::LeaveGroup, v, &req);
+        if v >= 3 {
+            assert_eq!(r.members.len(), 1, "v{v}");
+            assert_eq!(r.members[0].error_code, 25, "v{v}");
+        } else {
+            assert_eq!(r.error_code, 25, "v{v}");
+        }
+    }
+    for v in 2..=8 {
+        let group = format!("vers-commit-{v}");
+        let req = OffsetCommitRequest::default().with_group_id(GroupId(sb(&group))).with_topics(vec![offset_commit_request::OffsetCommitRequestTopic::default()
+            .with_name(TopicName(sb("t")))
+            .with_partitions(vec![offset_commit_request::OffsetCommitRequestPartition::default().with_partition_index(0).with_committed_offset(40 + v as i64)])]);
+        let r: OffsetCommitResponse = conn.call(ApiKey::OffsetCommit, v, &req);
+        assert_eq!(r.topics[0].partitions[0].error_code, 0, "v{v}");
+    }
+    for v in 1..=8 {
+        let group = format!("vers-commit-{}", v.max(2));
+        let r: OffsetFetchResponse = if v >= 8 {
+            let req = OffsetFetchRequest::default().with_groups(vec![offset_fetch_request::OffsetFetchRequestGroup::default()
+                .with_group_id(GroupId(sb(&group)))
+                .with_topics(Some(vec![offset_fetch_request::OffsetFetchRequestTopics::default().with_name(TopicName(sb("t"))).with_partition_indexes(vec![0])]))]);
+            conn.call(ApiKey::OffsetFetch, v, &req)
+        } else {
+            let req = OffsetFetchRequest::default()
+                .with_group_id(GroupId(sb(&group)))
+                .with_topics(Some(vec![offset_fetch_request::OffsetFetchRequestTopic::default().with_name(TopicName(sb("t"))).with_partition_indexes(vec![0])]));
+            conn.call(ApiKey::OffsetFetch, v, &req)
+        };
+        let offset = if v >= 8 { r.groups[0].topics[0].partitions[0].committed_offset } else { r.topics[0].partitions[0].committed_offset };
+        assert_eq!(offset, 40 + v.max(2) as i64, "v{v}");
+    }
+    for v in 0..=5 {
+        let req = DescribeGroupsRequest::default().with_groups(vec![GroupId(sb("vers-join-9")), GroupId(sb("vers-commit-2"))]);
+        let r: DescribeGroupsResponse = conn.call(ApiKey::DescribeGroups, v, &req);
+        assert_eq!(r.groups.len(), 2, "v{v}");
+        assert_eq!(r.groups[1].group_state.as_str(), "Empty", "v{v}");
+    }
+    for v in 0..=4 {
+        let r: ListGroupsResponse = conn.call(ApiKey::ListGroups, v, &ListGroupsRequest::default());
+        assert_eq!(r.error_code, 0, "v{v}");
+        assert!(r.groups.iter().any(|g| g.group_id.as_str() == "vers-commit-3"), "v{v}: groups on both shards are listed");
+        assert!(r.groups.iter().any(|g| g.group_id.as_str() == "vers-join-0"), "v{v}");
+    }
+    for v in 0..=2 {
+        let group = format!("vers-commit-{}", v + 2);
+        let req = DeleteGroupsRequest::default().with_groups_names(vec![GroupId(sb(&group)), GroupId(sb("vers-join-9")), GroupId(sb("never-existed"))]);
+        let r: DeleteGroupsResponse = conn.call(ApiKey::DeleteGroups, v, &req);
+        let codes: Vec<i16> = r.results.iter().map(|x| x.error_code).collect();
+        assert_eq!(codes, vec![0, 68, 69], "v{v}: deleted, non-empty, unknown");
+    }
+}
+
+/// Offsets logs do not grow without bound: once their old segments hold
+/// enough superseded commits, the live offsets are written again and the old
+/// segments deleted; a restart still finds the last committed values.
+#[test]
+fn offsets_log_is_compacted_and_still_replays_the_last_commits() {
+    let mut broker = group_broker(&[]);
+    let mut conn = Conn::new(&broker.addr());
+    let group = "compaction-group-with-a-rather-long-name-for-bigger-records";
+    let dir = broker.data_dir().join("__consumer_offsets").join(ringmq::groups::offsets_partition(group).to_string());
+    let commit = |conn: &mut Conn, round: i64| {
+        let parts = (0..2000).map(|p| offset_commit_request::OffsetCommitRequestPartition::default().with_partition_index(p).with_committed_offset(round * 10_000 + p as i64)).collect();
+        let req = OffsetCommitRequest::default()
+            .with_group_id(GroupId(sb(group)))
+            .with_topics(vec![offset_commit_request::OffsetCommitRequestTopic::default().with_name(TopicName(sb("compacted-topic"))).with_partitions(parts)]);
+        let r: OffsetCommitResponse = conn.call(ApiKey::OffsetCommit, 8, &req);
+        assert!(r.topics[0].partitions.iter().all(|p| p.error_code == 0), "round {round}");
+    };
+    let log_files = |dir: &std::path::Path| std::fs::read_dir(dir).expect("offsets log dir").filter(|e| e.as_ref().is_ok_and(|e| e.path().extension().is_some_and(|x| x == "log"))).count();
+    let mut round = 0;
+    let deadline = Instant::now() + DEADLINE;
+    while !broker.log().contains("compacted consumer offsets log") {
+        assert!(Instant::now() < deadline, "no compaction after {round} commits of 2000 offsets");
+        round += 1;
+        commit(&mut conn, round);
+    }
+    // Compaction deleted the old segments: fewer files than the data written needs.
+    let written_segments = round as usize * 2000 * 100 / (1024 * 1024);
+    eprintln!("[groups] compaction after {round} commits; {} segment files for ~{written_segments} segments written", log_files(&dir));
+    assert!(log_files(&dir) < written_segments, "{} segment files left after writing ~{written_segments} segments", log_files(&dir));
+    round += 1;
+    commit(&mut conn, round);
+    broker.kill9();
+    broker.restart_with(BrokerOpts::default());
+    let mut conn = Conn::new(&broker.addr());
+    let req = OffsetFetchRequest::default().with_groups(vec![offset_fetch_request::OffsetFetchRequestGroup::default().with_group_id(GroupId(sb(group))).with_topics(None)]);
+    let r: OffsetFetchResponse = conn.call(ApiKey::OffsetFetch, 8, &req);
+    let parts = &r.groups[0].topics[0].partitions;
+    assert_eq!(parts.len(), 2000);
+    assert!(parts.iter().all(|p| p.committed_offset == round * 10_000 + p.partition_index as i64), "every partition at its last commit");
+}

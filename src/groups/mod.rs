@@ -22,7 +22,7 @@
 pub mod store;
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -52,7 +52,11 @@ pub const MAX_MEMBERS_PER_GROUP: usize = 1_000;
 /// Members given an id by MEMBER_ID_REQUIRED and not yet rejoined, per group.
 pub const MAX_PENDING_MEMBERS_PER_GROUP: usize = 1_000;
 /// Committed offsets one shard keeps at most, over all its groups.
-pub const MAX_OFFSETS_PER_SHARD: usize = 1_000_000;
+pub const MAX_OFFSETS_PER_SHARD: usize = 200_000;
+/// An offsets log is compacted (its live offsets written again, older
+/// segments deleted) once its sealed segments hold this much more than the
+/// last compaction wrote.
+pub const COMPACT_AFTER_BYTES: u64 = 16 * 1024 * 1024;
 /// Longest commit metadata string (OFFSET_METADATA_TOO_LARGE beyond).
 pub const MAX_METADATA_BYTES: usize = 4096;
 /// Longest group id accepted.
@@ -430,6 +434,12 @@ pub struct Coordinator {
     stopping: Cell<bool>,
     commit_seq: Cell<u64>,
     offsets_count: Cell<usize>,
+    /// Records appended and not yet applied, by commit sequence: a
+    /// compaction snapshot must include them (they precede it in the log).
+    in_flight: RefCell<BTreeMap<u64, Vec<OffsetRecord>>>,
+    /// Offsets logs being compacted, and the bytes each last compaction wrote.
+    compacting: RefCell<HashSet<i32>>,
+    snapshot_bytes: RefCell<HashMap<i32, u64>>,
 }
 
 impl Coordinator {
@@ -444,6 +454,9 @@ impl Coordinator {
             stopping: Cell::new(false),
             commit_seq: Cell::new(0),
             offsets_count: Cell::new(0),
+            in_flight: RefCell::new(BTreeMap::new()),
+            compacting: RefCell::new(HashSet::new()),
+            snapshot_bytes: RefCell::new(HashMap::new()),
         }
     }
 
@@ -479,6 +492,10 @@ impl Coordinator {
             while !me.stopping.get() {
                 glommio::timer::sleep(SWEEP_INTERVAL).await;
                 me.sweep(Instant::now());
+                for p in me.logs_to_compact() {
+                    let me = me.clone();
+                    glommio::spawn_local(async move { me.compact(p).await }).detach();
+                }
             }
         })
         .detach();
@@ -1004,9 +1021,8 @@ impl Coordinator {
         if records.is_empty() {
             return results;
         }
-        let seq = self.commit_seq.get() + 1;
-        self.commit_seq.set(seq);
-        let failed = match self.write(&group_id, &records).await {
+        let seq = self.next_seq();
+        let failed = match self.write(&group_id, &records, seq).await {
             Ok(()) => {
                 let mut worst = codes::NONE;
                 for r in records {
@@ -1034,13 +1050,94 @@ impl Coordinator {
         results
     }
 
-    /// Appends records to the group's offsets log and waits until they are durable.
-    async fn write(&self, group: &str, records: &[OffsetRecord]) -> Result<(), StoreError> {
+    fn next_seq(&self) -> u64 {
+        let seq = self.commit_seq.get() + 1;
+        self.commit_seq.set(seq);
+        seq
+    }
+
+    /// Appends records to the group's offsets log and waits until they are
+    /// durable. The caller applies them to memory afterwards.
+    async fn write(&self, group: &str, records: &[OffsetRecord], seq: u64) -> Result<(), StoreError> {
         let p = offsets_partition(group);
         let log = self.logs.borrow().get(&p).cloned().ok_or(StoreError::Storage(crate::storage::StorageError::Closed))?;
         let bytes = store::encode(records, crate::storage::now_ms())?;
-        log.append(bytes, AckWait::Commit).await?;
+        self.in_flight.borrow_mut().insert(seq, records.to_vec());
+        let result = log.append(bytes, AckWait::Commit).await;
+        self.in_flight.borrow_mut().remove(&seq);
+        result?;
         Ok(())
+    }
+
+    /// Offsets logs whose sealed segments grew past the compaction threshold.
+    fn logs_to_compact(&self) -> Vec<i32> {
+        let logs = self.logs.borrow();
+        let compacting = self.compacting.borrow();
+        let snapshots = self.snapshot_bytes.borrow();
+        logs.iter()
+            .filter(|(p, log)| {
+                let sealed_bytes = log.sealed_segments() as u64 * store::SEGMENT_BYTES;
+                !compacting.contains(p) && sealed_bytes >= COMPACT_AFTER_BYTES + 2 * snapshots.get(p).copied().unwrap_or(0)
+            })
+            .map(|(p, _)| *p)
+            .collect()
+    }
+
+    /// Writes every live offset of log `p` again (one append whose offsets
+    /// are assigned before any other commit can interleave), then deletes
+    /// the segments before it: replaying the log still gives the same state.
+    async fn compact(&self, p: i32) {
+        let Some(log) = self.logs.borrow().get(&p).cloned() else { return };
+        // Queued appends could make ours wait (back-pressure) and let a newer
+        // commit slip in before the snapshot: try again on a later sweep.
+        if log.pending_bytes() > 0 || self.stopping.get() {
+            return;
+        }
+        self.compacting.borrow_mut().insert(p);
+        let now_ms = crate::storage::now_ms();
+        let mut live: BTreeMap<(String, String, i32), OffsetRecord> = BTreeMap::new();
+        for g in self.groups.borrow().values().filter(|g| offsets_partition(&g.id) == p) {
+            for ((t, part), c) in &g.offsets {
+                let rec = OffsetRecord::Commit { group: g.id.clone(), topic: t.clone(), partition: *part, offset: c.offset, leader_epoch: c.leader_epoch, metadata: c.metadata.clone(), commit_ms: now_ms };
+                live.insert((g.id.clone(), t.clone(), *part), rec);
+            }
+        }
+        for recs in self.in_flight.borrow().values() {
+            for r in recs {
+                match r {
+                    OffsetRecord::Commit { group, topic, partition, .. } if offsets_partition(group) == p => {
+                        live.insert((group.clone(), topic.clone(), *partition), r.clone());
+                    }
+                    OffsetRecord::GroupDeleted { group } if offsets_partition(group) == p => live.retain(|(g, _, _), _| g != group),
+                    _ => {}
+                }
+            }
+        }
+        let records: Vec<OffsetRecord> = live.into_values().collect();
+        let result = async {
+            let start = log.offsets().log_end_offset;
+            let mut written = 0u64;
+            if !records.is_empty() {
+                let bytes = store::encode(&records, now_ms)?;
+                written = bytes.len() as u64;
+                if bytes.len() > store::PENDING_MAX_BYTES {
+                    tracing::warn!(partition = p, bytes = bytes.len(), "offsets log too large to compact in one write; left as is");
+                    return Ok((0, written));
+                }
+                log.append(bytes, AckWait::Commit).await?;
+            }
+            let deleted = log.delete_segments_below(start).await?;
+            Ok::<_, StoreError>((deleted, written))
+        }
+        .await;
+        match result {
+            Ok((deleted, written)) => {
+                tracing::info!(partition = p, offsets = records.len(), bytes = written, segments_deleted = deleted, "compacted consumer offsets log");
+                self.snapshot_bytes.borrow_mut().insert(p, written);
+            }
+            Err(e) => tracing::warn!(partition = p, error = %e, "compacting consumer offsets log failed"),
+        }
+        self.compacting.borrow_mut().remove(&p);
     }
 
     fn fetch(&self, group: &str, topics: Option<Vec<(String, Vec<i32>)>>) -> (i16, Vec<(String, Vec<FetchedOffset>)>) {
@@ -1130,7 +1227,7 @@ impl Coordinator {
             }
         }
         let rec = OffsetRecord::GroupDeleted { group: group.to_string() };
-        if let Err(e) = self.write(group, std::slice::from_ref(&rec)).await {
+        if let Err(e) = self.write(group, std::slice::from_ref(&rec), self.next_seq()).await {
             tracing::warn!(group, error = %e, "deleting group failed");
             return store_error_code(&e);
         }

@@ -21,7 +21,10 @@ use crate::storage::{FlushPolicy, LogConfig, PartitionLog, StorageError};
 /// several batches of one append.
 const BATCH_MAX_BYTES: usize = 256 * 1024;
 /// Segment size of the offsets logs (small: each is preallocated).
-const SEGMENT_BYTES: u64 = 4 * 1024 * 1024;
+pub const SEGMENT_BYTES: u64 = 1024 * 1024;
+/// Appends of an offsets log waiting for the disk, at most (a compaction
+/// snapshot must fit).
+pub const PENDING_MAX_BYTES: usize = 32 * 1024 * 1024;
 const KEY_OFFSET: u8 = 1;
 const KEY_GROUP_DELETED: u8 = 2;
 
@@ -158,7 +161,7 @@ pub fn log_config(base: &LogConfig) -> LogConfig {
         max_message_bytes: 2 * BATCH_MAX_BYTES,
         flush: FlushPolicy::Always,
         tail_cache_bytes: 256 * 1024,
-        pending_max_bytes: 8 * 1024 * 1024,
+        pending_max_bytes: PENDING_MAX_BYTES,
         ..base.clone()
     }
 }
