@@ -440,6 +440,10 @@ pub struct Coordinator {
     /// Offsets logs being compacted, and the bytes each last compaction wrote.
     compacting: RefCell<HashSet<i32>>,
     snapshot_bytes: RefCell<HashMap<i32, u64>>,
+    /// Where offsets logs are created on first use, and their base settings.
+    storage: RefCell<Option<(std::path::PathBuf, crate::storage::LogConfig)>>,
+    /// Serialises creating an offsets log.
+    creating: glommio::sync::Semaphore,
 }
 
 impl Coordinator {
@@ -457,6 +461,8 @@ impl Coordinator {
             in_flight: RefCell::new(BTreeMap::new()),
             compacting: RefCell::new(HashSet::new()),
             snapshot_bytes: RefCell::new(HashMap::new()),
+            storage: RefCell::new(None),
+            creating: glommio::sync::Semaphore::new(1),
         }
     }
 
@@ -468,13 +474,15 @@ impl Coordinator {
         self.loaded.get()
     }
 
-    /// Opens and replays the offsets logs this shard owns, then starts the
-    /// sweep. Until it finishes, group calls answer COORDINATOR_LOAD_IN_PROGRESS.
+    /// Opens and replays the offsets logs this shard owns (those that exist:
+    /// the others are created on first commit), then starts the sweep. Until
+    /// it finishes, group calls answer COORDINATOR_LOAD_IN_PROGRESS.
     pub async fn load(self: &Rc<Self>, data_dir: &std::path::Path, base: &crate::storage::LogConfig) -> Result<(), CoordinatorError> {
         let started = Instant::now();
         let mut records = 0usize;
+        *self.storage.borrow_mut() = Some((data_dir.to_path_buf(), base.clone()));
         for p in 0..OFFSETS_PARTITIONS {
-            if shard_of(OFFSETS_TOPIC, p, self.shard_count) != self.shard_id {
+            if shard_of(OFFSETS_TOPIC, p, self.shard_count) != self.shard_id || !store::exists(data_dir, p) {
                 continue;
             }
             let log = store::open(data_dir, p, base).await.map_err(|source| CoordinatorError::Store { partition: p, source })?;
@@ -1059,14 +1067,35 @@ impl Coordinator {
     /// Appends records to the group's offsets log and waits until they are
     /// durable. The caller applies them to memory afterwards.
     async fn write(&self, group: &str, records: &[OffsetRecord], seq: u64) -> Result<(), StoreError> {
-        let p = offsets_partition(group);
-        let log = self.logs.borrow().get(&p).cloned().ok_or(StoreError::Storage(crate::storage::StorageError::Closed))?;
+        let log = self.log_for(offsets_partition(group)).await?;
         let bytes = store::encode(records, crate::storage::now_ms())?;
         self.in_flight.borrow_mut().insert(seq, records.to_vec());
         let result = log.append(bytes, AckWait::Commit).await;
         self.in_flight.borrow_mut().remove(&seq);
         result?;
         Ok(())
+    }
+
+    /// Offsets log `p`, created if it does not exist yet.
+    async fn log_for(&self, p: i32) -> Result<Rc<PartitionLog>, StoreError> {
+        let closed = || StoreError::Storage(crate::storage::StorageError::Closed);
+        if let Some(log) = self.logs.borrow().get(&p).cloned() {
+            return Ok(log);
+        }
+        let _permit = self.creating.acquire_permit(1).await.map_err(|_| closed())?;
+        if let Some(log) = self.logs.borrow().get(&p).cloned() {
+            return Ok(log);
+        }
+        if self.stopping.get() {
+            return Err(closed());
+        }
+        let (dir, base) = self.storage.borrow().clone().ok_or_else(closed)?;
+        let log = store::open(&dir, p, &base).await?;
+        // The new directories must survive a crash with the commits in them.
+        crate::storage::segment::sync_dir(&dir.join(OFFSETS_TOPIC)).await?;
+        crate::storage::segment::sync_dir(&dir).await?;
+        self.logs.borrow_mut().insert(p, log.clone());
+        Ok(log)
     }
 
     /// Offsets logs whose sealed segments grew past the compaction threshold.

@@ -166,10 +166,18 @@ pub fn log_config(base: &LogConfig) -> LogConfig {
     }
 }
 
+fn dir(data_dir: &Path, partition: i32) -> std::path::PathBuf {
+    data_dir.join(super::OFFSETS_TOPIC).join(partition.to_string())
+}
+
+/// Whether offsets log `partition` was ever created.
+pub fn exists(data_dir: &Path, partition: i32) -> bool {
+    dir(data_dir, partition).is_dir()
+}
+
 /// Opens (recovers) offsets log `partition` under `data_dir`.
 pub async fn open(data_dir: &Path, partition: i32, base: &LogConfig) -> Result<Rc<PartitionLog>, StoreError> {
-    let dir = data_dir.join(super::OFFSETS_TOPIC).join(partition.to_string());
-    Ok(PartitionLog::open(dir, super::OFFSETS_TOPIC.to_string(), partition, log_config(base)).await?)
+    Ok(PartitionLog::open(dir(data_dir, partition), super::OFFSETS_TOPIC.to_string(), partition, log_config(base)).await?)
 }
 
 /// Every record of the log, in log order.
