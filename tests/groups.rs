@@ -549,3 +549,38 @@ fn offsets_log_is_compacted_and_still_replays_the_last_commits() {
     assert_eq!(parts.len(), 2000);
     assert!(parts.iter().all(|p| p.committed_offset == round * 10_000 + p.partition_index as i64), "every partition at its last commit");
 }
+
+/// Static membership (group.instance.id): a member that restarts under the
+/// same instance id gets its partitions back long before its session
+/// timeout, and the other member keeps consuming.
+#[test]
+fn static_member_restarting_gets_its_partitions_back_before_the_session_timeout() {
+    let broker = group_broker(&[]);
+    let addr = broker.addr();
+    let topic = unique_topic("groups-static");
+    let group = unique_topic("static-group");
+    create_topic(&addr, &topic, 4, &[]);
+    let mut expected = produce_round(&addr, &topic, 4, 10, "a");
+    let member = |instance: &str| {
+        let mut c = client_config(&addr);
+        c.set("group.id", &group)
+            .set("group.instance.id", instance)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "60000");
+        let c: BaseConsumer = c.create().expect("create consumer");
+        c.subscribe(&[&topic]).expect("subscribe");
+        c
+    };
+    let mut consumers = vec![member("static-a"), member("static-b")];
+    let mut ledger = Ledger::default();
+    ledger.poll_until(&consumers, "2 partitions each", |l, cs| cs.iter().all(|c| assigned(c).len() == 2) && expected.is_subset(&l.delivered));
+    // A static member closes without leaving the group (KIP-345) and comes back.
+    drop(consumers.remove(0));
+    let restarted = Instant::now();
+    consumers.insert(0, member("static-a"));
+    expected.extend(produce_round(&addr, &topic, 4, 10, "b"));
+    ledger.poll_until(&consumers, "2 partitions each after the restart", |l, cs| cs.iter().all(|c| assigned(c).len() == 2) && expected.is_subset(&l.delivered));
+    assert!(restarted.elapsed() < Duration::from_secs(30), "took {:?}: the restarted member waited for its old session to expire", restarted.elapsed());
+    assert_eq!(ledger.delivered, expected);
+}
