@@ -294,8 +294,8 @@ impl Group {
             if self.state != State::Empty {
                 self.state = State::Empty;
                 self.generation += 1;
+                // The protocol type stays: an empty consumer group is still one (ListGroups).
                 self.protocol = None;
-                self.protocol_type = None;
                 self.leader = None;
                 self.deadline = None;
                 self.initial_delay_until = None;
