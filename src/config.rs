@@ -364,6 +364,16 @@ mod tests {
     }
 
     #[test]
+    fn group_initial_rebalance_delay_defaults_to_kafkas_and_is_bounded() {
+        let c = ServeConfig::resolve(ServeArgs::default()).expect("defaults");
+        assert_eq!(c.group_initial_rebalance_delay, Duration::from_millis(3000));
+        let c = ServeConfig::resolve(ServeArgs { group_initial_rebalance_delay_ms: Some(0), ..Default::default() }).expect("zero");
+        assert_eq!(c.group_initial_rebalance_delay, Duration::ZERO);
+        let err = ServeConfig::resolve(ServeArgs { group_initial_rebalance_delay_ms: Some(300_001), ..Default::default() }).expect_err("too long");
+        assert!(err.to_string().contains("group_initial_rebalance_delay_ms"), "{err}");
+    }
+
+    #[test]
     fn bad_flush_policy_names_the_key() {
         let err = ServeConfig::resolve(ServeArgs { flush: Some("sometimes".into()), ..Default::default() }).expect_err("bad");
         assert!(err.to_string().contains("flush"), "{err}");

@@ -59,6 +59,8 @@ pub const MAX_OFFSETS_PER_SHARD: usize = 200_000;
 pub const COMPACT_AFTER_BYTES: u64 = 16 * 1024 * 1024;
 /// Longest commit metadata string (OFFSET_METADATA_TOO_LARGE beyond).
 pub const MAX_METADATA_BYTES: usize = 4096;
+/// Protocol metadata of one member (all its protocols), or one assignment, at most.
+pub const MAX_MEMBER_METADATA_BYTES: usize = 1024 * 1024;
 /// Longest group id accepted.
 pub const MAX_GROUP_ID_BYTES: usize = 1024;
 pub const MIN_SESSION_TIMEOUT_MS: i32 = 1_000;
@@ -672,6 +674,10 @@ impl Coordinator {
         if protocol_type.is_empty() || protocols.is_empty() {
             return fail(codes::INCONSISTENT_GROUP_PROTOCOL);
         }
+        if protocols.iter().map(|(n, m)| n.len() + m.len()).sum::<usize>() > MAX_MEMBER_METADATA_BYTES {
+            tracing::warn!(group = %req.group_id.as_str(), max = MAX_MEMBER_METADATA_BYTES, "join refused: protocol metadata too large");
+            return fail(codes::INVALID_REQUEST);
+        }
         let session_timeout = Duration::from_millis(req.session_timeout_ms as u64);
         // v0 has no rebalance timeout: Kafka uses the session timeout.
         let rebalance_timeout = if version == 0 || req.rebalance_timeout_ms <= 0 { session_timeout } else { Duration::from_millis(req.rebalance_timeout_ms as u64) };
@@ -867,6 +873,13 @@ impl Coordinator {
                     m.sync = Some(SyncWaiter { version, tx });
                 }
                 if g.leader.as_deref() == Some(member_id.as_str()) {
+                    if req.assignments.iter().any(|a| a.assignment.len() > MAX_MEMBER_METADATA_BYTES) {
+                        tracing::warn!(group = %g.id, max = MAX_MEMBER_METADATA_BYTES, "sync refused: an assignment is too large");
+                        if let Some(m) = g.members.get_mut(&member_id) {
+                            m.sync = None;
+                        }
+                        return fail(codes::INVALID_REQUEST);
+                    }
                     let mut given: HashMap<String, Bytes> = req.assignments.into_iter().map(|a| (a.member_id.to_string(), a.assignment)).collect();
                     for m in g.members.values_mut() {
                         m.assignment = given.remove(&m.id).unwrap_or_default();
