@@ -40,6 +40,18 @@ fn produce_round(addr: &str, topic: &str, partitions: i32, per_partition: usize,
     produce_many(&p, topic, msgs).into_iter().collect()
 }
 
+/// Sum over shards of a metric from `GET /metrics` (address from broker.log).
+fn metric_sum(broker: &Broker, name: &str) -> u64 {
+    use std::io::{Read, Write};
+    let log = broker.log();
+    let addr = log.lines().rev().find_map(|l| l.split("metrics=").nth(1)).and_then(|s| s.split_whitespace().next()).expect("metrics address in broker.log").to_string();
+    let mut s = std::net::TcpStream::connect(&addr).expect("connect metrics");
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").expect("write");
+    let mut body = String::new();
+    s.read_to_string(&mut body).expect("read metrics");
+    body.lines().filter(|l| l.starts_with(&format!("{name}{{"))).filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok()).sum()
+}
+
 fn assigned(c: &BaseConsumer) -> Vec<i32> {
     let mut v: Vec<i32> = c.assignment().map(|tpl| tpl.elements().iter().map(|e| e.partition()).collect()).unwrap_or_default();
     v.sort();
@@ -113,6 +125,7 @@ fn three_consumers_share_six_partitions_and_two_take_over_when_one_leaves() {
     });
     let all: BTreeSet<i32> = consumers.iter().flat_map(assigned).collect();
     assert_eq!(all, (0..6).collect(), "the three assignments cover the topic");
+    assert_eq!(metric_sum(&broker, "ringmq_consumer_group_members"), 3, "members in /metrics");
 
     // One member closes (LeaveGroup); the other two take over its partitions.
     let leaving = consumers.pop().expect("three consumers");

@@ -115,6 +115,14 @@ pub struct FetchedOffset {
     pub metadata: Option<String>,
 }
 
+/// A shard's consumer group gauges, for the metrics endpoint.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GroupGauges {
+    pub groups: u64,
+    pub members: u64,
+    pub committed_offsets: u64,
+}
+
 /// The answer to a `GroupCall`, by variant.
 pub enum GroupAnswer {
     Join(JoinGroupResponse),
@@ -470,6 +478,11 @@ impl Coordinator {
 
     pub fn owns(&self, group: &str) -> bool {
         group_shard(group, self.shard_count) == self.shard_id
+    }
+
+    pub fn gauges(&self) -> GroupGauges {
+        let groups = self.groups.borrow();
+        GroupGauges { groups: groups.len() as u64, members: groups.values().map(|g| g.members.len() as u64).sum(), committed_offsets: self.offsets_count.get() as u64 }
     }
 
     pub fn is_loaded(&self) -> bool {

@@ -49,6 +49,8 @@ pub struct ShardReport {
     pub requests_in_flight: u64,
     pub errors_by_code: Vec<(i16, u64)>,
     pub partitions: Vec<PartitionGauges>,
+    /// Consumer groups coordinated by the shard: (groups, members, committed offsets).
+    pub groups: crate::groups::GroupGauges,
 }
 
 pub enum ShardMsg {

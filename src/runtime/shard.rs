@@ -485,6 +485,7 @@ impl Shard {
             requests_in_flight: c.requests_in_flight.get(),
             errors_by_code: c.errors_by_code.borrow().iter().map(|(k, v)| (*k, *v)).collect(),
             partitions,
+            groups: self.groups.gauges(),
         }
     }
 
