@@ -597,3 +597,70 @@ fn static_member_restarting_gets_its_partitions_back_before_the_session_timeout(
     assert!(restarted.elapsed() < Duration::from_secs(30), "took {:?}: the restarted member waited for its old session to expire", restarted.elapsed());
     assert_eq!(ledger.delivered, expected);
 }
+
+fn describe_state(conn: &mut Conn, group: &str) -> (String, usize) {
+    let r: DescribeGroupsResponse = conn.call(ApiKey::DescribeGroups, 5, &DescribeGroupsRequest::default().with_groups(vec![GroupId(sb(group))]));
+    (r.groups[0].group_state.to_string(), r.groups[0].members.len())
+}
+
+#[test]
+fn member_that_stops_heartbeating_is_removed_after_its_session_timeout() {
+    let broker = group_broker(&[]);
+    let mut conn = Conn::new(&broker.addr());
+    let group = "raw-session";
+    let mut req = join_request(group, "");
+    req.session_timeout_ms = 1_000;
+    let first: JoinGroupResponse = conn.call(ApiKey::JoinGroup, 5, &req);
+    req.member_id = first.member_id.clone();
+    let joined: JoinGroupResponse = conn.call(ApiKey::JoinGroup, 5, &req);
+    assert_eq!(joined.error_code, 0);
+    let started = Instant::now();
+    let deadline = started + DEADLINE;
+    // Empty, or Dead once the sweep forgot the group (it has no offsets).
+    while !matches!(describe_state(&mut conn, group), (s, 0) if s == "Empty" || s == "Dead") {
+        assert!(Instant::now() < deadline, "the silent member was never removed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(started.elapsed() >= Duration::from_millis(900), "removed after {:?}, before its 1 s session timeout", started.elapsed());
+    assert_eq!(heartbeat(&mut conn, group, &joined.member_id.to_string(), joined.generation_id), 25);
+}
+
+#[test]
+fn member_that_does_not_rejoin_within_the_rebalance_timeout_is_dropped() {
+    let broker = group_broker(&[]);
+    let addr = broker.addr();
+    let mut conn = Conn::new(&addr);
+    let group = "raw-rebalance-timeout";
+    let mut req = join_request(group, "");
+    req.rebalance_timeout_ms = 1_000;
+    let first: JoinGroupResponse = conn.call(ApiKey::JoinGroup, 5, &req);
+    req.member_id = first.member_id.clone();
+    let joined: JoinGroupResponse = conn.call(ApiKey::JoinGroup, 5, &req);
+    let a = joined.member_id.to_string();
+    let sync = SyncGroupRequest::default().with_group_id(GroupId(sb(group))).with_generation_id(joined.generation_id).with_member_id(sb(&a));
+    let _: SyncGroupResponse = conn.call(ApiKey::SyncGroup, 3, &sync);
+    // B joins; A keeps heartbeating (so its session stays alive) but never rejoins.
+    let joiner = std::thread::spawn(move || {
+        let mut other = Conn::new(&addr);
+        let mut req = join_request(group, "");
+        req.rebalance_timeout_ms = 1_000;
+        let r: JoinGroupResponse = other.call(ApiKey::JoinGroup, 3, &req);
+        r
+    });
+    let deadline = Instant::now() + DEADLINE;
+    let mut saw_rebalance = false;
+    loop {
+        match heartbeat(&mut conn, group, &a, joined.generation_id) {
+            27 => saw_rebalance = true,
+            25 if saw_rebalance => break,
+            0 => {}
+            other => panic!("unexpected heartbeat error {other}"),
+        }
+        assert!(Instant::now() < deadline, "member A was never dropped");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let b = joiner.join().expect("joiner");
+    assert_eq!(b.error_code, 0);
+    assert_eq!(b.generation_id, joined.generation_id + 1);
+    assert_eq!(b.leader, b.member_id, "B is alone, so it leads");
+}
