@@ -191,6 +191,7 @@ pub fn replay(log: &PartitionLog) -> Result<Vec<OffsetRecord>, StoreError> {
         if read.records.is_empty() {
             break;
         }
+        let before = next;
         for chunk in read.records {
             let mut buf = chunk;
             let sets = RecordBatchDecoder::decode_all(&mut buf).map_err(|e| StoreError::Decode { partition: log.partition, offset: next, message: e.to_string() })?;
@@ -207,6 +208,9 @@ pub fn replay(log: &PartitionLog) -> Result<Vec<OffsetRecord>, StoreError> {
                     }
                 }
             }
+        }
+        if next == before {
+            return Err(StoreError::Decode { partition: log.partition, offset: next, message: "a batch without records".into() });
         }
     }
     if skipped > 0 {
