@@ -90,6 +90,9 @@ pub struct ServeArgs {
     /// How often retention runs, in ms [default: 30000]
     #[arg(long)]
     pub retention_check_ms: Option<u64>,
+    /// How long the first rebalance of an empty consumer group waits for more members to join, in ms (Kafka's group.initial.rebalance.delay.ms) [default: 3000]
+    #[arg(long)]
+    pub group_initial_rebalance_delay_ms: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +122,8 @@ pub struct ServeConfig {
     pub frame_timeout: Duration,
     pub spin_before_park: Duration,
     pub retention_check: Duration,
+    /// First rebalance of an empty group waits this long for more members.
+    pub group_initial_rebalance_delay: Duration,
     pub log: LogConfig,
 }
 
@@ -237,6 +242,10 @@ impl ServeConfig {
             s => Some(parse_addr("metrics", s)?),
         };
         let retention_check = Duration::from_millis(pick!(retention_check_ms).unwrap_or(30_000).max(10));
+        let group_initial_rebalance_delay_ms = pick!(group_initial_rebalance_delay_ms).unwrap_or(3_000);
+        if group_initial_rebalance_delay_ms > 300_000 {
+            return Err(invalid("group_initial_rebalance_delay_ms", "must be at most 300000"));
+        }
         Ok(ServeConfig {
             data_dir: pick!(data_dir).unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
             listen,
@@ -251,6 +260,7 @@ impl ServeConfig {
             frame_timeout: Duration::from_millis(frame_timeout_ms),
             spin_before_park: Duration::from_micros(spin_before_park_us),
             retention_check,
+            group_initial_rebalance_delay: Duration::from_millis(group_initial_rebalance_delay_ms),
             log,
         })
     }
@@ -351,6 +361,16 @@ mod tests {
         for bad in ["0", "5", "7", "1,1", "x", "3-1"] {
             assert!(parse_cores(Some(bad), &usable).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn group_initial_rebalance_delay_defaults_to_kafkas_and_is_bounded() {
+        let c = ServeConfig::resolve(ServeArgs::default()).expect("defaults");
+        assert_eq!(c.group_initial_rebalance_delay, Duration::from_millis(3000));
+        let c = ServeConfig::resolve(ServeArgs { group_initial_rebalance_delay_ms: Some(0), ..Default::default() }).expect("zero");
+        assert_eq!(c.group_initial_rebalance_delay, Duration::ZERO);
+        let err = ServeConfig::resolve(ServeArgs { group_initial_rebalance_delay_ms: Some(300_001), ..Default::default() }).expect_err("too long");
+        assert!(err.to_string().contains("group_initial_rebalance_delay_ms"), "{err}");
     }
 
     #[test]

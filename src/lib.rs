@@ -3,6 +3,7 @@
 
 pub mod catalog;
 pub mod config;
+pub mod groups;
 pub mod histogram;
 pub mod kafka;
 pub mod metrics;

@@ -62,6 +62,17 @@ pub fn render(reports: &[ShardReport], host: HostGauges) -> String {
             let _ = writeln!(out, "{name}{{shard=\"{}\",cpu=\"{}\"}} {}", r.shard, r.cpu, get(r));
         }
     }
+    let group_values: [(&str, &str, ShardValue); 3] = [
+        ("ringmq_consumer_groups", "Consumer groups coordinated by the shard (in memory: with members or committed offsets).", |r| r.groups.groups),
+        ("ringmq_consumer_group_members", "Members of the consumer groups coordinated by the shard.", |r| r.groups.members),
+        ("ringmq_consumer_group_committed_offsets", "Committed offsets kept by the shard.", |r| r.groups.committed_offsets),
+    ];
+    for (name, help, get) in group_values {
+        family(&mut out, name, "gauge", help);
+        for r in reports {
+            let _ = writeln!(out, "{name}{{shard=\"{}\",cpu=\"{}\"}} {}", r.shard, r.cpu, get(r));
+        }
+    }
     family(&mut out, "ringmq_errors_total", "counter", "Kafka error codes returned to clients, by code.");
     for r in reports {
         for (code, n) in &r.errors_by_code {

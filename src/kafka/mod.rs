@@ -14,6 +14,7 @@ pub mod incremental_alter_configs;
 pub mod fetch;
 pub mod fetch_response;
 pub mod init_producer_id;
+pub mod groups;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
@@ -47,6 +48,17 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteRecords, 0, 2),
     (ApiKey::DescribeCluster, 0, 2),
     (ApiKey::InitProducerId, 0, 4),
+    // Consumer groups (classic protocol), see groups.rs.
+    (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetFetch, 1, 8),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::ListGroups, 0, 4),
+    (ApiKey::DeleteGroups, 0, 2),
 ];
 
 pub fn supported_range(key: ApiKey) -> Option<(i16, i16)> {
@@ -163,6 +175,16 @@ pub fn decode_request(frame: &Bytes) -> Result<RequestContext, RequestError> {
         ApiKey::DeleteRecords => decode_body::<DeleteRecordsRequest>(&ctx, body).map(drop),
         ApiKey::DescribeCluster => decode_body::<DescribeClusterRequest>(&ctx, body).map(drop),
         ApiKey::InitProducerId => decode_body::<InitProducerIdRequest>(&ctx, body).map(drop),
+        ApiKey::FindCoordinator => decode_body::<FindCoordinatorRequest>(&ctx, body).map(drop),
+        ApiKey::JoinGroup => decode_body::<JoinGroupRequest>(&ctx, body).map(drop),
+        ApiKey::SyncGroup => decode_body::<SyncGroupRequest>(&ctx, body).map(drop),
+        ApiKey::Heartbeat => decode_body::<HeartbeatRequest>(&ctx, body).map(drop),
+        ApiKey::LeaveGroup => decode_body::<LeaveGroupRequest>(&ctx, body).map(drop),
+        ApiKey::OffsetCommit => decode_body::<OffsetCommitRequest>(&ctx, body).map(drop),
+        ApiKey::OffsetFetch => decode_body::<OffsetFetchRequest>(&ctx, body).map(drop),
+        ApiKey::DescribeGroups => decode_body::<DescribeGroupsRequest>(&ctx, body).map(drop),
+        ApiKey::ListGroups => decode_body::<ListGroupsRequest>(&ctx, body).map(drop),
+        ApiKey::DeleteGroups => decode_body::<DeleteGroupsRequest>(&ctx, body).map(drop),
         other => Err(RequestError::UnknownApi(other as i16)),
     }?;
     Ok(ctx)
@@ -190,6 +212,16 @@ pub async fn handle(shard: &Rc<Shard>, frame: Bytes) -> Reply {
         ApiKey::DeleteRecords => delete_records::handle(shard, &ctx, frame.slice(body_start..)).await,
         ApiKey::DescribeCluster => describe_cluster::handle(shard, &ctx, frame.slice(body_start..)).await,
         ApiKey::InitProducerId => init_producer_id::handle(shard, &ctx, frame.slice(body_start..)).await,
+        ApiKey::FindCoordinator => groups::find_coordinator(shard, &ctx, frame.slice(body_start..)).await,
+        ApiKey::JoinGroup => groups::join_group(shard, &ctx, frame.slice(body_start..)).await,
+        ApiKey::SyncGroup => groups::sync_group(shard, &ctx, frame.slice(body_start..)).await,
+        ApiKey::Heartbeat => groups::heartbeat(shard, &ctx, frame.slice(body_start..)).await,
+        ApiKey::LeaveGroup => groups::leave_group(shard, &ctx, frame.slice(body_start..)).await,
+        ApiKey::OffsetCommit => groups::offset_commit(shard, &ctx, frame.slice(body_start..)).await,
+        ApiKey::OffsetFetch => groups::offset_fetch(shard, &ctx, frame.slice(body_start..)).await,
+        ApiKey::DescribeGroups => groups::describe_groups(shard, &ctx, frame.slice(body_start..)).await,
+        ApiKey::ListGroups => groups::list_groups(shard, &ctx, frame.slice(body_start..)).await,
+        ApiKey::DeleteGroups => groups::delete_groups(shard, &ctx, frame.slice(body_start..)).await,
         other => Err(RequestError::UnknownApi(other as i16)),
     };
     match result {

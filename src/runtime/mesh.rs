@@ -50,6 +50,8 @@ pub struct ShardReport {
     pub requests_in_flight: u64,
     pub errors_by_code: Vec<(i16, u64)>,
     pub partitions: Vec<PartitionGauges>,
+    /// Consumer groups coordinated by the shard: (groups, members, committed offsets).
+    pub groups: crate::groups::GroupGauges,
 }
 
 pub enum ShardMsg {
@@ -82,6 +84,8 @@ pub enum ShardMsg {
     Report { reply: ReplyTo<ShardReport> },
     /// To shard 0: reserve a block of producer ids durably (`catalog::producer_ids`).
     AllocateProducerIds { reply: ReplyTo<Result<IdBlock, ProducerIdError>> },
+    /// A consumer group operation, to the group's shard.
+    Group { call: crate::groups::GroupCall, reply: ReplyTo<crate::groups::GroupAnswer> },
     /// The answer to request `id` of the receiving shard.
     Reply { id: u64, payload: ReplyPayload },
 }
@@ -112,6 +116,7 @@ pub enum ReplyPayload {
     LowWatermark(Result<i64, StorageError>),
     TimeLookup(Result<Option<(i64, i64)>, StorageError>),
     ProducerIds(Result<IdBlock, ProducerIdError>),
+    Group(crate::groups::GroupAnswer),
 }
 
 macro_rules! payload {
@@ -142,3 +147,4 @@ payload!(Report, ShardReport);
 payload!(LowWatermark, Result<i64, StorageError>);
 payload!(TimeLookup, Result<Option<(i64, i64)>, StorageError>);
 payload!(ProducerIds, Result<IdBlock, ProducerIdError>);
+payload!(Group, crate::groups::GroupAnswer);

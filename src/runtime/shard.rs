@@ -98,6 +98,8 @@ pub struct Shard {
     pub counters: ShardCounters,
     /// Producer ids this shard hands out (see `catalog::producer_ids`).
     pub producer_ids: ShardProducerIds,
+    /// Consumer groups coordinated by this shard.
+    pub groups: Rc<crate::groups::Coordinator>,
 }
 
 /// Which shard owns a partition: a stable function of the topic, the
@@ -135,6 +137,7 @@ impl Shard {
         let catalog = Catalog::load(&config.data_dir)?;
         let producer_id_store = if id == CATALOG_SHARD { Some(ProducerIdStore::load(&config.data_dir).map_err(catalog::CatalogError::from)?) } else { None };
         let advertised = (config.listen.ip().to_string(), config.listen.port());
+        let groups = Rc::new(crate::groups::Coordinator::new(id, count, config.group_initial_rebalance_delay));
         let shard = Rc::new(Shard {
             id,
             count,
@@ -151,6 +154,7 @@ impl Shard {
             stopping: Cell::new(false),
             counters: ShardCounters::default(),
             producer_ids: ShardProducerIds::new(producer_id_store),
+            groups,
         });
         if id == CATALOG_SHARD {
             // Directories of topics the catalog does not know: a create or
@@ -169,6 +173,7 @@ impl Shard {
         for (name, meta) in topics {
             shard.open_partitions(&name, &meta).await?;
         }
+        shard.groups.load(&shard.config.data_dir, &shard.config.log).await.map_err(crate::groups::CoordinatorError::into_storage)?;
         Ok(shard)
     }
 
@@ -209,7 +214,7 @@ impl Shard {
 
     /// Sends a request to shard `to` and waits for its reply (which comes
     /// back over the mesh; the oneshot here never leaves this thread).
-    async fn ask<R: TryFrom<ReplyPayload>>(&self, to: usize, make: impl FnOnce(ReplyTo<R>) -> ShardMsg) -> Option<R> {
+    pub(crate) async fn ask<R: TryFrom<ReplyPayload>>(&self, to: usize, make: impl FnOnce(ReplyTo<R>) -> ShardMsg) -> Option<R> {
         debug_assert_ne!(to, self.id);
         let peers = self.peers.get()?;
         let peer = *self.peer_of.get()?.get(to)?;
@@ -295,6 +300,10 @@ impl Shard {
             }
             ShardMsg::AllocateProducerIds { reply } => {
                 let r = self.reserve_producer_ids().await;
+                self.answer(reply, r).await;
+            }
+            ShardMsg::Group { call, reply } => {
+                let r = self.groups.call(call).await;
                 self.answer(reply, r).await;
             }
             ShardMsg::Reply { id, payload } => {
@@ -604,6 +613,7 @@ impl Shard {
             requests_in_flight: c.requests_in_flight.get(),
             errors_by_code: c.errors_by_code.borrow().iter().map(|(k, v)| (*k, *v)).collect(),
             partitions,
+            groups: self.groups.gauges(),
         }
     }
 
@@ -625,6 +635,7 @@ impl Shard {
         for log in self.logs() {
             log.close().await;
         }
+        self.groups.close().await;
     }
 }
 

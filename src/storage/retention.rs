@@ -62,3 +62,55 @@ impl PartitionLog {
         Ok(count)
     }
 }
+
+impl PartitionLog {
+    /// Deletes the sealed segments holding only offsets below `offset` (used
+    /// by logs that compact themselves, such as the consumer offsets logs,
+    /// once everything they need is written again past `offset`). Returns
+    /// the number of segments deleted.
+    pub async fn delete_segments_below(&self, offset: i64) -> Result<usize, StorageError> {
+        let mut doomed = Vec::new();
+        {
+            let mut s = self.state.borrow_mut();
+            while let Some((&base, seg)) = s.sealed.iter().next() {
+                let next = seg.next_offset;
+                if next > offset {
+                    break;
+                }
+                if let Some(seg) = s.sealed.remove(&base) {
+                    doomed.push((seg.path.clone(), self.dir.join(segment::index_file_name(base))));
+                }
+                s.log_start_offset = next;
+                while s.tail.front().is_some_and(|b| b.base_offset < next) {
+                    if let Some(b) = s.tail.pop_front() {
+                        s.tail_bytes -= b.data.len();
+                    }
+                }
+            }
+        }
+        if doomed.is_empty() {
+            return Ok(0);
+        }
+        let count = doomed.len();
+        segment::blocking(move || {
+            for (log, index) in doomed {
+                std::fs::remove_file(&log)?;
+                let _ = std::fs::remove_file(&index);
+            }
+            Ok::<(), std::io::Error>(())
+        })
+        .await
+        .map_err(|e| StorageError::io("delete segment", e))?;
+        segment::sync_dir(&self.dir).await?;
+        Ok(count)
+    }
+
+    /// Sealed segments, and bytes waiting for a commit.
+    pub fn sealed_segments(&self) -> usize {
+        self.state.borrow().sealed.len()
+    }
+
+    pub fn pending_bytes(&self) -> usize {
+        self.state.borrow().pending_bytes
+    }
+}
