@@ -50,6 +50,7 @@ fn run_script(broker: &Broker, mut cmd: Command, what: &str) -> serde_json::Valu
         "{what} failed ({status}):\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}\n--- broker.log (tail) ---\n{}",
         broker.log_tail(60)
     );
+    eprintln!("{what}: {stderr}{stdout}");
     let last = stdout.lines().last().unwrap_or_default();
     serde_json::from_str(last).unwrap_or_else(|e| panic!("{what}: last line is not JSON ({e}): {last}\n{stderr}"))
 }

@@ -388,7 +388,7 @@ fn transactional_producer_fails_init_transactions_with_an_error_instead_of_hangi
     let code = err.rdkafka_error_code();
     eprintln!("init_transactions failed with {err} ({code:?})");
     assert!(
-        matches!(code, Some(RDKafkaErrorCode::TransactionalIdAuthorizationFailed) | Some(RDKafkaErrorCode::UnsupportedFeature)),
+        matches!(code, Some(RDKafkaErrorCode::TransactionalIdAuthorizationFailed)),
         "unexpected error from init_transactions: {err}"
     );
 }

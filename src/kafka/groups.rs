@@ -47,8 +47,12 @@ fn count(shard: &Shard, code: i16) -> i16 {
 pub async fn find_coordinator(shard: &Rc<Shard>, ctx: &RequestContext, body: Bytes) -> Result<Reply, RequestError> {
     let req: FindCoordinatorRequest = decode_body(ctx, body)?;
     let (host, port) = shard.advertised.borrow().clone();
-    // Key type 0: a group. Transactions (1) are not supported.
-    let error = if req.key_type == 0 { codes::NONE } else { codes::COORDINATOR_NOT_AVAILABLE };
+    // Key type 0: a group; 1: a transactional id. ringmq has no
+    // transactions, but it names itself coordinator for them so that a
+    // transactional client goes on to InitProducerId and gets its clear,
+    // fatal TRANSACTIONAL_ID_AUTHORIZATION_FAILED there; COORDINATOR_NOT_AVAILABLE
+    // would make it retry until its transaction timeout.
+    let error = if matches!(req.key_type, 0 | 1) { codes::NONE } else { codes::INVALID_REQUEST };
     count(shard, error);
     let (node, host, port) = if error == codes::NONE { (NODE_ID, host, i32::from(port)) } else { (-1, String::new(), -1) };
     let mut resp = FindCoordinatorResponse::default();
