@@ -88,6 +88,13 @@ pub struct Shard {
     /// Serialises catalog changes on the catalog shard.
     catalog_change: Semaphore,
     peers: OnceCell<Senders<ShardMsg>>,
+    /// One turn per peer shard: requests to a peer enter its mesh channel in
+    /// the order they were asked (glommio's `send_to` lets a newer sender
+    /// overtake an older one waiting on a full channel, which would reorder
+    /// one connection's produce requests for a partition — fatal for an
+    /// idempotent producer). glommio's semaphore serves waiters first come,
+    /// first served.
+    send_turns: Vec<Semaphore>,
     /// Mesh peer index of each shard (glommio numbers peers by executor id).
     peer_of: OnceCell<Vec<usize>>,
     /// Requests sent to other shards, waiting for their `ShardMsg::Reply`.
@@ -148,6 +155,7 @@ impl Shard {
             logs: RefCell::new(HashMap::new()),
             catalog_change: Semaphore::new(1),
             peers: OnceCell::new(),
+            send_turns: (0..count).map(|_| Semaphore::new(1)).collect(),
             peer_of: OnceCell::new(),
             pending: RefCell::new(HashMap::new()),
             next_request_id: Cell::new(0),
@@ -218,12 +226,17 @@ impl Shard {
         debug_assert_ne!(to, self.id);
         let peers = self.peers.get()?;
         let peer = *self.peer_of.get()?.get(to)?;
+        let turns = self.send_turns.get(to)?;
         let id = self.next_request_id.get();
         self.next_request_id.set(id.wrapping_add(1));
         let (tx, rx) = oneshot::channel();
         self.pending.borrow_mut().insert(id, tx);
         bump(&self.counters.cross_shard_hops, 1);
-        if peers.send_to(peer, make(ReplyTo::new(self.id, id))).await.is_err() {
+        let sent = match turns.acquire_permit(1).await {
+            Ok(_turn) => peers.send_to(peer, make(ReplyTo::new(self.id, id))).await.is_ok(),
+            Err(_) => false,
+        };
+        if !sent {
             self.pending.borrow_mut().remove(&id);
             return None;
         }
