@@ -45,13 +45,23 @@ use store::{OffsetRecord, StoreError};
 pub const OFFSETS_PARTITIONS: i32 = 16;
 /// Directory (under the data dir) and log name of the offsets logs.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
-/// Groups one shard keeps in memory at most.
+/// Groups one shard creates at most (a join or commit that would create one
+/// more is refused); replay restores every group on disk even past it.
 pub const MAX_GROUPS_PER_SHARD: usize = 10_000;
 /// Members of one group at most (GROUP_MAX_SIZE_REACHED beyond).
 pub const MAX_MEMBERS_PER_GROUP: usize = 1_000;
 /// Members given an id by MEMBER_ID_REQUIRED and not yet rejoined, per group.
 pub const MAX_PENDING_MEMBERS_PER_GROUP: usize = 1_000;
-/// Committed offsets one shard keeps at most, over all its groups.
+/// The same over all the groups of one shard: each pending id lives up to
+/// its session timeout (30 minutes at most), so without this cap 10 000
+/// groups could hold 10 million of them. Beyond it a join without a member
+/// id answers GROUP_MAX_SIZE_REACHED until ids expire or are used.
+pub const MAX_PENDING_MEMBERS_PER_SHARD: usize = 100_000;
+/// Committed offsets one shard accepts at most, over all its groups. A
+/// commit that would add offsets beyond it is refused before anything is
+/// written (INVALID_COMMIT_OFFSET_SIZE). Start-up replay restores every
+/// offset on disk even past the cap (fewer `--cores` give a shard more
+/// offsets logs): the cap then only refuses new ones.
 pub const MAX_OFFSETS_PER_SHARD: usize = 200_000;
 /// An offsets log is compacted (its live offsets written again, older
 /// segments deleted) once its sealed segments hold this much more than the
@@ -213,6 +223,12 @@ struct Group {
     /// The first rebalance of an empty group waits for more members until then.
     initial_delay_until: Option<Instant>,
     offsets: BTreeMap<(String, i32), Committed>,
+    /// Commits of this group admitted (caps checked) and not yet applied:
+    /// the group stays in memory until they are.
+    writes_in_flight: usize,
+    /// Sequence of the last tombstone applied: a commit with a lower
+    /// sequence precedes it in the log, so replay forgets it; memory too.
+    deleted_seq: u64,
 }
 
 impl Group {
@@ -229,6 +245,8 @@ impl Group {
             deadline: None,
             initial_delay_until: None,
             offsets: BTreeMap::new(),
+            writes_in_flight: 0,
+            deleted_seq: 0,
         }
     }
 
@@ -432,18 +450,44 @@ impl CoordinatorError {
     }
 }
 
+/// The caps of one shard's coordinator (the constants above; tests lower them).
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    max_groups: usize,
+    max_offsets: usize,
+    max_pending_members: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits { max_groups: MAX_GROUPS_PER_SHARD, max_offsets: MAX_OFFSETS_PER_SHARD, max_pending_members: MAX_PENDING_MEMBERS_PER_SHARD }
+    }
+}
+
 /// The group coordinator of one shard.
 pub struct Coordinator {
     shard_id: usize,
     shard_count: usize,
     initial_delay: Duration,
+    limits: Limits,
     groups: RefCell<HashMap<String, Group>>,
     /// Offsets logs this shard owns.
     logs: RefCell<HashMap<i32, Rc<PartitionLog>>>,
     loaded: Cell<bool>,
     stopping: Cell<bool>,
+    /// Orders every record: taken just before its append is queued, so on
+    /// one offsets log sequences follow log order (replay numbers records
+    /// the same way, in log order).
     commit_seq: Cell<u64>,
     offsets_count: Cell<usize>,
+    /// New offsets that admitted commits will add once written: counted
+    /// against `max_offsets` before the write, so `apply` never refuses.
+    reserved_offsets: Cell<usize>,
+    /// Pending member ids over all groups (`max_pending_members`).
+    pending_count: Cell<usize>,
+    /// Offsets logs whose replay did not understand every record: their
+    /// in-memory state is not the whole log, so they are never compacted.
+    lossy: RefCell<HashSet<i32>>,
     /// Records appended and not yet applied, by commit sequence: a
     /// compaction snapshot must include them (they precede it in the log).
     in_flight: RefCell<BTreeMap<u64, Vec<OffsetRecord>>>,
@@ -462,12 +506,16 @@ impl Coordinator {
             shard_id,
             shard_count,
             initial_delay,
+            limits: Limits::default(),
             groups: RefCell::new(HashMap::new()),
             logs: RefCell::new(HashMap::new()),
             loaded: Cell::new(false),
             stopping: Cell::new(false),
             commit_seq: Cell::new(0),
             offsets_count: Cell::new(0),
+            reserved_offsets: Cell::new(0),
+            pending_count: Cell::new(0),
+            lossy: RefCell::new(HashSet::new()),
             in_flight: RefCell::new(BTreeMap::new()),
             compacting: RefCell::new(HashSet::new()),
             snapshot_bytes: RefCell::new(HashMap::new()),
@@ -501,15 +549,22 @@ impl Coordinator {
                 continue;
             }
             let log = store::open(data_dir, p, base).await.map_err(|source| CoordinatorError::Store { partition: p, source })?;
-            let recs = store::replay(&log).map_err(|source| CoordinatorError::Store { partition: p, source })?;
-            records += recs.len();
-            for r in recs {
-                self.apply(r, 0);
+            let replayed = store::replay(&log).map_err(|source| CoordinatorError::Store { partition: p, source })?;
+            records += replayed.records.len();
+            if !replayed.is_lossless() {
+                tracing::warn!(partition = p, skipped = replayed.skipped, unread = replayed.unread, "offsets log not fully understood; it will not be compacted");
+                self.lossy.borrow_mut().insert(p);
             }
+            self.restore(replayed.records);
             self.logs.borrow_mut().insert(p, log);
         }
         self.loaded.set(true);
-        tracing::info!(shard = self.shard_id, groups = self.groups.borrow().len(), offsets = self.offsets_count.get(), records, elapsed_ms = started.elapsed().as_millis() as u64, "consumer group offsets loaded");
+        let (groups, offsets) = (self.groups.borrow().len(), self.offsets_count.get());
+        if groups > self.limits.max_groups || offsets > self.limits.max_offsets {
+            // Fewer cores than when they were written: kept, but no new ones until below the caps.
+            tracing::warn!(shard = self.shard_id, groups, max_groups = self.limits.max_groups, offsets, max_offsets = self.limits.max_offsets, "replayed consumer groups exceed this shard's caps; new groups and offsets are refused until below them");
+        }
+        tracing::info!(shard = self.shard_id, groups, offsets, records, elapsed_ms = started.elapsed().as_millis() as u64, "consumer group offsets loaded");
         let me = self.clone();
         glommio::spawn_local(async move {
             while !me.stopping.get() {
@@ -534,45 +589,53 @@ impl Coordinator {
         }
     }
 
-    /// Applies one durable record to the in-memory state.
-    fn apply(&self, r: OffsetRecord, seq: u64) -> i16 {
+    /// Replays records read from an offsets log, in log order: everything on
+    /// disk is restored, whatever the caps (they are checked before a write,
+    /// never after: the disk must not hold what memory refused).
+    fn restore(&self, records: Vec<OffsetRecord>) {
+        for r in records {
+            let seq = self.next_seq();
+            self.apply(r, seq);
+        }
+    }
+
+    /// Applies one durable record, of sequence `seq`, to the in-memory state.
+    /// Never refuses: caps were checked before the record was written.
+    /// Records of one log may be applied out of order (their writers wake in
+    /// any order); sequences make the result the one replay gives.
+    fn apply(&self, r: OffsetRecord, seq: u64) {
         let mut groups = self.groups.borrow_mut();
         match r {
             OffsetRecord::Commit { group, topic, partition, offset, leader_epoch, metadata, .. } => {
-                if !groups.contains_key(&group) {
-                    if groups.len() >= MAX_GROUPS_PER_SHARD {
-                        tracing::warn!(group = %group, max = MAX_GROUPS_PER_SHARD, "too many groups on this shard; offset not kept in memory");
-                        return codes::UNKNOWN_SERVER_ERROR;
-                    }
-                    groups.insert(group.clone(), Group::new(&group));
+                let g = groups.entry(group.clone()).or_insert_with(|| Group::new(&group));
+                if seq < g.deleted_seq {
+                    // Written before a tombstone applied already: replay forgets it too.
+                    return;
                 }
-                let Some(g) = groups.get_mut(&group) else { return codes::UNKNOWN_SERVER_ERROR };
-                let key = (topic, partition);
-                match g.offsets.get(&key) {
-                    Some(c) if c.seq > seq => {}
-                    Some(_) => {
-                        g.offsets.insert(key, Committed { offset, leader_epoch, metadata, seq });
-                    }
-                    None => {
-                        if self.offsets_count.get() >= MAX_OFFSETS_PER_SHARD {
-                            tracing::warn!(group = %group, max = MAX_OFFSETS_PER_SHARD, "too many committed offsets on this shard");
-                            return codes::UNKNOWN_SERVER_ERROR;
+                match g.offsets.entry((topic, partition)) {
+                    std::collections::btree_map::Entry::Occupied(mut e) => {
+                        if e.get().seq <= seq {
+                            e.insert(Committed { offset, leader_epoch, metadata, seq });
                         }
+                    }
+                    std::collections::btree_map::Entry::Vacant(e) => {
                         self.offsets_count.set(self.offsets_count.get() + 1);
-                        g.offsets.insert(key, Committed { offset, leader_epoch, metadata, seq });
+                        e.insert(Committed { offset, leader_epoch, metadata, seq });
                     }
                 }
-                codes::NONE
             }
             OffsetRecord::GroupDeleted { group } => {
-                if let Some(g) = groups.get_mut(&group) {
-                    self.offsets_count.set(self.offsets_count.get().saturating_sub(g.offsets.len()));
-                    g.offsets.clear();
-                    if g.members.is_empty() {
-                        groups.remove(&group);
-                    }
+                let Some(g) = groups.get_mut(&group) else { return };
+                // Only what precedes the tombstone in the log: a commit
+                // written after it but applied first survives, as in replay.
+                g.deleted_seq = g.deleted_seq.max(seq);
+                let before = g.offsets.len();
+                g.offsets.retain(|_, c| c.seq > seq);
+                self.offsets_count.set(self.offsets_count.get().saturating_sub(before - g.offsets.len()));
+                if g.members.is_empty() && g.offsets.is_empty() && g.writes_in_flight == 0 {
+                    self.pending_count.set(self.pending_count.get().saturating_sub(g.pending.len()));
+                    groups.remove(&group);
                 }
-                codes::NONE
             }
         }
     }
@@ -581,7 +644,9 @@ impl Coordinator {
     fn sweep(&self, now: Instant) {
         let mut groups = self.groups.borrow_mut();
         for g in groups.values_mut() {
+            let before = g.pending.len();
             g.pending.retain(|_, until| *until > now);
+            self.pending_count.set(self.pending_count.get().saturating_sub(before - g.pending.len()));
             let expired: Vec<String> = g
                 .members
                 .values()
@@ -610,7 +675,7 @@ impl Coordinator {
                 _ => {}
             }
         }
-        groups.retain(|_, g| !(g.state == State::Empty && g.members.is_empty() && g.offsets.is_empty() && g.pending.is_empty()));
+        groups.retain(|_, g| !(g.state == State::Empty && g.members.is_empty() && g.offsets.is_empty() && g.pending.is_empty() && g.writes_in_flight == 0));
     }
 
     /// Handles one group call on this (the group's) shard.
@@ -699,8 +764,8 @@ impl Coordinator {
 
         let mut groups = self.groups.borrow_mut();
         if !groups.contains_key(&group_id) {
-            if groups.len() >= MAX_GROUPS_PER_SHARD {
-                tracing::warn!(group = %group_id, max = MAX_GROUPS_PER_SHARD, "too many groups on this shard; join refused");
+            if groups.len() >= self.limits.max_groups {
+                tracing::warn!(group = %group_id, max = self.limits.max_groups, "too many groups on this shard; join refused");
                 return fail(codes::UNKNOWN_SERVER_ERROR);
             }
             if !member_id.is_empty() {
@@ -741,14 +806,21 @@ impl Coordinator {
                 if g.pending.len() >= MAX_PENDING_MEMBERS_PER_GROUP {
                     return fail(codes::GROUP_MAX_SIZE_REACHED);
                 }
+                if self.pending_count.get() >= self.limits.max_pending_members {
+                    tracing::warn!(group = %group_id, max = self.limits.max_pending_members, "too many pending member ids on this shard; join refused");
+                    return fail(codes::GROUP_MAX_SIZE_REACHED);
+                }
                 let new_id = Self::new_member_id(&client_id, None);
                 g.pending.insert(new_id.clone(), now + session_timeout);
+                self.pending_count.set(self.pending_count.get() + 1);
                 return Err(join_error(version, codes::MEMBER_ID_REQUIRED, &new_id));
             } else {
                 if g.members.len() >= MAX_MEMBERS_PER_GROUP {
                     return fail(codes::GROUP_MAX_SIZE_REACHED);
                 }
-                g.pending.remove(&member_id);
+                if g.pending.remove(&member_id).is_some() {
+                    self.pending_count.set(self.pending_count.get().saturating_sub(1));
+                }
                 if member_id.is_empty() {
                     Self::new_member_id(&client_id, instance.as_deref())
                 } else {
@@ -968,7 +1040,10 @@ impl Coordinator {
                         codes::NONE
                     }
                 },
-                None if g.pending.remove(id).is_some() => codes::NONE,
+                None if g.pending.remove(id).is_some() => {
+                    self.pending_count.set(self.pending_count.get().saturating_sub(1));
+                    codes::NONE
+                }
                 None if g.members.contains_key(id) => {
                     g.remove_member(id);
                     removed = true;
@@ -1055,21 +1130,27 @@ impl Coordinator {
         if records.is_empty() {
             return results;
         }
-        let seq = self.next_seq();
-        let failed = match self.write(&group_id, &records, seq).await {
-            Ok(()) => {
-                let mut worst = codes::NONE;
-                for r in records {
-                    let code = self.apply(r, seq);
-                    if code != codes::NONE {
-                        worst = code;
+        let failed = match self.admit(&group_id, &records) {
+            Err(code) => code,
+            Ok(reserved) => {
+                let written = self.write(&group_id, &records).await;
+                // Admitted: the group is still here (`writes_in_flight`).
+                if let Some(g) = self.groups.borrow_mut().get_mut(&group_id) {
+                    g.writes_in_flight = g.writes_in_flight.saturating_sub(1);
+                }
+                self.reserved_offsets.set(self.reserved_offsets.get().saturating_sub(reserved));
+                match written {
+                    Ok(seq) => {
+                        for r in records {
+                            self.apply(r, seq);
+                        }
+                        codes::NONE
+                    }
+                    Err(e) => {
+                        tracing::warn!(group = %group_id, error = %e, "offset commit failed");
+                        store_error_code(&e)
                     }
                 }
-                worst
-            }
-            Err(e) => {
-                tracing::warn!(group = %group_id, error = %e, "offset commit failed");
-                store_error_code(&e)
             }
         };
         if failed != codes::NONE {
@@ -1084,6 +1165,43 @@ impl Coordinator {
         results
     }
 
+    /// Checks the shard's caps for a commit before it is written, and
+    /// reserves what it adds: the group (created now), and its new offsets
+    /// (the count returned, to give back once applied). A refused commit is
+    /// not written, so it cannot come back at the next start.
+    fn admit(&self, group_id: &str, records: &[OffsetRecord]) -> Result<usize, i16> {
+        let mut groups = self.groups.borrow_mut();
+        let created = !groups.contains_key(group_id);
+        if created {
+            if groups.len() >= self.limits.max_groups {
+                tracing::warn!(group = %group_id, max = self.limits.max_groups, "too many groups on this shard; offset commit refused");
+                return Err(codes::INVALID_COMMIT_OFFSET_SIZE);
+            }
+            groups.insert(group_id.to_string(), Group::new(group_id));
+        }
+        let Some(g) = groups.get_mut(group_id) else { return Err(codes::UNKNOWN_SERVER_ERROR) };
+        // Offsets this commit adds (two commits adding the same one both
+        // reserve it: the cap errs on the safe side while they are written).
+        let new_keys: HashSet<(&str, i32)> = records
+            .iter()
+            .filter_map(|r| match r {
+                OffsetRecord::Commit { topic, partition, .. } if !g.offsets.contains_key(&(topic.clone(), *partition)) => Some((topic.as_str(), *partition)),
+                _ => None,
+            })
+            .collect();
+        let wanted = new_keys.len();
+        if wanted > 0 && self.offsets_count.get() + self.reserved_offsets.get() + wanted > self.limits.max_offsets {
+            tracing::warn!(group = %group_id, offsets = self.offsets_count.get(), new = wanted, max = self.limits.max_offsets, "too many committed offsets on this shard; offset commit refused");
+            if created {
+                groups.remove(group_id);
+            }
+            return Err(codes::INVALID_COMMIT_OFFSET_SIZE);
+        }
+        g.writes_in_flight += 1;
+        self.reserved_offsets.set(self.reserved_offsets.get() + wanted);
+        Ok(wanted)
+    }
+
     fn next_seq(&self) -> u64 {
         let seq = self.commit_seq.get() + 1;
         self.commit_seq.set(seq);
@@ -1091,15 +1209,19 @@ impl Coordinator {
     }
 
     /// Appends records to the group's offsets log and waits until they are
-    /// durable. The caller applies them to memory afterwards.
-    async fn write(&self, group: &str, records: &[OffsetRecord], seq: u64) -> Result<(), StoreError> {
+    /// durable; returns their sequence. The caller applies them to memory
+    /// afterwards.
+    async fn write(&self, group: &str, records: &[OffsetRecord]) -> Result<u64, StoreError> {
         let log = self.log_for(offsets_partition(group)).await?;
         let bytes = store::encode(records, crate::storage::now_ms())?;
+        // No await from here until the append has queued the records (it
+        // serves waiting appends in arrival order): sequences follow log order.
+        let seq = self.next_seq();
         self.in_flight.borrow_mut().insert(seq, records.to_vec());
         let result = log.append(bytes, AckWait::Commit).await;
         self.in_flight.borrow_mut().remove(&seq);
         result?;
-        Ok(())
+        Ok(seq)
     }
 
     /// Offsets log `p`, created if it does not exist yet.
@@ -1129,46 +1251,62 @@ impl Coordinator {
         let logs = self.logs.borrow();
         let compacting = self.compacting.borrow();
         let snapshots = self.snapshot_bytes.borrow();
+        let lossy = self.lossy.borrow();
         logs.iter()
             .filter(|(p, log)| {
                 let sealed_bytes = log.sealed_segments() as u64 * store::SEGMENT_BYTES;
-                !compacting.contains(p) && sealed_bytes >= COMPACT_AFTER_BYTES + 2 * snapshots.get(p).copied().unwrap_or(0)
+                !compacting.contains(p) && !lossy.contains(p) && sealed_bytes >= COMPACT_AFTER_BYTES + 2 * snapshots.get(p).copied().unwrap_or(0)
             })
             .map(|(p, _)| *p)
             .collect()
     }
 
-    /// Writes every live offset of log `p` again (one append whose offsets
-    /// are assigned before any other commit can interleave), then deletes
-    /// the segments before it: replaying the log still gives the same state.
-    async fn compact(&self, p: i32) {
-        let Some(log) = self.logs.borrow().get(&p).cloned() else { return };
-        // Queued appends could make ours wait (back-pressure) and let a newer
-        // commit slip in before the snapshot: try again on a later sweep.
-        if log.pending_bytes() > 0 || self.stopping.get() {
-            return;
-        }
-        self.compacting.borrow_mut().insert(p);
-        let now_ms = crate::storage::now_ms();
-        let mut live: BTreeMap<(String, String, i32), OffsetRecord> = BTreeMap::new();
-        for g in self.groups.borrow().values().filter(|g| offsets_partition(&g.id) == p) {
+    /// The state log `p` gives once the records queued so far are applied:
+    /// memory, plus the appended records not applied yet (by sequence, so
+    /// an older one applied late does not win over a newer one applied).
+    fn snapshot(&self, p: i32, now_ms: i64) -> Vec<OffsetRecord> {
+        let groups = self.groups.borrow();
+        let mut live: BTreeMap<(String, String, i32), (u64, OffsetRecord)> = BTreeMap::new();
+        for g in groups.values().filter(|g| offsets_partition(&g.id) == p) {
             for ((t, part), c) in &g.offsets {
                 let rec = OffsetRecord::Commit { group: g.id.clone(), topic: t.clone(), partition: *part, offset: c.offset, leader_epoch: c.leader_epoch, metadata: c.metadata.clone(), commit_ms: now_ms };
-                live.insert((g.id.clone(), t.clone(), *part), rec);
+                live.insert((g.id.clone(), t.clone(), *part), (c.seq, rec));
             }
         }
-        for recs in self.in_flight.borrow().values() {
+        for (&seq, recs) in self.in_flight.borrow().iter() {
             for r in recs {
                 match r {
                     OffsetRecord::Commit { group, topic, partition, .. } if offsets_partition(group) == p => {
-                        live.insert((group.clone(), topic.clone(), *partition), r.clone());
+                        if groups.get(group).is_some_and(|g| seq < g.deleted_seq) {
+                            continue;
+                        }
+                        let key = (group.clone(), topic.clone(), *partition);
+                        if live.get(&key).is_none_or(|(s, _)| *s <= seq) {
+                            live.insert(key, (seq, r.clone()));
+                        }
                     }
-                    OffsetRecord::GroupDeleted { group } if offsets_partition(group) == p => live.retain(|(g, _, _), _| g != group),
+                    OffsetRecord::GroupDeleted { group } if offsets_partition(group) == p => live.retain(|(g, _, _), (s, _)| g != group || *s > seq),
                     _ => {}
                 }
             }
         }
-        let records: Vec<OffsetRecord> = live.into_values().collect();
+        live.into_values().map(|(_, r)| r).collect()
+    }
+
+    /// Writes every live offset of log `p` again (one append whose offsets
+    /// are assigned before any other commit can interleave), then deletes
+    /// the segments before it: replaying the log still gives the same state.
+    /// A log whose replay was lossy is left alone: memory is not all of it.
+    async fn compact(&self, p: i32) {
+        let Some(log) = self.logs.borrow().get(&p).cloned() else { return };
+        // Queued appends could make ours wait (back-pressure) and let a newer
+        // commit slip in before the snapshot: try again on a later sweep.
+        if log.pending_bytes() > 0 || self.stopping.get() || self.lossy.borrow().contains(&p) {
+            return;
+        }
+        self.compacting.borrow_mut().insert(p);
+        let now_ms = crate::storage::now_ms();
+        let records = self.snapshot(p, now_ms);
         let result = async {
             let start = log.offsets().log_end_offset;
             let mut written = 0u64;
@@ -1282,12 +1420,17 @@ impl Coordinator {
             }
         }
         let rec = OffsetRecord::GroupDeleted { group: group.to_string() };
-        if let Err(e) = self.write(group, std::slice::from_ref(&rec), self.next_seq()).await {
-            tracing::warn!(group, error = %e, "deleting group failed");
-            return store_error_code(&e);
-        }
-        // A member that joined while the tombstone was written keeps the group.
-        self.apply(rec, u64::MAX);
+        let seq = match self.write(group, std::slice::from_ref(&rec)).await {
+            Ok(seq) => seq,
+            Err(e) => {
+                tracing::warn!(group, error = %e, "deleting group failed");
+                return store_error_code(&e);
+            }
+        };
+        // The tombstone forgets what precedes it in the log, no more: a
+        // commit written after it stays, as replay keeps it. A member that
+        // joined while it was written keeps the group.
+        self.apply(rec, seq);
         tracing::info!(group, "group deleted");
         codes::NONE
     }

@@ -180,8 +180,27 @@ pub async fn open(data_dir: &Path, partition: i32, base: &LogConfig) -> Result<R
     Ok(PartitionLog::open(dir(data_dir, partition), super::OFFSETS_TOPIC.to_string(), partition, log_config(base)).await?)
 }
 
+/// What replaying an offsets log found.
+#[derive(Debug, Default)]
+pub struct Replayed {
+    /// Every record understood, in log order.
+    pub records: Vec<OffsetRecord>,
+    /// Records that were not understood (not ours, or truncated).
+    pub skipped: u64,
+    /// Offsets below the high watermark that could not be read.
+    pub unread: i64,
+}
+
+impl Replayed {
+    /// Whether `records` is the whole log: only then may the log be
+    /// rewritten from the state they give (compaction).
+    pub fn is_lossless(&self) -> bool {
+        self.skipped == 0 && self.unread == 0
+    }
+}
+
 /// Every record of the log, in log order.
-pub fn replay(log: &PartitionLog) -> Result<Vec<OffsetRecord>, StoreError> {
+pub fn replay(log: &PartitionLog) -> Result<Replayed, StoreError> {
     let mut out = Vec::new();
     let offsets = log.offsets();
     let mut next = offsets.log_start_offset;
@@ -189,6 +208,7 @@ pub fn replay(log: &PartitionLog) -> Result<Vec<OffsetRecord>, StoreError> {
     while next < offsets.high_watermark {
         let read = log.read(next, 1024 * 1024)?;
         if read.records.is_empty() {
+            tracing::warn!(partition = log.partition, offset = next, high_watermark = offsets.high_watermark, "offsets log: nothing readable up to the high watermark");
             break;
         }
         let before = next;
@@ -216,7 +236,7 @@ pub fn replay(log: &PartitionLog) -> Result<Vec<OffsetRecord>, StoreError> {
     if skipped > 0 {
         tracing::warn!(partition = log.partition, skipped, "offsets log: records not understood were skipped");
     }
-    Ok(out)
+    Ok(Replayed { records: out, skipped, unread: (offsets.high_watermark - next).max(0) })
 }
 
 #[cfg(test)]
