@@ -181,3 +181,57 @@ fn zero_preallocation_writes_the_whole_segment_before_use() {
         log.close().await;
     });
 }
+
+/// Files in `dir` named after a segment base below `start` (any extension).
+fn files_below(dir: &Path, start: i64) -> Vec<String> {
+    let mut found: Vec<String> = std::fs::read_dir(dir)
+        .expect("list")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.get(..20).and_then(|d| d.parse::<i64>().ok()).is_some_and(|base| base < start))
+        .collect();
+    found.sort();
+    found
+}
+
+/// A log of several segments whose last sealed one has a producer snapshot.
+async fn several_segments_with_snapshots(path: &Path, config: LogConfig) -> Rc<PartitionLog> {
+    let log = open(path, config).await;
+    for _ in 0..100 {
+        log.append(batch(2, 1000), AckWait::Commit).await.expect("append");
+    }
+    let last_sealed = *log.state.borrow().sealed.keys().next_back().expect("sealed segments");
+    let snapshot = path.join(super::producer_state::snapshot_file_name(last_sealed));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !snapshot.exists() {
+        assert!(std::time::Instant::now() < deadline, "no snapshot at {}", snapshot.display());
+        glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    log
+}
+
+#[test]
+fn retention_deletes_every_file_of_its_segments() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().to_path_buf();
+    run(async move {
+        let log = several_segments_with_snapshots(&path, LogConfig { retention_bytes: 0, ..small_config() }).await;
+        let sealed = log.sealed_segments();
+        assert_eq!(log.enforce_retention().await.expect("retention"), sealed);
+        assert_eq!(files_below(&path, log.offsets().log_start_offset), Vec::<String>::new());
+        log.close().await;
+    });
+}
+
+#[test]
+fn delete_segments_below_deletes_every_file_of_its_segments() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().to_path_buf();
+    run(async move {
+        let log = several_segments_with_snapshots(&path, small_config()).await;
+        let sealed = log.sealed_segments();
+        assert_eq!(log.delete_segments_below(log.high_watermark()).await.expect("delete"), sealed);
+        assert_eq!(files_below(&path, log.offsets().log_start_offset), Vec::<String>::new());
+        log.close().await;
+    });
+}
