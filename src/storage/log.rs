@@ -52,8 +52,9 @@ pub(crate) struct LogState {
     pub enqueued_segment_bytes: u64,
     /// Capacity of the segment file that the bytes counted in
     /// `enqueued_segment_bytes` go to; `u64::MAX` while that segment is still
-    /// to be rolled (the roll sizes its file to fit). Keeps a grown
-    /// `segment.bytes` from overfilling an already allocated file.
+    /// to be rolled, until the roll has picked a file big enough for what is
+    /// queued (`ensure_prepared_fits`). Keeps a grown `segment.bytes` from
+    /// overfilling an already allocated file.
     pub filling_capacity_bytes: u64,
     pub pending: VecDeque<PendingBatch>,
     pub pending_bytes: usize,
@@ -246,10 +247,6 @@ impl PartitionLog {
         }
         let (tx, rx) = oneshot::channel();
         let mut state = self.state.borrow_mut();
-        let limit = capacity.min(state.filling_capacity_bytes);
-        if state.enqueued_segment_bytes == 0 && batches.first().is_some_and(|(r, _)| r.len() as u64 > limit) {
-            return Err(StorageError::TooLarge { bytes: total_bytes, max: limit as usize });
-        }
         let base_offset = state.log_end_offset;
         let mut next_offset = base_offset;
         for (range, header) in &batches {
@@ -261,7 +258,11 @@ impl PartitionLog {
         let mut offset = base_offset;
         for (i, (range, header)) in batches.into_iter().enumerate() {
             let len = range.len() as u64;
-            let starts_segment = state.enqueued_segment_bytes > 0 && state.enqueued_segment_bytes + len > capacity.min(state.filling_capacity_bytes);
+            // Every batch fits `capacity` (checked above). With nothing
+            // enqueued, the segment being filled is the empty active one,
+            // whose file may be smaller (segment.bytes grew): the roll then
+            // replaces it with one big enough.
+            let starts_segment = state.enqueued_segment_bytes + len > capacity.min(state.filling_capacity_bytes);
             if starts_segment {
                 state.enqueued_segment_bytes = 0;
                 state.filling_capacity_bytes = u64::MAX;

@@ -235,3 +235,73 @@ fn delete_segments_below_deletes_every_file_of_its_segments() {
         log.close().await;
     });
 }
+
+#[test]
+fn appends_during_a_roll_after_segment_bytes_grew_go_to_the_next_segment_when_the_new_file_is_full() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().to_path_buf();
+    run(async move {
+        let log = open(&path, small_config()).await;
+        // Fill the 64 KiB segment until the next batch starts a new one.
+        let one = batch(1, 4000).len() as u64;
+        while log.state.borrow().enqueued_segment_bytes + one <= 64 * 1024 {
+            log.append(batch(1, 4000), AckWait::Commit).await.expect("fill");
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while log.state.borrow().prepared.is_none() {
+            assert!(std::time::Instant::now() < deadline, "the next segment was never prepared");
+            glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        // While the roll installs the prepared (64 KiB) file: segment.bytes
+        // grows and more than 64 KiB of appends arrive.
+        let injector = glommio::spawn_local({
+            let log = log.clone();
+            async move {
+                while std::time::Instant::now() < deadline {
+                    let in_roll = {
+                        let s = log.state.borrow();
+                        s.pending.front().is_some_and(|b| b.starts_segment) && s.prepared.is_none() && !log.preparing.get()
+                    };
+                    if in_roll {
+                        log.set_config(LogConfig { segment_bytes: 1 << 20, ..log.config() });
+                        for _ in 0..40 {
+                            log.append(batch(1, 4000), AckWait::None).await.expect("append during the roll");
+                        }
+                        return true;
+                    }
+                    glommio::timer::sleep(std::time::Duration::from_micros(20)).await;
+                }
+                false
+            }
+        });
+        log.append(batch(1, 4000), AckWait::Commit).await.expect("the append that rolls");
+        assert!(injector.await, "no append landed during the roll");
+        // Commits go in order: once this one is acknowledged, all are written.
+        log.append(batch(1, 10), AckWait::Commit).await.expect("append after the roll");
+        let batches = read_all(&log, 0);
+        assert!(batches.windows(2).all(|w| w[1].0 == w[0].1 + 1), "{batches:?}");
+        assert_eq!(batches.last().map(|b| b.1), Some(log.high_watermark() - 1));
+        assert!(log.sealed_segments() >= 2, "the appends during the roll did not fit one 64 KiB file");
+        log.close().await;
+    });
+}
+
+#[test]
+fn empty_segment_takes_a_batch_bigger_than_its_file_once_segment_bytes_grew() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().to_path_buf();
+    run(async move {
+        let log = open(&path, small_config()).await;
+        let grown = LogConfig { segment_bytes: 1 << 20, max_message_bytes: 1 << 20, ..small_config() };
+        log.set_config(grown.clone());
+        let big = log.append(batch(1, 200_000), AckWait::Commit).await.expect("a batch bigger than the empty segment's 64 KiB file");
+        let next = log.append(batch(1, 10), AckWait::Commit).await.expect("append after it");
+        assert_eq!((big.base_offset, next.base_offset), (0, 1));
+        assert_eq!(read_all(&log, 0), vec![(0, 0), (1, 1)]);
+        log.close().await;
+        drop(log);
+        let log = open(&path, grown).await;
+        assert_eq!(read_all(&log, 0), vec![(0, 0), (1, 1)]);
+        log.close().await;
+    });
+}
