@@ -199,11 +199,21 @@ impl PartitionLog {
             let c = self.config.borrow();
             (c.max_message_bytes, c.segment_bytes, c.pending_max_bytes)
         };
-        let batches = batch::validate_all(&records, max_bytes)?;
-        let producer = ProducerBatch::of_request(&batches)?;
         let total_bytes = records.len();
+        let batches = match batch::validate_all(&records, max_bytes) {
+            Ok(batches) => batches,
+            Err(too_large @ batch::BatchError::TooLarge { .. }) => {
+                // Valid but over max.message.bytes: a retry of a batch stored
+                // before the limit was lowered still gets its offsets.
+                let Ok(batches) = batch::validate_all(&records, usize::MAX) else { return Err(too_large.into()) };
+                return self.answer_stored_duplicate(&batches, wait, too_large.into()).await;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let producer = ProducerBatch::of_request(&batches)?;
         if batches.iter().any(|(r, _)| r.len() as u64 > capacity) {
-            return Err(StorageError::TooLarge { bytes: total_bytes, max: capacity as usize });
+            let too_large = StorageError::TooLarge { bytes: total_bytes, max: capacity as usize };
+            return self.answer_stored_duplicate(&batches, wait, too_large).await;
         }
         // Back-pressure: a bounded amount may wait for the disk. Appends that
         // wait are served in arrival order: a later, smaller one must not
@@ -302,6 +312,19 @@ impl PartitionLog {
             }
         }
         Ok(AppendOutcome { base_offset, log_start_offset })
+    }
+
+    /// Answers a request refused by a size limit with its stored original's
+    /// offsets when it is the retry of an idempotent batch stored before the
+    /// limit was lowered; otherwise fails it with `refusal`. `batches` must be
+    /// validated (CRC included): only then are its producer fields trusted.
+    async fn answer_stored_duplicate(&self, batches: &[(std::ops::Range<usize>, batch::BatchHeader)], wait: AckWait, refusal: StorageError) -> Result<AppendOutcome, StorageError> {
+        let Ok(Some(b)) = ProducerBatch::of_request(batches) else { return Err(refusal) };
+        let verdict = self.producers.borrow().check(&b);
+        match verdict {
+            Ok(Verdict::Duplicate(original)) => self.await_duplicate(&b, original, wait).await,
+            _ => Err(refusal),
+        }
     }
 
     /// Waits until the high watermark is past `offset`, the log closes, or

@@ -577,6 +577,36 @@ mod tests {
     }
 
     #[test]
+    fn retry_of_a_stored_batch_gets_its_offsets_after_the_size_limits_were_lowered() {
+        use crate::storage::batch::BatchError;
+        use crate::storage::{LogConfig, Preallocation};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().to_path_buf();
+        glommio::LocalExecutorBuilder::default().make().expect("executor").run(async move {
+            let config = LogConfig { segment_bytes: 1 << 20, preallocation: Preallocation::Fallocate, ..LogConfig::default() };
+            let log = PartitionLog::open(path, "t".into(), 0, config).await.expect("open");
+            log.append(idempotent(0, 10), AckWait::Commit).await.expect("first");
+            assert_eq!(log.append(idempotent(1, 8000), AckWait::Commit).await.expect("big").base_offset, 1);
+            log.set_config(LogConfig { max_message_bytes: 1000, ..log.config() });
+            let retry = log.append(idempotent(1, 8000), AckWait::Commit).await.expect("retry after max.message.bytes was lowered");
+            assert_eq!(retry.base_offset, 1);
+            // A new batch of that size, or a damaged retry, is still refused.
+            assert!(matches!(log.append(idempotent(2, 8000), AckWait::Commit).await, Err(StorageError::Batch(BatchError::TooLarge { .. }))));
+            let mut damaged = idempotent(1, 8000);
+            let last = damaged.len() - 1;
+            damaged[last] ^= 1;
+            // Its header is not trusted: refused (for its size), not taken for the stored batch.
+            assert!(matches!(log.append(damaged, AckWait::Commit).await, Err(StorageError::Batch(BatchError::TooLarge { .. }))));
+            log.set_config(LogConfig { max_message_bytes: 1 << 20, segment_bytes: 4096, ..log.config() });
+            let retry = log.append(idempotent(1, 8000), AckWait::Commit).await.expect("retry after segment.bytes was lowered");
+            assert_eq!(retry.base_offset, 1);
+            assert!(matches!(log.append(idempotent(2, 8000), AckWait::Commit).await, Err(StorageError::TooLarge { .. })));
+            assert_eq!(log.high_watermark(), 2);
+            log.close().await;
+        });
+    }
+
+    #[test]
     fn snapshot_keeps_the_batches_before_its_offset() {
         let (mut t, mut end) = (ProducerStateTable::default(), 0);
         append(&mut t, &mut end, b(1, 2, 0, 3)).unwrap();
