@@ -103,7 +103,16 @@ impl PartitionLog {
         let (file, page_start, buf) = {
             let s = self.state.borrow();
             let active = &s.active;
-            assert!(active.written_bytes + run_bytes as u64 <= active.capacity_bytes, "run must fit the active segment");
+            if active.written_bytes + run_bytes as u64 > active.capacity_bytes {
+                // Appends are counted against the file they go to (see
+                // `ensure_prepared_fits`), so this is a bug; fail the queued
+                // appends (the producers retry) rather than the shard.
+                tracing::error!(topic = %self.topic, partition = self.partition, written = active.written_bytes, run_bytes, capacity = active.capacity_bytes, "queued batches overrun the active segment");
+                return Err(StorageError::io(
+                    format!("commit to {}", active.path.display()),
+                    std::io::Error::other(format!("{run_bytes} bytes queued at {} do not fit the segment's {} bytes", active.written_bytes, active.capacity_bytes)),
+                ));
+            }
             let page_start = active.tail_page_start();
             let carried = (active.written_bytes - page_start) as usize;
             let total = align_up(carried + run_bytes);
@@ -250,6 +259,10 @@ impl PartitionLog {
 
     /// Seals the active segment and makes the prepared file the new active
     /// segment starting at `base_offset`.
+    ///
+    /// An empty active segment starting at `base_offset` (its file too small
+    /// for the batch that starts the new one) is replaced instead of sealed:
+    /// the prepared file takes its name.
     async fn roll(self: &Rc<Self>, base_offset: i64) -> Result<(), StorageError> {
         // 1. Wait for (or make) the prepared file.
         loop {
@@ -274,6 +287,9 @@ impl PartitionLog {
             let a = &s.active;
             (a.file.clone(), a.path.clone(), a.written_bytes, a.base_offset, a.index.encode(a.max_timestamp_ms), a.time_index.encode())
         };
+        if written == 0 && old_base == base_offset {
+            return self.replace_empty_active(base_offset).await;
+        }
         old_file.truncate(written).await.map_err(gerr(format!("truncate {}", old_path.display())))?;
         old_file.fdatasync().await.map_err(gerr(format!("fdatasync {}", old_path.display())))?;
         let index_path = self.dir.join(segment::index_file_name(old_base));
@@ -285,9 +301,8 @@ impl PartitionLog {
             .map_err(|e| StorageError::io("write segment time index", e))?;
         // 3a. A prepared file allocated before segment.bytes grew may be too
         // small for the batches queued for the new segment: make a bigger one.
-        self.ensure_prepared_fits().await?;
         // 3. Name the prepared file after the new base offset, durably.
-        let prepared = self.state.borrow_mut().prepared.take().ok_or(StorageError::Closed)?;
+        let prepared = self.ensure_prepared_fits().await?;
         let new_path = segment::install_prepared(&self.dir, &prepared, base_offset).await?;
         let dsync = self.config.borrow().flush == FlushPolicy::Always;
         let new_file = segment::open_rw(&new_path, dsync).await?;
@@ -309,10 +324,6 @@ impl PartitionLog {
             tail_page: Box::new([0u8; PAGE_BYTES]),
         };
         let old = std::mem::replace(&mut s.active, new_active);
-        if !s.pending.iter().skip(1).any(|b| b.starts_segment) {
-            // The new segment is the one being filled: its file is now known.
-            s.filling_capacity_bytes = s.active.capacity_bytes;
-        }
         s.sealed.insert(
             old.base_offset,
             SealedSegment {
@@ -336,33 +347,72 @@ impl PartitionLog {
 }
 
 impl PartitionLog {
-    /// Makes sure the prepared file can hold the batches queued for the
-    /// segment about to start (those up to the next segment start), which
-    /// were counted against the `segment.bytes` in force when they came.
-    async fn ensure_prepared_fits(self: &Rc<Self>) -> Result<(), StorageError> {
-        let (need, have) = {
-            let s = self.state.borrow();
-            let mut need = 0u64;
-            for (i, b) in s.pending.iter().enumerate() {
-                if i > 0 && b.starts_segment {
-                    break;
+    /// Takes the prepared file for the segment about to start, making sure
+    /// it can hold the batches queued for that segment (those up to the next
+    /// segment start), which were counted against the `segment.bytes` in
+    /// force when they came (possibly more than the prepared file holds).
+    ///
+    /// If that segment is the one appends are filling, its capacity becomes
+    /// the limit for further appends before this returns, with no await in
+    /// between: appends arriving during the rest of the roll are counted
+    /// against the file they will go to, and start the next segment when it
+    /// is full.
+    async fn ensure_prepared_fits(self: &Rc<Self>) -> Result<segment::PreparedSegment, StorageError> {
+        loop {
+            {
+                let mut s = self.state.borrow_mut();
+                let mut need = 0u64;
+                let mut filling = true;
+                for (i, b) in s.pending.iter().enumerate() {
+                    if i > 0 && b.starts_segment {
+                        filling = false;
+                        break;
+                    }
+                    need += b.data.len() as u64;
                 }
-                need += b.data.len() as u64;
+                let have = s.prepared.as_ref().map_or(0, |p| p.capacity_bytes);
+                if need <= have {
+                    if filling {
+                        s.filling_capacity_bytes = have;
+                    }
+                    return s.prepared.take().ok_or(StorageError::Closed);
+                }
+                s.prepared = None;
+                drop(s);
+                let (segment_bytes, mode) = {
+                    let c = self.config.borrow();
+                    (c.segment_bytes, c.preallocation)
+                };
+                let capacity = align_up(need.max(segment_bytes) as usize) as u64;
+                tracing::info!(topic = %self.topic, partition = self.partition, had = have, capacity, "preparing a larger next segment (segment.bytes changed)");
+                // Appends may keep coming while it is made: checked again above.
+                let prepared = segment::prepare_next(&self.dir, capacity, mode).await?;
+                self.state.borrow_mut().prepared = Some(prepared);
             }
-            (need, s.prepared.as_ref().map_or(0, |p| p.capacity_bytes))
-        };
-        if need <= have {
-            return Ok(());
         }
-        let (segment_bytes, mode) = {
-            let c = self.config.borrow();
-            (c.segment_bytes, c.preallocation)
+    }
+
+    /// Replaces the empty active segment at `base_offset` with the prepared
+    /// file (made big enough for the batch that starts it): the rename
+    /// atomically puts the new file under the same name.
+    async fn replace_empty_active(self: &Rc<Self>, base_offset: i64) -> Result<(), StorageError> {
+        let prepared = self.ensure_prepared_fits().await?;
+        tracing::info!(topic = %self.topic, partition = self.partition, base_offset, capacity = prepared.capacity_bytes, "replacing the empty active segment with a larger one for a batch bigger than its file");
+        let new_path = segment::install_prepared(&self.dir, &prepared, base_offset).await?;
+        let dsync = self.config.borrow().flush == FlushPolicy::Always;
+        let new_file = segment::open_rw(&new_path, dsync).await?;
+        let new_data = segment::map_file(&new_path, prepared.capacity_bytes)?;
+        let old_file = {
+            let mut s = self.state.borrow_mut();
+            let active = &mut s.active;
+            active.capacity_bytes = prepared.capacity_bytes;
+            active.data = new_data;
+            active.path = new_path;
+            std::mem::replace(&mut active.file, Rc::new(new_file))
         };
-        let capacity = align_up(need.max(segment_bytes) as usize) as u64;
-        tracing::info!(topic = %self.topic, partition = self.partition, had = have, capacity, "preparing a larger next segment (segment.bytes changed)");
-        self.state.borrow_mut().prepared = None;
-        let prepared = segment::prepare_next(&self.dir, capacity, mode).await?;
-        self.state.borrow_mut().prepared = Some(prepared);
+        if let Ok(f) = Rc::try_unwrap(old_file) {
+            let _ = f.close().await;
+        }
         Ok(())
     }
 }

@@ -32,9 +32,30 @@ fn decode(bytes: &[u8]) -> Option<i64> {
     (bytes.len() == 12 && crc32c::crc32c(&body) == crc).then(|| i64::from_be_bytes(body))
 }
 
-/// The segment files (log, offset index, time index) of the segment at `base`.
-pub(crate) fn segment_files(dir: &Path, base: i64) -> [PathBuf; 3] {
-    [dir.join(segment::log_file_name(base)), dir.join(segment::index_file_name(base)), dir.join(segment::time_index_file_name(base))]
+/// The files of the segment at `base`: log, offset index, time index, and
+/// the producer state snapshot taken when the log rolled to it (useless
+/// without the segment). Every path deleting a segment deletes all of them.
+pub(crate) fn segment_files(dir: &Path, base: i64) -> [PathBuf; 4] {
+    [
+        dir.join(segment::log_file_name(base)),
+        dir.join(segment::index_file_name(base)),
+        dir.join(segment::time_index_file_name(base)),
+        dir.join(super::producer_state::snapshot_file_name(base)),
+    ]
+}
+
+/// Deletes every file of the segments at `bases` (blocking: run it on a
+/// helper thread). A file already gone is not an error.
+pub(crate) fn remove_segments(dir: &Path, bases: &[i64]) -> std::io::Result<()> {
+    for &base in bases {
+        for file in segment_files(dir, base) {
+            match std::fs::remove_file(&file) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The log start offset at open (see the module doc); removes sealed
@@ -120,17 +141,7 @@ impl PartitionLog {
         // 3. Space back. Readers holding slices keep their maps alive.
         if !doomed.is_empty() {
             let dir = self.dir.clone();
-            segment::blocking(move || {
-                for base in doomed {
-                    for file in segment_files(&dir, base) {
-                        match std::fs::remove_file(&file) {
-                            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-                            _ => {}
-                        }
-                    }
-                }
-                Ok(())
-            })
+            segment::blocking(move || remove_segments(&dir, &doomed))
             .await
             .map_err(|e| StorageError::io(format!("delete segments in {}", self.dir.display()), e))?;
             segment::sync_dir(&self.dir).await?;

@@ -52,8 +52,9 @@ pub(crate) struct LogState {
     pub enqueued_segment_bytes: u64,
     /// Capacity of the segment file that the bytes counted in
     /// `enqueued_segment_bytes` go to; `u64::MAX` while that segment is still
-    /// to be rolled (the roll sizes its file to fit). Keeps a grown
-    /// `segment.bytes` from overfilling an already allocated file.
+    /// to be rolled, until the roll has picked a file big enough for what is
+    /// queued (`ensure_prepared_fits`). Keeps a grown `segment.bytes` from
+    /// overfilling an already allocated file.
     pub filling_capacity_bytes: u64,
     pub pending: VecDeque<PendingBatch>,
     pub pending_bytes: usize,
@@ -198,11 +199,21 @@ impl PartitionLog {
             let c = self.config.borrow();
             (c.max_message_bytes, c.segment_bytes, c.pending_max_bytes)
         };
-        let batches = batch::validate_all(&records, max_bytes)?;
-        let producer = ProducerBatch::of_request(&batches)?;
         let total_bytes = records.len();
+        let batches = match batch::validate_all(&records, max_bytes) {
+            Ok(batches) => batches,
+            Err(too_large @ batch::BatchError::TooLarge { .. }) => {
+                // Valid but over max.message.bytes: a retry of a batch stored
+                // before the limit was lowered still gets its offsets.
+                let Ok(batches) = batch::validate_all(&records, usize::MAX) else { return Err(too_large.into()) };
+                return self.answer_stored_duplicate(&batches, wait, too_large.into()).await;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let producer = ProducerBatch::of_request(&batches)?;
         if batches.iter().any(|(r, _)| r.len() as u64 > capacity) {
-            return Err(StorageError::TooLarge { bytes: total_bytes, max: capacity as usize });
+            let too_large = StorageError::TooLarge { bytes: total_bytes, max: capacity as usize };
+            return self.answer_stored_duplicate(&batches, wait, too_large).await;
         }
         // Back-pressure: a bounded amount may wait for the disk. Appends that
         // wait are served in arrival order: a later, smaller one must not
@@ -246,10 +257,6 @@ impl PartitionLog {
         }
         let (tx, rx) = oneshot::channel();
         let mut state = self.state.borrow_mut();
-        let limit = capacity.min(state.filling_capacity_bytes);
-        if state.enqueued_segment_bytes == 0 && batches.first().is_some_and(|(r, _)| r.len() as u64 > limit) {
-            return Err(StorageError::TooLarge { bytes: total_bytes, max: limit as usize });
-        }
         let base_offset = state.log_end_offset;
         let mut next_offset = base_offset;
         for (range, header) in &batches {
@@ -261,7 +268,11 @@ impl PartitionLog {
         let mut offset = base_offset;
         for (i, (range, header)) in batches.into_iter().enumerate() {
             let len = range.len() as u64;
-            let starts_segment = state.enqueued_segment_bytes > 0 && state.enqueued_segment_bytes + len > capacity.min(state.filling_capacity_bytes);
+            // Every batch fits `capacity` (checked above). With nothing
+            // enqueued, the segment being filled is the empty active one,
+            // whose file may be smaller (segment.bytes grew): the roll then
+            // replaces it with one big enough.
+            let starts_segment = state.enqueued_segment_bytes + len > capacity.min(state.filling_capacity_bytes);
             if starts_segment {
                 state.enqueued_segment_bytes = 0;
                 state.filling_capacity_bytes = u64::MAX;
@@ -301,6 +312,19 @@ impl PartitionLog {
             }
         }
         Ok(AppendOutcome { base_offset, log_start_offset })
+    }
+
+    /// Answers a request refused by a size limit with its stored original's
+    /// offsets when it is the retry of an idempotent batch stored before the
+    /// limit was lowered; otherwise fails it with `refusal`. `batches` must be
+    /// validated (CRC included): only then are its producer fields trusted.
+    async fn answer_stored_duplicate(&self, batches: &[(std::ops::Range<usize>, batch::BatchHeader)], wait: AckWait, refusal: StorageError) -> Result<AppendOutcome, StorageError> {
+        let Ok(Some(b)) = ProducerBatch::of_request(batches) else { return Err(refusal) };
+        let verdict = self.producers.borrow().check(&b);
+        match verdict {
+            Ok(Verdict::Duplicate(original)) => self.await_duplicate(&b, original, wait).await,
+            _ => Err(refusal),
+        }
     }
 
     /// Waits until the high watermark is past `offset`, the log closes, or

@@ -119,7 +119,8 @@ pub struct BatchMeta {
 #[derive(Debug)]
 struct ProducerEntry {
     epoch: i16,
-    /// Oldest first; never empty while the entry is in the table.
+    /// Oldest first; empty once a rollback removed all of them (the entry
+    /// stays, so its epoch still fences older ones).
     batches: VecDeque<BatchMeta>,
     /// Key of this entry in `by_use`.
     last_use: u64,
@@ -187,7 +188,11 @@ impl ProducerStateTable {
         if let Some(dup) = entry.batches.iter().find(|m| m.first_seq == b.first_seq && m.last_seq == b.last_seq) {
             return Ok(Verdict::Duplicate(*dup));
         }
-        let last = entry.batches.back().map(|m| m.last_seq).unwrap_or(-1);
+        // No batch left (all rolled back): as for an unknown producer, any
+        // sequence of the current epoch is accepted.
+        let Some(last) = entry.batches.back().map(|m| m.last_seq) else {
+            return Ok(Verdict::Append);
+        };
         let expected = if last == i32::MAX { 0 } else { last + 1 };
         if b.first_seq != expected {
             return Err(ProducerError::OutOfOrder { producer_id: b.producer_id, epoch: b.epoch, expected, found: b.first_seq });
@@ -225,22 +230,15 @@ impl ProducerStateTable {
     }
 
     /// Forgets every remembered batch at or after `from_offset` (their commit
-    /// failed and the log end went back to `from_offset`). Producers left with
-    /// no batch are forgotten.
+    /// failed and the log end went back to `from_offset`). A producer left
+    /// with no batch keeps its entry and epoch: a zombie on an older epoch is
+    /// still fenced.
     pub fn rollback(&mut self, from_offset: i64) {
         self.rollbacks += 1;
-        let mut emptied = Vec::new();
-        for (&id, entry) in self.producers.iter_mut() {
+        for entry in self.producers.values_mut() {
             while entry.batches.back().is_some_and(|m| m.last_offset >= from_offset) {
                 entry.batches.pop_back();
             }
-            if entry.batches.is_empty() {
-                emptied.push((id, entry.last_use));
-            }
-        }
-        for (id, tick) in emptied {
-            self.producers.remove(&id);
-            self.by_use.remove(&tick);
         }
     }
 
@@ -527,8 +525,21 @@ mod tests {
         append(&mut t, &mut end, b(9, 0, 0, 1)).unwrap();
         t.rollback(2);
         end = 2;
-        assert_eq!(t.len(), 1, "producer 9 had only the failed batch");
         assert_eq!(append(&mut t, &mut end, b(1, 0, 2, 2)), Ok(2));
+        // Producer 9 had only the failed batch: its retry is appended.
+        assert_eq!(append(&mut t, &mut end, b(9, 0, 0, 1)), Ok(4));
+    }
+
+    #[test]
+    fn rollback_of_all_batches_keeps_the_epoch_fencing_older_ones() {
+        let (mut t, mut end) = (ProducerStateTable::default(), 0);
+        append(&mut t, &mut end, b(9, 3, 0, 2)).unwrap();
+        t.rollback(0);
+        assert!(matches!(t.check(&b(9, 2, 0, 1)), Err(ProducerError::FencedEpoch { current_epoch: 3, .. })), "a zombie on epoch 2 must stay fenced");
+        // The current epoch's retry (at whatever sequence) is appended again.
+        assert_eq!(t.check(&b(9, 3, 0, 2)), Ok(Verdict::Append));
+        assert_eq!(t.check(&b(9, 3, 5, 1)), Ok(Verdict::Append));
+        assert!(matches!(t.check(&b(9, 4, 1, 1)), Err(ProducerError::NewEpochNotAtZero { .. })));
     }
 
     fn idempotent(first_seq: i32, value_bytes: usize) -> bytes::BytesMut {
@@ -561,6 +572,36 @@ mod tests {
             let small = log.append(idempotent(2, 10), AckWait::Commit).await.expect("small batch after the big one");
             let big = big.await.expect("big batch");
             assert_eq!((big.base_offset, small.base_offset), (1, 2));
+            log.close().await;
+        });
+    }
+
+    #[test]
+    fn retry_of_a_stored_batch_gets_its_offsets_after_the_size_limits_were_lowered() {
+        use crate::storage::batch::BatchError;
+        use crate::storage::{LogConfig, Preallocation};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().to_path_buf();
+        glommio::LocalExecutorBuilder::default().make().expect("executor").run(async move {
+            let config = LogConfig { segment_bytes: 1 << 20, preallocation: Preallocation::Fallocate, ..LogConfig::default() };
+            let log = PartitionLog::open(path, "t".into(), 0, config).await.expect("open");
+            log.append(idempotent(0, 10), AckWait::Commit).await.expect("first");
+            assert_eq!(log.append(idempotent(1, 8000), AckWait::Commit).await.expect("big").base_offset, 1);
+            log.set_config(LogConfig { max_message_bytes: 1000, ..log.config() });
+            let retry = log.append(idempotent(1, 8000), AckWait::Commit).await.expect("retry after max.message.bytes was lowered");
+            assert_eq!(retry.base_offset, 1);
+            // A new batch of that size, or a damaged retry, is still refused.
+            assert!(matches!(log.append(idempotent(2, 8000), AckWait::Commit).await, Err(StorageError::Batch(BatchError::TooLarge { .. }))));
+            let mut damaged = idempotent(1, 8000);
+            let last = damaged.len() - 1;
+            damaged[last] ^= 1;
+            // Its header is not trusted: refused (for its size), not taken for the stored batch.
+            assert!(matches!(log.append(damaged, AckWait::Commit).await, Err(StorageError::Batch(BatchError::TooLarge { .. }))));
+            log.set_config(LogConfig { max_message_bytes: 1 << 20, segment_bytes: 4096, ..log.config() });
+            let retry = log.append(idempotent(1, 8000), AckWait::Commit).await.expect("retry after segment.bytes was lowered");
+            assert_eq!(retry.base_offset, 1);
+            assert!(matches!(log.append(idempotent(2, 8000), AckWait::Commit).await, Err(StorageError::TooLarge { .. })));
+            assert_eq!(log.high_watermark(), 2);
             log.close().await;
         });
     }

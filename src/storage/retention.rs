@@ -3,6 +3,7 @@
 //! `retention.ms`. The active segment is never deleted. Readers holding slices
 //! of a deleted segment keep its map (and so its data) until they drop them.
 
+use super::delete_records::remove_segments;
 use super::log::PartitionLog;
 use super::segment;
 use super::{now_ms, StorageError};
@@ -16,7 +17,6 @@ impl PartitionLog {
         };
         let now = now_ms();
         let mut doomed = Vec::new();
-        let mut doomed_time_indexes = Vec::new();
         {
             let mut s = self.state.borrow_mut();
             let mut total: u64 = s.sealed.values().map(|seg| seg.size_bytes()).sum::<u64>() + s.active.written_bytes;
@@ -28,9 +28,8 @@ impl PartitionLog {
                 }
                 total -= seg.size_bytes();
                 let next = seg.next_offset;
-                if let Some(seg) = s.sealed.remove(&base) {
-                    doomed.push((seg.path.clone(), self.dir.join(segment::index_file_name(base))));
-                    doomed_time_indexes.push(self.dir.join(segment::time_index_file_name(base)));
+                if s.sealed.remove(&base).is_some() {
+                    doomed.push(base);
                 }
                 // DeleteRecords may already have moved the start further.
                 s.log_start_offset = s.log_start_offset.max(next);
@@ -46,18 +45,10 @@ impl PartitionLog {
         }
         let count = doomed.len();
         tracing::info!(topic = %self.topic, partition = self.partition, segments = count, log_start_offset = self.offsets().log_start_offset, "retention deleted segments");
-        segment::blocking(move || {
-            for (log, index) in doomed {
-                std::fs::remove_file(&log)?;
-                let _ = std::fs::remove_file(&index);
-            }
-            for time_index in doomed_time_indexes {
-                let _ = std::fs::remove_file(&time_index);
-            }
-            Ok::<(), std::io::Error>(())
-        })
-        .await
-        .map_err(|e| StorageError::io("delete segment", e))?;
+        let dir = self.dir.clone();
+        segment::blocking(move || remove_segments(&dir, &doomed))
+            .await
+            .map_err(|e| StorageError::io(format!("delete segments in {}", self.dir.display()), e))?;
         segment::sync_dir(&self.dir).await?;
         Ok(count)
     }
@@ -77,8 +68,8 @@ impl PartitionLog {
                 if next > offset {
                     break;
                 }
-                if let Some(seg) = s.sealed.remove(&base) {
-                    doomed.push((seg.path.clone(), self.dir.join(segment::index_file_name(base))));
+                if s.sealed.remove(&base).is_some() {
+                    doomed.push(base);
                 }
                 s.log_start_offset = next;
                 while s.tail.front().is_some_and(|b| b.base_offset < next) {
@@ -92,15 +83,10 @@ impl PartitionLog {
             return Ok(0);
         }
         let count = doomed.len();
-        segment::blocking(move || {
-            for (log, index) in doomed {
-                std::fs::remove_file(&log)?;
-                let _ = std::fs::remove_file(&index);
-            }
-            Ok::<(), std::io::Error>(())
-        })
-        .await
-        .map_err(|e| StorageError::io("delete segment", e))?;
+        let dir = self.dir.clone();
+        segment::blocking(move || remove_segments(&dir, &doomed))
+            .await
+            .map_err(|e| StorageError::io(format!("delete segments in {}", self.dir.display()), e))?;
         segment::sync_dir(&self.dir).await?;
         Ok(count)
     }

@@ -181,3 +181,127 @@ fn zero_preallocation_writes_the_whole_segment_before_use() {
         log.close().await;
     });
 }
+
+/// Files in `dir` named after a segment base below `start` (any extension).
+fn files_below(dir: &Path, start: i64) -> Vec<String> {
+    let mut found: Vec<String> = std::fs::read_dir(dir)
+        .expect("list")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.get(..20).and_then(|d| d.parse::<i64>().ok()).is_some_and(|base| base < start))
+        .collect();
+    found.sort();
+    found
+}
+
+/// A log of several segments whose last sealed one has a producer snapshot.
+async fn several_segments_with_snapshots(path: &Path, config: LogConfig) -> Rc<PartitionLog> {
+    let log = open(path, config).await;
+    for _ in 0..100 {
+        log.append(batch(2, 1000), AckWait::Commit).await.expect("append");
+    }
+    let last_sealed = *log.state.borrow().sealed.keys().next_back().expect("sealed segments");
+    let snapshot = path.join(super::producer_state::snapshot_file_name(last_sealed));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !snapshot.exists() {
+        assert!(std::time::Instant::now() < deadline, "no snapshot at {}", snapshot.display());
+        glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    log
+}
+
+#[test]
+fn retention_deletes_every_file_of_its_segments() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().to_path_buf();
+    run(async move {
+        let log = several_segments_with_snapshots(&path, LogConfig { retention_bytes: 0, ..small_config() }).await;
+        let sealed = log.sealed_segments();
+        assert_eq!(log.enforce_retention().await.expect("retention"), sealed);
+        assert_eq!(files_below(&path, log.offsets().log_start_offset), Vec::<String>::new());
+        log.close().await;
+    });
+}
+
+#[test]
+fn delete_segments_below_deletes_every_file_of_its_segments() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().to_path_buf();
+    run(async move {
+        let log = several_segments_with_snapshots(&path, small_config()).await;
+        let sealed = log.sealed_segments();
+        assert_eq!(log.delete_segments_below(log.high_watermark()).await.expect("delete"), sealed);
+        assert_eq!(files_below(&path, log.offsets().log_start_offset), Vec::<String>::new());
+        log.close().await;
+    });
+}
+
+#[test]
+fn appends_during_a_roll_after_segment_bytes_grew_go_to_the_next_segment_when_the_new_file_is_full() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().to_path_buf();
+    run(async move {
+        let log = open(&path, small_config()).await;
+        // Fill the 64 KiB segment until the next batch starts a new one.
+        let one = batch(1, 4000).len() as u64;
+        while log.state.borrow().enqueued_segment_bytes + one <= 64 * 1024 {
+            log.append(batch(1, 4000), AckWait::Commit).await.expect("fill");
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while log.state.borrow().prepared.is_none() {
+            assert!(std::time::Instant::now() < deadline, "the next segment was never prepared");
+            glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        // While the roll installs the prepared (64 KiB) file: segment.bytes
+        // grows and more than 64 KiB of appends arrive.
+        let injector = glommio::spawn_local({
+            let log = log.clone();
+            async move {
+                while std::time::Instant::now() < deadline {
+                    let in_roll = {
+                        let s = log.state.borrow();
+                        s.pending.front().is_some_and(|b| b.starts_segment) && s.prepared.is_none() && !log.preparing.get()
+                    };
+                    if in_roll {
+                        log.set_config(LogConfig { segment_bytes: 1 << 20, ..log.config() });
+                        for _ in 0..40 {
+                            log.append(batch(1, 4000), AckWait::None).await.expect("append during the roll");
+                        }
+                        return true;
+                    }
+                    glommio::timer::sleep(std::time::Duration::from_micros(20)).await;
+                }
+                false
+            }
+        });
+        log.append(batch(1, 4000), AckWait::Commit).await.expect("the append that rolls");
+        assert!(injector.await, "no append landed during the roll");
+        // Commits go in order: once this one is acknowledged, all are written.
+        log.append(batch(1, 10), AckWait::Commit).await.expect("append after the roll");
+        let batches = read_all(&log, 0);
+        assert!(batches.windows(2).all(|w| w[1].0 == w[0].1 + 1), "{batches:?}");
+        assert_eq!(batches.last().map(|b| b.1), Some(log.high_watermark() - 1));
+        assert!(log.sealed_segments() >= 2, "the appends during the roll did not fit one 64 KiB file");
+        log.close().await;
+    });
+}
+
+#[test]
+fn empty_segment_takes_a_batch_bigger_than_its_file_once_segment_bytes_grew() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().to_path_buf();
+    run(async move {
+        let log = open(&path, small_config()).await;
+        let grown = LogConfig { segment_bytes: 1 << 20, max_message_bytes: 1 << 20, ..small_config() };
+        log.set_config(grown.clone());
+        let big = log.append(batch(1, 200_000), AckWait::Commit).await.expect("a batch bigger than the empty segment's 64 KiB file");
+        let next = log.append(batch(1, 10), AckWait::Commit).await.expect("append after it");
+        assert_eq!((big.base_offset, next.base_offset), (0, 1));
+        assert_eq!(read_all(&log, 0), vec![(0, 0), (1, 1)]);
+        log.close().await;
+        drop(log);
+        let log = open(&path, grown).await;
+        assert_eq!(read_all(&log, 0), vec![(0, 0), (1, 1)]);
+        log.close().await;
+    });
+}
