@@ -1,6 +1,7 @@
 //! Storage benchmarks on the real filesystem (the current directory's, or
 //! `RINGMQ_BENCH_DIR`): preallocation methods, durable append latency and
-//! throughput, and the fetch read path. Compare with fio (README, Performance).
+//! throughput (segments preallocated as `RINGMQ_BENCH_PREALLOCATION` says,
+//! default the broker's), and the fetch read path. Compare with fio (README, Performance).
 
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -57,8 +58,13 @@ fn preallocation(c: &mut Criterion) {
     group.finish();
 }
 
+/// The append benches' log: 64 MiB segments, preallocated the broker's way
+/// unless `RINGMQ_BENCH_PREALLOCATION` says `zero` or `fallocate`.
 async fn open_log(dir: &std::path::Path) -> Rc<PartitionLog> {
-    let config = LogConfig { segment_bytes: 64 << 20, ..LogConfig::default() };
+    let mut config = LogConfig { segment_bytes: 64 << 20, ..LogConfig::default() };
+    if let Ok(mode) = std::env::var("RINGMQ_BENCH_PREALLOCATION") {
+        config.preallocation = mode.parse().unwrap_or_else(|e| panic!("RINGMQ_BENCH_PREALLOCATION: {e}"));
+    }
     PartitionLog::open(dir.to_path_buf(), "bench".into(), 0, config).await.expect("open")
 }
 
