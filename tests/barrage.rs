@@ -169,19 +169,6 @@ fn malformed_barrage_never_disturbs_a_well_behaved_producer() {
     assert!(broker.log().contains("frame not received within"), "half-open connections should be logged as timed out");
 }
 
-fn scrape(broker: &Broker) -> String {
-    let log = broker.log();
-    let addr = log.lines().rev().find_map(|l| l.split("metrics=").nth(1)).map(|s| s.split_whitespace().next().unwrap_or_default().to_string()).expect("metrics address in broker.log");
-    let mut s = TcpStream::connect(&addr).expect("connect metrics");
-    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").expect("request");
-    let mut text = String::new();
-    s.read_to_string(&mut text).expect("response");
-    let (head, body) = text.split_once("\r\n\r\n").expect("http response");
-    assert!(head.starts_with("HTTP/1.0 200"), "{head}");
-    body.to_string()
-}
-
 /// Checks the Prometheus text format line by line and returns the samples.
 fn parse_prometheus(text: &str) -> Vec<(String, f64)> {
     let mut samples = Vec::new();
@@ -228,7 +215,7 @@ fn total(samples: &[(String, f64)], name: &str) -> f64 {
 fn metrics_parse_as_prometheus_text_and_counters_move_with_traffic() {
     let broker = Broker::start(BrokerOpts::default());
     let addr = broker.addr();
-    let before = parse_prometheus(&scrape(&broker));
+    let before = parse_prometheus(&broker.metrics());
     let topic = unique_topic("metrics");
     create_topic(&addr, &topic, 2, &[]);
     let producer = producer(&addr, &[]);
@@ -237,7 +224,7 @@ fn metrics_parse_as_prometheus_text_and_counters_move_with_traffic() {
     for p in 0..2 {
         assert_eq!(read_all(&addr, &topic, p, Duration::from_secs(30)).len(), 250);
     }
-    let after = parse_prometheus(&scrape(&broker));
+    let after = parse_prometheus(&broker.metrics());
     for counter in ["ringmq_requests_total", "ringmq_produce_bytes_total", "ringmq_fetch_bytes_total", "ringmq_connections_accepted_total"] {
         assert!(total(&after, counter) > total(&before, counter), "{counter} did not move: {} -> {}", total(&before, counter), total(&after, counter));
     }

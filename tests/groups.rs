@@ -42,14 +42,7 @@ fn produce_round(addr: &str, topic: &str, partitions: i32, per_partition: usize,
 
 /// Sum over shards of a metric from `GET /metrics` (address from broker.log).
 fn metric_sum(broker: &Broker, name: &str) -> u64 {
-    use std::io::{Read, Write};
-    let log = broker.log();
-    let addr = log.lines().rev().find_map(|l| l.split("metrics=").nth(1)).and_then(|s| s.split_whitespace().next()).expect("metrics address in broker.log").to_string();
-    let mut s = std::net::TcpStream::connect(&addr).expect("connect metrics");
-    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").expect("write");
-    let mut body = String::new();
-    s.read_to_string(&mut body).expect("read metrics");
-    body.lines().filter(|l| l.starts_with(&format!("{name}{{"))).filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok()).sum()
+    broker.metrics().lines().filter(|l| l.starts_with(&format!("{name}{{"))).filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok()).sum()
 }
 
 fn assigned(c: &BaseConsumer) -> Vec<i32> {

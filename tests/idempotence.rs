@@ -305,26 +305,9 @@ fn producer_state_before_deleted_segments_is_restored_from_the_roll_snapshot() {
     assert_eq!(high_watermark(&addr, &topic), end);
 }
 
-/// `GET /metrics` from the address the broker logged last.
-fn metrics(broker: &Broker) -> String {
-    let log = broker.log();
-    let addr = log
-        .lines()
-        .rev()
-        .find_map(|l| l.split("metrics=").nth(1))
-        .map(|s| s.split_whitespace().next().unwrap_or_default().to_string())
-        .expect("metrics address in broker.log");
-    let mut s = TcpStream::connect(&addr).expect("connect metrics");
-    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").expect("write");
-    let mut body = String::new();
-    s.read_to_string(&mut body).expect("read metrics");
-    body
-}
-
 /// Shards that counted at least one request.
 fn shards_with_requests(broker: &Broker) -> BTreeSet<String> {
-    metrics(broker)
+    broker.metrics()
         .lines()
         .filter(|l| l.starts_with("ringmq_requests_total{"))
         .filter(|l| l.rsplit(' ').next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) > 0)

@@ -5,7 +5,7 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -28,23 +28,6 @@ fn parse_cpu_list(list: &str) -> Vec<usize> {
         }
     }
     out
-}
-
-/// `GET /metrics` from the address the broker logged.
-fn metrics(broker: &Broker) -> String {
-    let log = broker.log();
-    let addr = log
-        .lines()
-        .rev()
-        .find_map(|l| l.split("metrics=").nth(1))
-        .map(|s| s.split_whitespace().next().unwrap_or_default().to_string())
-        .expect("metrics address in broker.log");
-    let mut s = std::net::TcpStream::connect(&addr).expect("connect metrics");
-    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").expect("write");
-    let mut body = String::new();
-    s.read_to_string(&mut body).expect("read metrics");
-    body
 }
 
 /// Sums of a metric family by its `shard` label.
@@ -88,7 +71,7 @@ fn partitions_of_one_topic_are_owned_by_both_shards() {
     let broker = Broker::start(BrokerOpts::default().arg("--cores").arg("2"));
     let topic = unique_topic("spread");
     create_topic(&broker.addr(), &topic, 8, &[]);
-    let m = metrics(&broker);
+    let m = broker.metrics();
     let owners: BTreeSet<String> = m
         .lines()
         .filter(|l| l.starts_with("ringmq_partition_high_watermark{") && l.contains(&format!("topic=\"{topic}\"")))
@@ -124,7 +107,7 @@ fn eight_partitions_through_one_connection_land_in_order_and_every_shard_reads_t
             }
         }
     }
-    let m = metrics(&broker);
+    let m = broker.metrics();
     let hops = by_shard(&m, "ringmq_cross_shard_hops_total");
     let requests = by_shard(&m, "ringmq_requests_total");
     assert!(requests.values().all(|&r| r > 0) && requests.len() == 2, "both shards must have served connections: {requests:?}");

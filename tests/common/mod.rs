@@ -216,6 +216,28 @@ impl Broker {
         s
     }
 
+    /// The body of `GET /metrics` (Prometheus text) from the metrics address
+    /// the broker logged last; panics unless the answer is `200`.
+    pub fn metrics(&self) -> String {
+        use std::io::Write;
+        let log = self.log();
+        let addr = log
+            .lines()
+            .rev()
+            .find_map(|l| l.split("metrics=").nth(1))
+            .and_then(|s| s.split_whitespace().next())
+            .expect("metrics address in broker.log")
+            .to_string();
+        let mut s = std::net::TcpStream::connect(&addr).expect("connect metrics");
+        s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").expect("request");
+        let mut text = String::new();
+        s.read_to_string(&mut text).expect("response");
+        let (head, body) = text.split_once("\r\n\r\n").expect("http response");
+        assert!(head.starts_with("HTTP/1.0 200"), "{head}");
+        body.to_string()
+    }
+
     /// The last `n` lines of broker.log.
     pub fn log_tail(&self, n: usize) -> String {
         let log = self.log();
