@@ -4,7 +4,7 @@
 //! of a deleted segment keep its map (and so its data) until they drop them.
 
 use super::delete_records::remove_segments;
-use super::log::PartitionLog;
+use super::log::{LogState, PartitionLog};
 use super::segment;
 use super::{now_ms, StorageError};
 
@@ -28,15 +28,8 @@ impl PartitionLog {
                 }
                 total -= seg.size_bytes();
                 let next = seg.next_offset;
-                if s.sealed.remove(&base).is_some() {
+                if retire_oldest(&mut s, base, next) {
                     doomed.push(base);
-                }
-                // DeleteRecords may already have moved the start further.
-                s.log_start_offset = s.log_start_offset.max(next);
-                while s.tail.front().is_some_and(|b| b.base_offset < next) {
-                    if let Some(b) = s.tail.pop_front() {
-                        s.tail_bytes -= b.data.len();
-                    }
                 }
             }
         }
@@ -45,13 +38,33 @@ impl PartitionLog {
         }
         let count = doomed.len();
         tracing::info!(topic = %self.topic, partition = self.partition, segments = count, log_start_offset = self.offsets().log_start_offset, "retention deleted segments");
+        self.remove_retired(doomed).await?;
+        Ok(count)
+    }
+
+    /// Deletes the files of segments already retired from the log's view.
+    async fn remove_retired(&self, doomed: Vec<i64>) -> Result<(), StorageError> {
         let dir = self.dir.clone();
         segment::blocking(move || remove_segments(&dir, &doomed))
             .await
             .map_err(|e| StorageError::io(format!("delete segments in {}", self.dir.display()), e))?;
-        segment::sync_dir(&self.dir).await?;
-        Ok(count)
+        segment::sync_dir(&self.dir).await
     }
+}
+
+/// Takes the oldest sealed segment `base` (offsets below `next`) out of the
+/// log's view: the log start moves past it (never backwards: DeleteRecords
+/// may already have moved it further) and the tail cache forgets it.
+/// Returns whether the segment was there.
+fn retire_oldest(s: &mut LogState, base: i64, next: i64) -> bool {
+    let was_sealed = s.sealed.remove(&base).is_some();
+    s.log_start_offset = s.log_start_offset.max(next);
+    while s.tail.front().is_some_and(|b| b.base_offset < next) {
+        if let Some(b) = s.tail.pop_front() {
+            s.tail_bytes -= b.data.len();
+        }
+    }
+    was_sealed
 }
 
 impl PartitionLog {
@@ -68,14 +81,8 @@ impl PartitionLog {
                 if next > offset {
                     break;
                 }
-                if s.sealed.remove(&base).is_some() {
+                if retire_oldest(&mut s, base, next) {
                     doomed.push(base);
-                }
-                s.log_start_offset = next;
-                while s.tail.front().is_some_and(|b| b.base_offset < next) {
-                    if let Some(b) = s.tail.pop_front() {
-                        s.tail_bytes -= b.data.len();
-                    }
                 }
             }
         }
@@ -83,11 +90,7 @@ impl PartitionLog {
             return Ok(0);
         }
         let count = doomed.len();
-        let dir = self.dir.clone();
-        segment::blocking(move || remove_segments(&dir, &doomed))
-            .await
-            .map_err(|e| StorageError::io(format!("delete segments in {}", self.dir.display()), e))?;
-        segment::sync_dir(&self.dir).await?;
+        self.remove_retired(doomed).await?;
         Ok(count)
     }
 
