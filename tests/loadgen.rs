@@ -7,8 +7,8 @@
 //! `ringmq-loadgen` file beside it, which `cargo build --release --workspace`
 //! (run by tests/run) builds. A missing load generator fails the tests.
 //!
-//! Self-contained on purpose (std only): JSON, .hgrm and SVG are checked with
-//! the small parsers at the end of this file.
+//! summary.json is read with serde_json; .hgrm and SVG are checked with the
+//! small parsers at the end of this file.
 
 use std::fs;
 use std::io::{BufRead, BufReader};
@@ -204,7 +204,7 @@ fn describe(out: &Output) -> String {
 fn read_summary(dir: &Path) -> Json {
     let path = dir.join("summary.json");
     let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    Json::parse(&text).unwrap_or_else(|e| panic!("{} is not valid JSON: {e}\n{text}", path.display()))
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not valid JSON: {e}\n{text}", path.display()))
 }
 
 fn within_pct(value: f64, target: f64, pct: f64) -> bool {
@@ -741,173 +741,18 @@ fn entities_ok(s: &str) -> bool {
     true
 }
 
-/// A small JSON value and parser, enough to read summary.json strictly.
-#[derive(Debug, PartialEq)]
-enum Json {
-    Null,
-    Bool(bool),
-    Num(f64),
-    Str(String),
-    Arr(Vec<Json>),
-    Obj(Vec<(String, Json)>),
+/// summary.json as read by the tests: serde_json's value (strict JSON), and
+/// the one accessor the checks use most.
+type Json = serde_json::Value;
+
+trait NumField {
+    /// The number under `key` of an object.
+    fn num(&self, key: &str) -> Option<f64>;
 }
 
-impl Json {
-    fn parse(text: &str) -> Result<Json, String> {
-        let mut p = JsonParser { s: text.as_bytes(), i: 0 };
-        let v = p.value()?;
-        p.ws();
-        if p.i != p.s.len() {
-            return Err(format!("trailing data at byte {}", p.i));
-        }
-        Ok(v)
-    }
-    fn get(&self, key: &str) -> Option<&Json> {
-        match self {
-            Json::Obj(fields) => fields.iter().find(|(k, _)| k == key).map(|(_, v)| v),
-            _ => None,
-        }
-    }
+impl NumField for Json {
     fn num(&self, key: &str) -> Option<f64> {
-        match self.get(key) {
-            Some(Json::Num(n)) => Some(*n),
-            _ => None,
-        }
-    }
-    fn as_str(&self) -> Option<&str> {
-        match self {
-            Json::Str(s) => Some(s),
-            _ => None,
-        }
-    }
-}
-
-struct JsonParser<'a> {
-    s: &'a [u8],
-    i: usize,
-}
-
-impl JsonParser<'_> {
-    fn ws(&mut self) {
-        while self.i < self.s.len() && matches!(self.s[self.i], b' ' | b'\n' | b'\r' | b'\t') {
-            self.i += 1;
-        }
-    }
-    fn eat(&mut self, lit: &str) -> Result<(), String> {
-        if self.s[self.i..].starts_with(lit.as_bytes()) {
-            self.i += lit.len();
-            Ok(())
-        } else {
-            Err(format!("expected '{lit}' at byte {}", self.i))
-        }
-    }
-    fn value(&mut self) -> Result<Json, String> {
-        self.ws();
-        match self.s.get(self.i).copied() {
-            Some(b'{') => {
-                self.i += 1;
-                let mut fields = Vec::new();
-                self.ws();
-                if self.s.get(self.i) == Some(&b'}') {
-                    self.i += 1;
-                    return Ok(Json::Obj(fields));
-                }
-                loop {
-                    self.ws();
-                    let k = self.string()?;
-                    self.ws();
-                    self.eat(":")?;
-                    let v = self.value()?;
-                    fields.push((k, v));
-                    self.ws();
-                    match self.s.get(self.i) {
-                        Some(b',') => self.i += 1,
-                        Some(b'}') => {
-                            self.i += 1;
-                            return Ok(Json::Obj(fields));
-                        }
-                        _ => return Err(format!("expected ',' or '}}' at byte {}", self.i)),
-                    }
-                }
-            }
-            Some(b'[') => {
-                self.i += 1;
-                let mut items = Vec::new();
-                self.ws();
-                if self.s.get(self.i) == Some(&b']') {
-                    self.i += 1;
-                    return Ok(Json::Arr(items));
-                }
-                loop {
-                    items.push(self.value()?);
-                    self.ws();
-                    match self.s.get(self.i) {
-                        Some(b',') => self.i += 1,
-                        Some(b']') => {
-                            self.i += 1;
-                            return Ok(Json::Arr(items));
-                        }
-                        _ => return Err(format!("expected ',' or ']' at byte {}", self.i)),
-                    }
-                }
-            }
-            Some(b'"') => Ok(Json::Str(self.string()?)),
-            Some(b't') => self.eat("true").map(|_| Json::Bool(true)),
-            Some(b'f') => self.eat("false").map(|_| Json::Bool(false)),
-            Some(b'n') => self.eat("null").map(|_| Json::Null),
-            Some(c) if c == b'-' || c.is_ascii_digit() => {
-                let start = self.i;
-                while self.i < self.s.len() && matches!(self.s[self.i], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9') {
-                    self.i += 1;
-                }
-                let t = std::str::from_utf8(&self.s[start..self.i]).map_err(|e| e.to_string())?;
-                t.parse::<f64>().map(Json::Num).map_err(|_| format!("bad number '{t}'"))
-            }
-            _ => Err(format!("unexpected input at byte {}", self.i)),
-        }
-    }
-    fn string(&mut self) -> Result<String, String> {
-        self.eat("\"")?;
-        let mut out = String::new();
-        loop {
-            let rest = std::str::from_utf8(&self.s[self.i..]).map_err(|e| e.to_string())?;
-            let mut chars = rest.char_indices();
-            let Some((_, c)) = chars.next() else {
-                return Err("unterminated string".to_string());
-            };
-            match c {
-                '"' => {
-                    self.i += 1;
-                    return Ok(out);
-                }
-                '\\' => {
-                    let esc = self.s.get(self.i + 1).copied().ok_or("unterminated escape")?;
-                    self.i += 2;
-                    match esc {
-                        b'"' => out.push('"'),
-                        b'\\' => out.push('\\'),
-                        b'/' => out.push('/'),
-                        b'n' => out.push('\n'),
-                        b't' => out.push('\t'),
-                        b'r' => out.push('\r'),
-                        b'b' => out.push('\u{8}'),
-                        b'f' => out.push('\u{c}'),
-                        b'u' => {
-                            let hex = std::str::from_utf8(self.s.get(self.i..self.i + 4).ok_or("short \\u escape")?).map_err(|e| e.to_string())?;
-                            let code = u32::from_str_radix(hex, 16).map_err(|_| format!("bad \\u{hex}"))?;
-                            out.push(char::from_u32(code).unwrap_or('\u{fffd}'));
-                            self.i += 4;
-                        }
-                        _ => return Err(format!("bad escape at byte {}", self.i)),
-                    }
-                }
-                c if (c as u32) < 0x20 => return Err(format!("control character in string at byte {}", self.i)),
-                c => {
-                    out.push(c);
-                    self.i += c.len_utf8();
-                }
-            }
-        }
+        self.get(key)?.as_f64()
     }
 }
 
@@ -919,6 +764,6 @@ fn the_output_checkers_reject_malformed_files() {
     assert!(check_svg(r#"<html></html>"#).is_err());
     assert!(check_hgrm("       Value     Percentile TotalCount 1/(1-Percentile)\n\n#[Max     =        0.000, Total count    =            0]\n").is_ok());
     assert!(check_hgrm("garbage").is_err());
-    assert_eq!(Json::parse(r#"{"a": [1, -2.5e3, "x\"y"], "b": null}"#).map(|j| j.num("a")), Ok(None));
-    assert!(Json::parse(r#"{"a": 1,}"#).is_err());
+    assert_eq!(serde_json::from_str::<Json>(r#"{"a": [1, -2.5e3, "x\"y"], "b": null}"#).ok().map(|j| j.num("a")), Some(None));
+    assert!(serde_json::from_str::<Json>(r#"{"a": 1,}"#).is_err());
 }
