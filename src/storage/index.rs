@@ -63,9 +63,7 @@ impl SparseIndex {
             out.extend_from_slice(&p.to_be_bytes());
         }
         out.extend_from_slice(&max_timestamp_ms.to_be_bytes());
-        out.extend_from_slice(&(self.entries.len() as u32).to_be_bytes());
-        let crc = crc32c::crc32c(&out);
-        out.extend_from_slice(&crc.to_be_bytes());
+        seal(&mut out, self.entries.len());
         out
     }
 
@@ -73,18 +71,7 @@ impl SparseIndex {
     /// strictly increasing, or points past `segment_bytes`.
     /// Returns the index and the segment's max timestamp.
     pub fn decode(bytes: &[u8], segment_bytes: u64) -> Option<(SparseIndex, i64)> {
-        if bytes.len() < TRAILER_BYTES || (bytes.len() - TRAILER_BYTES) % 8 != 0 {
-            return None;
-        }
-        let body_len = bytes.len() - 4;
-        let crc = u32::from_be_bytes(bytes[body_len..].try_into().ok()?);
-        if crc32c::crc32c(&bytes[..body_len]) != crc {
-            return None;
-        }
-        let count = u32::from_be_bytes(bytes[body_len - 4..body_len].try_into().ok()?) as usize;
-        if count * 8 != bytes.len() - TRAILER_BYTES {
-            return None;
-        }
+        let count = sealed_entry_count(bytes, 8, TRAILER_BYTES)?;
         let max_timestamp_ms = i64::from_be_bytes(bytes[count * 8..count * 8 + 8].try_into().ok()?);
         let mut entries = Vec::with_capacity(count);
         for chunk in bytes[..count * 8].chunks_exact(8) {
@@ -102,6 +89,35 @@ impl SparseIndex {
         }
         Some((SparseIndex { entries, bytes_since_entry: u64::MAX / 2 }, max_timestamp_ms))
     }
+}
+
+/// The framing both index files share (`.index` and `.timeindex`): whole
+/// entries, a format's fixed fields, then the entry count (u32) and a
+/// CRC-32C of everything before the CRC. Appends the count and the CRC.
+pub(crate) fn seal(out: &mut Vec<u8>, entries: usize) {
+    out.extend_from_slice(&(entries as u32).to_be_bytes());
+    let crc = crc32c::crc32c(out);
+    out.extend_from_slice(&crc.to_be_bytes());
+}
+
+/// Checks the framing `seal` wrote, for entries of `entry_bytes` and a
+/// trailer (fixed fields, count, CRC) of `trailer_bytes`: `None` when the
+/// file is truncated, its CRC-32C is wrong or its count does not match its
+/// length; else the entry count.
+pub(crate) fn sealed_entry_count(bytes: &[u8], entry_bytes: usize, trailer_bytes: usize) -> Option<usize> {
+    if bytes.len() < trailer_bytes || !(bytes.len() - trailer_bytes).is_multiple_of(entry_bytes) {
+        return None;
+    }
+    let body_len = bytes.len() - 4;
+    let crc = u32::from_be_bytes(bytes[body_len..].try_into().ok()?);
+    if crc32c::crc32c(&bytes[..body_len]) != crc {
+        return None;
+    }
+    let count = u32::from_be_bytes(bytes[body_len - 4..body_len].try_into().ok()?) as usize;
+    if count.checked_mul(entry_bytes)? != bytes.len() - trailer_bytes {
+        return None;
+    }
+    Some(count)
 }
 
 #[cfg(test)]

@@ -88,9 +88,7 @@ impl TimeIndex {
             out.extend_from_slice(&e.relative_offset.to_be_bytes());
             out.extend_from_slice(&e.position.to_be_bytes());
         }
-        out.extend_from_slice(&(self.entries.len() as u32).to_be_bytes());
-        let crc = crc32c::crc32c(&out);
-        out.extend_from_slice(&crc.to_be_bytes());
+        super::index::seal(&mut out, self.entries.len());
         out
     }
 
@@ -98,18 +96,7 @@ impl TimeIndex {
     /// strictly increasing, or points past `segment_bytes` (the caller then
     /// rebuilds it from the log).
     pub fn decode(bytes: &[u8], segment_bytes: u64) -> Option<TimeIndex> {
-        if bytes.len() < TRAILER_BYTES || !(bytes.len() - TRAILER_BYTES).is_multiple_of(ENTRY_BYTES) {
-            return None;
-        }
-        let body_len = bytes.len() - 4;
-        let crc = u32::from_be_bytes(bytes[body_len..].try_into().ok()?);
-        if crc32c::crc32c(&bytes[..body_len]) != crc {
-            return None;
-        }
-        let count = u32::from_be_bytes(bytes[body_len - 4..body_len].try_into().ok()?) as usize;
-        if count.checked_mul(ENTRY_BYTES)? != bytes.len() - TRAILER_BYTES {
-            return None;
-        }
+        let count = super::index::sealed_entry_count(bytes, ENTRY_BYTES, TRAILER_BYTES)?;
         let mut entries: Vec<Entry> = Vec::with_capacity(count);
         for chunk in bytes[..count * ENTRY_BYTES].chunks_exact(ENTRY_BYTES) {
             let e = Entry {
