@@ -387,6 +387,66 @@ fn a_closed_loop_run_may_hide_the_stall_and_says_so_in_its_summary() {
 }
 
 #[test]
+fn a_run_given_a_baseline_reports_its_figures_as_ratios_to_it() {
+    let _serial = serial();
+    let dir = TestDir::new("baseline-ratios");
+    let broker = Broker::start(dir.path(), &[]);
+    // A baseline as `loadgen/baseline` writes it, with round figures so the
+    // expected ratios are easy to state.
+    let baseline = dir.path().join("baseline.json");
+    fs::write(
+        &baseline,
+        r#"{"measured_at_unix_s":1,"kernel":"test","cores":2,"data_dir":"/d",
+            "fio":[{"block_size":"4k","block_bytes":4096,"ops_per_s":10000.0,"us_per_op":100.0,"bytes_per_s":40960000.0,
+                    "mib_per_s":39.0625,"write_p50_us":50.0,"fdatasync_p50_us":50.0,"fdatasync_p99_us":90.0},
+                   {"block_size":"1m","block_bytes":1048576,"ops_per_s":1000.0,"us_per_op":1000.0,"bytes_per_s":1.0e9,
+                    "mib_per_s":953.67,"write_p50_us":500.0,"fdatasync_p50_us":50.0,"fdatasync_p99_us":90.0}],
+            "fio_paced":{"files":4,"rate_ops_per_s":2000,"ops_per_s":2000.0,"lat_p50_us":150.0,"lat_p99_us":400.0,"lat_p999_us":1000.0},
+            "loopback_tcp":{"seconds":5,"bits_per_s":1.6e10,"bytes_per_s":2.0e9,"gbytes_per_s":2.0}}"#,
+    )
+    .expect("write baseline.json");
+    let out_dir = dir.path().join("out");
+    let out = run_loadgen(
+        &[
+            "--bootstrap",
+            &broker.addr,
+            "--topic",
+            "lg-baseline",
+            "--partitions",
+            "4",
+            "--rate",
+            "1000",
+            "--duration",
+            "2s",
+            "--warmup",
+            "500ms",
+            "--baseline",
+            baseline.to_str().unwrap(),
+            "--out",
+            out_dir.to_str().unwrap(),
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    let s = read_summary(&out_dir);
+    let ratios = s.get("baseline").unwrap_or_else(|| panic!("summary has no baseline ratios: {s}"));
+    let mb_per_s = s.num("throughput_mb_per_s").expect("throughput_mb_per_s");
+    let p99_us = s.get("produce_latency_us").and_then(|p| p.num("p99")).expect("produce p99");
+    let p50_us = s.get("produce_latency_us").and_then(|p| p.num("p50")).expect("produce p50");
+    let close = |key: &str, expected: f64| {
+        let got = ratios.num(key).unwrap_or_else(|| panic!("no {key} in {ratios}"));
+        // Ratios are rounded to 3 decimals.
+        assert!((got - expected).abs() <= 0.0005 + expected * 1e-9, "{key}: {got}, expected {expected}");
+    };
+    close("throughput_vs_fdatasync_1m", mb_per_s * 1e6 / 1.0e9);
+    close("throughput_vs_loopback_tcp", mb_per_s * 1e6 / 2.0e9);
+    close("produce_p50_vs_fdatasync_4k", p50_us / 100.0);
+    close("produce_p99_vs_fio_paced_p99", p99_us / 400.0);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("paced 4 KiB O_DSYNC writes (2000 writes/s over 4 files: p99 400 us)"), "{}", describe(&out));
+}
+
+#[test]
 fn plot_draws_several_runs_on_one_chart_with_their_labels() {
     let _serial = serial();
     let dir = TestDir::new("plot");

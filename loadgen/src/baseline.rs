@@ -1,7 +1,10 @@
 //! The machine's own limits (DESIGN §7), measured with Debian's `fio` and
 //! `iperf3`: O_DIRECT overwrite + fdatasync at 4 KiB, 64 KiB and 1 MiB on the
-//! data filesystem, and one loopback TCP stream. Written as baseline.json;
-//! a run given `--baseline FILE` reports its figures as ratios to these.
+//! data filesystem, one loopback TCP stream, and the disk's latency under the
+//! shape of a paced durable load (4 KiB O_DSYNC writes at a fixed total rate
+//! spread over one file per partition, one write in flight per file, as a
+//! broker commits each partition's messages). Written as baseline.json; a run
+//! given `--baseline FILE` reports its figures as ratios to these.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -29,6 +32,19 @@ pub struct FioResult {
     pub fdatasync_p99_us: f64,
 }
 
+/// Paced 4 KiB O_DIRECT|O_DSYNC writes through io_uring: `files` jobs, each
+/// its own file with one write in flight, `rate_ops_per_s` in total. Latency
+/// is fio's `lat` (submission to completion, the flush included).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PacedFioResult {
+    pub files: u32,
+    pub rate_ops_per_s: u32,
+    pub ops_per_s: f64,
+    pub lat_p50_us: f64,
+    pub lat_p99_us: f64,
+    pub lat_p999_us: f64,
+}
+
 /// One iperf3 TCP stream over loopback.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct IperfResult {
@@ -46,6 +62,9 @@ pub struct Baseline {
     pub cores: usize,
     pub data_dir: String,
     pub fio: Vec<FioResult>,
+    /// Absent in baselines written before it was measured.
+    #[serde(default)]
+    pub fio_paced: Option<PacedFioResult>,
     pub loopback_tcp: IperfResult,
 }
 
@@ -120,6 +139,73 @@ pub fn parse_fio(json: &str, block_size: &str, block_bytes: u64) -> Result<FioRe
     })
 }
 
+/// Parses fio's JSON for a paced run (`--group_reporting --lat_percentiles=1`).
+pub fn parse_fio_paced(json: &str, files: u32, rate_ops_per_s: u32) -> Result<PacedFioResult, String> {
+    let start = json.find('{').ok_or("no JSON in fio's output")?;
+    let v: Value = serde_json::from_str(&json[start..]).map_err(|e| format!("fio JSON: {e}"))?;
+    let job = v.get("jobs").and_then(|j| j.get(0)).ok_or("fio JSON has no jobs")?;
+    let ops_per_s = num(job, &["write", "iops"]).ok_or("fio JSON has no write.iops")?;
+    let pct = |p: &str| -> Result<f64, String> {
+        num(job, &["write", "lat_ns", "percentile", p])
+            .map(|ns| ns / 1e3)
+            .ok_or_else(|| format!("fio JSON has no write.lat_ns percentile {p}"))
+    };
+    Ok(PacedFioResult {
+        files,
+        rate_ops_per_s,
+        ops_per_s,
+        lat_p50_us: pct("50.000000")?,
+        lat_p99_us: pct("99.000000")?,
+        lat_p999_us: pct("99.900000")?,
+    })
+}
+
+/// Runs fio's paced durable-write job (see [`PacedFioResult`]).
+fn measure_fio_paced(dir: &Path, args: &BaselineArgs) -> Result<PacedFioResult, Error> {
+    let files = args.paced_files;
+    let rate = args.paced_rate;
+    let per_file = rate / files;
+    eprintln!(
+        "baseline: fio 4k O_DIRECT|O_DSYNC io_uring, {files} files x {per_file} writes/s, {} s, on {}",
+        args.fio_seconds,
+        dir.display()
+    );
+    let pattern = format!("ringmq-baseline-{}-paced.$jobnum", std::process::id());
+    let result = tool_output(
+        "fio",
+        Command::new("fio").args([
+            "--name=paced",
+            &format!("--directory={}", dir.display()),
+            &format!("--filename_format={pattern}"),
+            "--size=64M",
+            "--bs=4k",
+            "--rw=write",
+            "--direct=1",
+            "--sync=dsync",
+            "--ioengine=io_uring",
+            "--iodepth=1",
+            &format!("--numjobs={files}"),
+            &format!("--rate_iops={per_file}"),
+            "--overwrite=1",
+            &format!("--runtime={}", args.fio_seconds),
+            "--time_based",
+            "--group_reporting",
+            "--lat_percentiles=1",
+            "--percentile_list=50:99:99.9",
+            "--output-format=json",
+        ]),
+    );
+    for job in 0..files {
+        let _ = std::fs::remove_file(dir.join(pattern.replace("$jobnum", &job.to_string())));
+    }
+    let r = parse_fio_paced(&result?, files, per_file * files).map_err(|detail| Error::Tool { tool: "fio", detail })?;
+    eprintln!(
+        "baseline: fio paced {:>6.0} writes/s: p50 {:.0} us, p99 {:.0} us, p99.9 {:.0} us",
+        r.ops_per_s, r.lat_p50_us, r.lat_p99_us, r.lat_p999_us
+    );
+    Ok(r)
+}
+
 /// Parses iperf3's `-J` client output.
 pub fn parse_iperf(json: &str, seconds: u64) -> Result<IperfResult, String> {
     let v: Value = serde_json::from_str(json).map_err(|e| format!("iperf3 JSON: {e}"))?;
@@ -190,6 +276,12 @@ fn measure_iperf(seconds: u64) -> Result<IperfResult, Error> {
 
 /// Runs the measurements of `loadgen/baseline`.
 pub fn measure(args: &BaselineArgs) -> Result<Baseline, Error> {
+    if args.paced_files > 0 && args.paced_rate < args.paced_files {
+        return Err(Error::Usage(format!(
+            "--paced-rate {} is below --paced-files {}: every file needs at least one write per second",
+            args.paced_rate, args.paced_files
+        )));
+    }
     std::fs::create_dir_all(&args.dir).map_err(Error::file("cannot create", &args.dir))?;
     let dir = std::fs::canonicalize(&args.dir).map_err(Error::file("cannot resolve", &args.dir))?;
     let file: PathBuf = dir.join(format!("ringmq-baseline-{}.fio", std::process::id()));
@@ -229,6 +321,11 @@ pub fn measure(args: &BaselineArgs) -> Result<Baseline, Error> {
     })();
     let _ = std::fs::remove_file(&file);
     result?;
+    let fio_paced = if args.paced_files > 0 {
+        Some(measure_fio_paced(&dir, args)?)
+    } else {
+        None
+    };
     eprintln!("baseline: iperf3 loopback, one stream, {} s", args.iperf_seconds);
     let loopback_tcp = measure_iperf(args.iperf_seconds)?;
     eprintln!("baseline: iperf3 loopback {:.2} GB/s", loopback_tcp.gbytes_per_s);
@@ -241,6 +338,7 @@ pub fn measure(args: &BaselineArgs) -> Result<Baseline, Error> {
         cores: thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         data_dir: dir.display().to_string(),
         fio,
+        fio_paced,
         loopback_tcp,
     })
 }
@@ -271,6 +369,28 @@ mod tests {
         assert!((r.us_per_op - 142.857).abs() < 0.01);
         assert_eq!(r.fdatasync_p50_us, 90.0);
         assert_eq!(r.fdatasync_p99_us, 200.0);
+    }
+
+    #[test]
+    fn paced_fio_json_gives_total_latency_percentiles() {
+        let json = r#"{"jobs":[{"write":{"iops":1999.4,
+            "clat_ns":{"percentile":{"50.000000":104960,"99.000000":387072,"99.900000":1548288}},
+            "lat_ns":{"percentile":{"50.000000":128512,"99.000000":456704,"99.900000":2179072}}}}]}"#;
+        let r = parse_fio_paced(json, 4, 2000).expect("parse");
+        assert_eq!((r.files, r.rate_ops_per_s), (4, 2000));
+        assert_eq!(r.lat_p50_us, 128.512);
+        assert_eq!(r.lat_p99_us, 456.704);
+        assert_eq!(r.lat_p999_us, 2179.072);
+        let no_total = r#"{"jobs":[{"write":{"iops":1.0,"clat_ns":{"percentile":{"99.000000":1}}}}]}"#;
+        assert!(parse_fio_paced(no_total, 4, 2000).unwrap_err().contains("lat_ns"));
+    }
+
+    #[test]
+    fn baseline_written_before_paced_fio_still_loads() {
+        let json = r#"{"measured_at_unix_s":1,"kernel":"6.18","cores":2,"data_dir":"/d","fio":[],
+            "loopback_tcp":{"seconds":5,"bits_per_s":8.0,"bytes_per_s":1.0,"gbytes_per_s":1e-9}}"#;
+        let b: Baseline = serde_json::from_str(json).expect("old baseline");
+        assert!(b.fio_paced.is_none());
     }
 
     #[test]

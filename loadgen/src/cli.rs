@@ -148,6 +148,12 @@ pub struct BaselineArgs {
     /// Size of fio's scratch file.
     #[arg(long, default_value = "256M")]
     pub fio_size: String,
+    /// Total rate of the paced 4 KiB O_DSYNC fio job (writes/s over all its files).
+    #[arg(long, default_value_t = 2000)]
+    pub paced_rate: u32,
+    /// Files (one writer each) of the paced fio job, like a topic's partitions; 0 skips it.
+    #[arg(long, default_value_t = 4)]
+    pub paced_files: u32,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

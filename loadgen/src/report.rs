@@ -98,6 +98,12 @@ pub struct BaselineRatios {
     pub produce_p50_vs_fdatasync_4k: Option<f64>,
     /// Produce p99 ÷ one 4 KiB overwrite+fdatasync.
     pub produce_p99_vs_fdatasync_4k: Option<f64>,
+    /// Produce p99 ÷ the p99 of fio's paced 4 KiB O_DSYNC writes (the disk's
+    /// own tail under a durable load of `fio_paced.rate_ops_per_s` writes/s
+    /// over `fio_paced.files` files); like for like when the run's rate and
+    /// partitions match those.
+    #[serde(default)]
+    pub produce_p99_vs_fio_paced_p99: Option<f64>,
     pub baseline: Option<Baseline>,
 }
 
@@ -155,6 +161,7 @@ pub fn ratios(file: &Path, b: &Baseline, s: &Summary) -> BaselineRatios {
         msgs_per_s_vs_fdatasync_4k_ops: f4.and_then(|f| div(s.throughput_msgs_per_s, f.ops_per_s)),
         produce_p50_vs_fdatasync_4k: f4.and_then(|f| div(s.produce_latency_us.p50 as f64, f.us_per_op)),
         produce_p99_vs_fdatasync_4k: f4.and_then(|f| div(s.produce_latency_us.p99 as f64, f.us_per_op)),
+        produce_p99_vs_fio_paced_p99: b.fio_paced.as_ref().and_then(|f| div(s.produce_latency_us.p99 as f64, f.lat_p99_us)),
         baseline: Some(b.clone()),
     }
 }
@@ -253,6 +260,13 @@ pub fn table(s: &Summary) -> String {
             f(b.produce_p50_vs_fdatasync_4k),
             f(b.produce_p99_vs_fdatasync_4k)
         );
+        if let (Some(ratio), Some(paced)) = (b.produce_p99_vs_fio_paced_p99, b.baseline.as_ref().and_then(|b| b.fio_paced.as_ref())) {
+            let _ = writeln!(
+                t,
+                "vs baseline: produce p99 {ratio:.3}× the p99 of fio's paced 4 KiB O_DSYNC writes ({} writes/s over {} files: p99 {:.0} us)",
+                paced.rate_ops_per_s, paced.files, paced.lat_p99_us
+            );
+        }
     }
     if let Some(e) = &s.error {
         let _ = writeln!(t, "RUN FAILED: {e}");
