@@ -94,11 +94,24 @@ pub async fn preallocate(file: &DmaFile, from_bytes: u64, capacity_bytes: u64, m
         if pos < from_bytes {
             pos += PAGE_BYTES as u64;
         }
+        // One zeroed buffer serves every chunk (a fresh one per chunk spent
+        // most of the zero-fill's CPU in memset).
+        let mut zeros = file.alloc_dma_buffer(ZERO_FILL_CHUNK_BYTES);
+        zeros.as_bytes_mut().fill(0);
+        let zeros = Rc::new(zeros);
         while pos < capacity_bytes {
             let len = (capacity_bytes - pos).min(ZERO_FILL_CHUNK_BYTES as u64) as usize;
-            let mut buf = file.alloc_dma_buffer(len);
-            buf.as_bytes_mut().fill(0);
-            file.write_at(buf, pos).await.map_err(gerr(format!("zero-fill {}", what.display())))?;
+            let written = if len == ZERO_FILL_CHUNK_BYTES {
+                file.write_rc_at(zeros.clone(), pos).await
+            } else {
+                let mut tail = file.alloc_dma_buffer(len);
+                tail.as_bytes_mut().fill(0);
+                file.write_at(tail, pos).await
+            };
+            let written = written.map_err(gerr(format!("zero-fill {}", what.display())))?;
+            if written != len {
+                return Err(StorageError::io(format!("zero-fill {}", what.display()), std::io::Error::new(std::io::ErrorKind::WriteZero, format!("short write: {written} of {len} bytes at {pos}"))));
+            }
             pos += len as u64;
         }
     }

@@ -182,6 +182,87 @@ fn zero_preallocation_writes_the_whole_segment_before_use() {
     });
 }
 
+/// Extents of `path` as (logical start, length, unwritten), from the
+/// FIEMAP ioctl (after syncing the file's delayed allocations).
+fn extents(path: &Path) -> Vec<(u64, u64, bool)> {
+    use std::os::fd::AsRawFd;
+    const FS_IOC_FIEMAP: libc::c_ulong = 0xC020_660B;
+    const FIEMAP_FLAG_SYNC: u32 = 1;
+    const FIEMAP_EXTENT_UNWRITTEN: u32 = 0x800;
+    const MAX_EXTENTS: usize = 256;
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Extent {
+        logical: u64,
+        physical: u64,
+        length: u64,
+        reserved64: [u64; 2],
+        flags: u32,
+        reserved: [u32; 3],
+    }
+    #[repr(C)]
+    struct Fiemap {
+        start: u64,
+        length: u64,
+        flags: u32,
+        mapped_extents: u32,
+        extent_count: u32,
+        reserved: u32,
+        extents: [Extent; MAX_EXTENTS],
+    }
+    let file = std::fs::File::open(path).expect("open for FIEMAP");
+    let empty = Extent { logical: 0, physical: 0, length: 0, reserved64: [0; 2], flags: 0, reserved: [0; 3] };
+    let mut map = Box::new(Fiemap {
+        start: 0,
+        length: u64::MAX,
+        flags: FIEMAP_FLAG_SYNC,
+        mapped_extents: 0,
+        extent_count: MAX_EXTENTS as u32,
+        reserved: 0,
+        extents: [empty; MAX_EXTENTS],
+    });
+    // SAFETY: `map` is a valid fiemap with room for `extent_count` extents.
+    let rc = unsafe { libc::ioctl(file.as_raw_fd(), FS_IOC_FIEMAP, &mut *map as *mut Fiemap) };
+    assert_eq!(rc, 0, "FIEMAP on {}: {}", path.display(), std::io::Error::last_os_error());
+    assert!((map.mapped_extents as usize) < MAX_EXTENTS, "more extents than the test reads");
+    map.extents[..map.mapped_extents as usize]
+        .iter()
+        .map(|e| (e.logical, e.length, e.flags & FIEMAP_EXTENT_UNWRITTEN != 0))
+        .collect()
+}
+
+/// Bytes of `[0, capacity)` covered by extents that are (`unwritten`) or are
+/// not yet written.
+fn extent_bytes(path: &Path, capacity: u64, unwritten: bool) -> u64 {
+    extents(path).iter().filter(|e| e.2 == unwritten).map(|&(start, len, _)| (start + len).min(capacity).saturating_sub(start)).sum()
+}
+
+/// Two full zero-fill chunks and a partial one.
+const PREPARED_TEST_BYTES: u64 = 2 * 1024 * 1024 + 512 * 1024;
+
+#[test]
+fn a_zero_filled_prepared_segment_is_all_written_zeros() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().to_path_buf();
+    let prepared = run(async move { super::segment::prepare_next(&path, PREPARED_TEST_BYTES, Preallocation::Zero).await.expect("prepare") });
+    let bytes = std::fs::read(&prepared.path).expect("read prepared");
+    assert_eq!(bytes.len() as u64, PREPARED_TEST_BYTES);
+    assert!(bytes.iter().all(|&b| b == 0), "a prepared segment reads as zeros");
+    // Written blocks, so a commit into them is an overwrite (no extent
+    // conversion, no journal commit on the write's flush).
+    assert_eq!(extent_bytes(&prepared.path, PREPARED_TEST_BYTES, false), PREPARED_TEST_BYTES);
+    assert_eq!(extent_bytes(&prepared.path, PREPARED_TEST_BYTES, true), 0);
+}
+
+#[test]
+fn a_fallocated_prepared_segment_is_reserved_but_unwritten() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().to_path_buf();
+    let prepared = run(async move { super::segment::prepare_next(&path, PREPARED_TEST_BYTES, Preallocation::Fallocate).await.expect("prepare") });
+    assert_eq!(std::fs::metadata(&prepared.path).expect("stat").len(), PREPARED_TEST_BYTES);
+    assert_eq!(extent_bytes(&prepared.path, PREPARED_TEST_BYTES, true), PREPARED_TEST_BYTES);
+}
+
 /// Files in `dir` named after a segment base below `start` (any extension).
 fn files_below(dir: &Path, start: i64) -> Vec<String> {
     let mut found: Vec<String> = std::fs::read_dir(dir)
