@@ -102,6 +102,10 @@ pub fn render(reports: &[ShardReport], host: HostGauges) -> String {
         r.partitions.iter().for_each(|p| h.merge(&p.commit_latency_us));
         histogram(&mut out, "ringmq_commit_seconds", &format!("shard=\"{}\"", r.shard), &h, 1e-6);
     }
+    family(&mut out, "ringmq_produce_seconds", "histogram", "Produce requests, from the whole request read to the whole response written (on the shard that owns the connection).");
+    for r in reports {
+        histogram(&mut out, "ringmq_produce_seconds", &format!("shard=\"{}\"", r.shard), &r.produce_latency_us, 1e-6);
+    }
     family(&mut out, "ringmq_commit_write_bytes", "histogram", "Bytes written by one group commit (page-aligned, carried page included).");
     for r in reports {
         let mut h = Log2Histogram::default();

@@ -231,6 +231,10 @@ fn metrics_parse_as_prometheus_text_and_counters_move_with_traffic() {
     assert!(total(&after, "ringmq_produce_bytes_total") >= 500_000.0);
     assert_eq!(total(&after, &format!("ringmq_partition_high_watermark{{shard=\"0\",topic=\"{topic}\",partition=\"0\"}}")) + total(&after, &format!("ringmq_partition_high_watermark{{shard=\"1\",topic=\"{topic}\",partition=\"0\"}}")), 250.0);
     assert!(total(&after, "ringmq_commit_seconds_count") > 0.0, "commit histogram is empty");
+    // Every acks=all produce request is answered after at least its commit.
+    let produce_requests = total(&after, "ringmq_produce_seconds_count") - total(&before, "ringmq_produce_seconds_count");
+    assert!(produce_requests >= 1.0, "produce latency histogram did not move");
+    assert!(total(&after, "ringmq_produce_seconds_sum") > 0.0);
     assert!(total(&after, "ringmq_disk_free_bytes") > 0.0);
     assert!(total(&after, "ringmq_uptime_seconds") > 0.0);
 }

@@ -11,6 +11,7 @@ use std::task::{Context, Poll};
 
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
 
 use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use glommio::channels::local_channel;
@@ -43,6 +44,9 @@ impl AsyncWrite for Half {
     }
 }
 
+/// A request frame starts with its api key (big-endian i16); Produce is 0.
+const PRODUCE_API_KEY: [u8; 2] = 0i16.to_be_bytes();
+
 /// Client connections open over all shards (bounded by `max_connections`).
 static OPEN_CONNECTIONS: AtomicUsize = AtomicUsize::new(0);
 
@@ -67,14 +71,16 @@ async fn serve(shard: &Rc<Shard>, stream: TcpStream) {
     let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
     let _ = stream.set_nodelay(true);
     let stream = Rc::new(RefCell::new(stream));
-    let (tx, rx) = local_channel::new_bounded::<glommio::task::JoinHandle<Reply>>(shard.config.max_in_flight_per_connection);
+    // Each handler's reply, with when a Produce request was read (its
+    // latency is recorded once the response is written).
+    let (tx, rx) = local_channel::new_bounded::<(glommio::task::JoinHandle<Reply>, Option<Instant>)>(shard.config.max_in_flight_per_connection);
 
     let writer_peer = peer.clone();
     let writer_shard = shard.clone();
     let mut writer = Half(stream.clone());
     let fd = stream.borrow().as_raw_fd();
     let writer_task = glommio::spawn_local(async move {
-        while let Some(handle) = rx.recv().await {
+        while let Some((handle, produce_read_at)) = rx.recv().await {
             let reply = handle.await.unwrap_or_else(|| Reply::Close("request handler was cancelled".into()));
             writer_shard.counters.requests_in_flight.set(writer_shard.counters.requests_in_flight.get().saturating_sub(1));
             match reply {
@@ -85,6 +91,9 @@ async fn serve(shard: &Rc<Shard>, stream: TcpStream) {
                             shut_down(fd);
                             return;
                         }
+                    }
+                    if let Some(read_at) = produce_read_at {
+                        writer_shard.counters.produce_latency_us.borrow_mut().record(read_at.elapsed().as_micros() as u64);
                     }
                 }
                 Reply::Nothing => {}
@@ -119,20 +128,21 @@ async fn serve(shard: &Rc<Shard>, stream: TcpStream) {
             Ok(None) => Ok(None),
             Err(e) => Err(e),
         };
-        let (handle, framing_broken) = match next {
+        let (handle, produce_read_at, framing_broken) = match next {
             Ok(Some(frame)) => {
+                let is_produce = frame.get(..2) == Some(&PRODUCE_API_KEY[..]);
                 let shard = shard.clone();
-                (glommio::spawn_local(async move { kafka::handle(&shard, frame).await }).detach(), false)
+                (glommio::spawn_local(async move { kafka::handle(&shard, frame).await }).detach(), is_produce.then(Instant::now), false)
             }
             Ok(None) => break,
             Err(e) => {
                 // Earlier requests are still answered; then the writer closes.
                 let reason = e.to_string();
-                (glommio::spawn_local(async move { Reply::Close(reason) }).detach(), true)
+                (glommio::spawn_local(async move { Reply::Close(reason) }).detach(), None, true)
             }
         };
         bump(&shard.counters.requests_in_flight, 1);
-        if tx.send(handle).await.is_err() || framing_broken {
+        if tx.send((handle, produce_read_at)).await.is_err() || framing_broken {
             break;
         }
     }

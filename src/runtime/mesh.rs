@@ -49,6 +49,7 @@ pub struct ShardReport {
     pub connections_closed_on_bad_input: u64,
     pub requests_in_flight: u64,
     pub errors_by_code: Vec<(i16, u64)>,
+    pub produce_latency_us: crate::histogram::Log2Histogram,
     pub partitions: Vec<PartitionGauges>,
     /// Consumer groups coordinated by the shard: (groups, members, committed offsets).
     pub groups: crate::groups::GroupGauges,

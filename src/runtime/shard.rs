@@ -61,6 +61,9 @@ pub struct ShardCounters {
     pub requests_in_flight: Cell<u64>,
     /// Error codes sent to clients (produce and fetch partitions, closes as -1).
     pub errors_by_code: RefCell<BTreeMap<i16, u64>>,
+    /// Produce requests answered on this shard's connections: time from the
+    /// whole request read to the whole response written, in µs.
+    pub produce_latency_us: RefCell<crate::histogram::Log2Histogram>,
 }
 
 pub fn bump(c: &Cell<u64>, by: u64) {
@@ -625,6 +628,7 @@ impl Shard {
             connections_closed_on_bad_input: c.connections_closed_on_bad_input.get(),
             requests_in_flight: c.requests_in_flight.get(),
             errors_by_code: c.errors_by_code.borrow().iter().map(|(k, v)| (*k, *v)).collect(),
+            produce_latency_us: *c.produce_latency_us.borrow(),
             partitions,
             groups: self.groups.gauges(),
         }

@@ -79,7 +79,9 @@ impl PartitionLog {
         let needs_roll = self.state.borrow().pending.front().is_some_and(|b| b.starts_segment);
         if needs_roll {
             let base = self.state.borrow().pending.front().map(|b| b.base_offset).unwrap_or_default();
+            let roll_started = std::time::Instant::now();
             self.roll(base).await?;
+            tracing::debug!(topic = %self.topic, partition = self.partition, base, roll_us = roll_started.elapsed().as_micros() as u64, "rolled to a new segment");
             if let Some(front) = self.state.borrow_mut().pending.front_mut() {
                 front.starts_segment = false;
             }
