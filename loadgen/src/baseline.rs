@@ -110,12 +110,17 @@ fn num(v: &Value, path: &[&str]) -> Option<f64> {
     cur.as_f64()
 }
 
+/// The first job of fio's `--output-format=json` (fio may print notes
+/// before the JSON).
+fn first_fio_job(json: &str) -> Result<Value, String> {
+    let start = json.find('{').ok_or("no JSON in fio's output")?;
+    let mut v: Value = serde_json::from_str(&json[start..]).map_err(|e| format!("fio JSON: {e}"))?;
+    v.get_mut("jobs").and_then(|j| j.get_mut(0)).map(Value::take).ok_or_else(|| "fio JSON has no jobs".to_string())
+}
+
 /// Parses fio's `--output-format=json` for one job.
 pub fn parse_fio(json: &str, block_size: &str, block_bytes: u64) -> Result<FioResult, String> {
-    // fio may print notes before the JSON.
-    let start = json.find('{').ok_or("no JSON in fio's output")?;
-    let v: Value = serde_json::from_str(&json[start..]).map_err(|e| format!("fio JSON: {e}"))?;
-    let job = v.get("jobs").and_then(|j| j.get(0)).ok_or("fio JSON has no jobs")?;
+    let job = &first_fio_job(json)?;
     let iops = num(job, &["write", "iops"]).ok_or("fio JSON has no write.iops")?;
     if iops <= 0.0 {
         return Err("fio measured 0 writes per second".to_string());
@@ -141,9 +146,7 @@ pub fn parse_fio(json: &str, block_size: &str, block_bytes: u64) -> Result<FioRe
 
 /// Parses fio's JSON for a paced run (`--group_reporting --lat_percentiles=1`).
 pub fn parse_fio_paced(json: &str, files: u32, rate_ops_per_s: u32) -> Result<PacedFioResult, String> {
-    let start = json.find('{').ok_or("no JSON in fio's output")?;
-    let v: Value = serde_json::from_str(&json[start..]).map_err(|e| format!("fio JSON: {e}"))?;
-    let job = v.get("jobs").and_then(|j| j.get(0)).ok_or("fio JSON has no jobs")?;
+    let job = &first_fio_job(json)?;
     let ops_per_s = num(job, &["write", "iops"]).ok_or("fio JSON has no write.iops")?;
     let pct = |p: &str| -> Result<f64, String> {
         num(job, &["write", "lat_ns", "percentile", p])

@@ -98,6 +98,13 @@ pub enum RequestError {
     Encode { api: ApiKey, version: i16, message: String },
 }
 
+/// The API a request frame (size prefix removed) is for, read from its
+/// first two bytes without parsing the rest of the header.
+pub fn frame_api_key(frame: &[u8]) -> Option<ApiKey> {
+    let key = frame.get(..2)?;
+    ApiKey::try_from(i16::from_be_bytes([key[0], key[1]])).ok()
+}
+
 /// Parses the request header of a frame (size prefix already removed).
 /// Returns the context and the offset at which the body starts.
 pub fn parse_header(frame: &Bytes) -> Result<(RequestContext, usize), RequestError> {

@@ -44,9 +44,6 @@ impl AsyncWrite for Half {
     }
 }
 
-/// A request frame starts with its api key (big-endian i16); Produce is 0.
-const PRODUCE_API_KEY: [u8; 2] = 0i16.to_be_bytes();
-
 /// Client connections open over all shards (bounded by `max_connections`).
 static OPEN_CONNECTIONS: AtomicUsize = AtomicUsize::new(0);
 
@@ -130,7 +127,7 @@ async fn serve(shard: &Rc<Shard>, stream: TcpStream) {
         };
         let (handle, produce_read_at, framing_broken) = match next {
             Ok(Some(frame)) => {
-                let is_produce = frame.get(..2) == Some(&PRODUCE_API_KEY[..]);
+                let is_produce = kafka::frame_api_key(&frame) == Some(kafka_protocol::messages::ApiKey::Produce);
                 let shard = shard.clone();
                 (glommio::spawn_local(async move { kafka::handle(&shard, frame).await }).detach(), is_produce.then(Instant::now), false)
             }

@@ -231,8 +231,8 @@ fn extents(path: &Path) -> Vec<(u64, u64, bool)> {
         .collect()
 }
 
-/// Bytes of `[0, capacity)` covered by extents that are (`unwritten`) or are
-/// not yet written.
+/// Bytes of `[0, capacity)` covered by extents whose unwritten flag is
+/// `unwritten`.
 fn extent_bytes(path: &Path, capacity: u64, unwritten: bool) -> u64 {
     extents(path).iter().filter(|e| e.2 == unwritten).map(|&(start, len, _)| (start + len).min(capacity).saturating_sub(start)).sum()
 }
