@@ -2,6 +2,11 @@
 //! `RINGMQ_BENCH_DIR`): preallocation methods, durable append latency and
 //! throughput (segments preallocated as `RINGMQ_BENCH_PREALLOCATION` says,
 //! default the broker's), and the fetch read path. Compare with fio (README, Performance).
+//!
+//! The append benches run twice: on a growing log (every new segment is
+//! allocated and zero-filled while appends go on) and on a log under
+//! retention (`*_recycled`: retired segment files are reused, so appends
+//! overwrite written blocks, which is what fio's overwrite job measures).
 
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -59,74 +64,111 @@ fn preallocation(c: &mut Criterion) {
 }
 
 /// The append benches' log: 64 MiB segments, preallocated the broker's way
-/// unless `RINGMQ_BENCH_PREALLOCATION` says `zero` or `fallocate`.
-async fn open_log(dir: &std::path::Path) -> Rc<PartitionLog> {
+/// unless `RINGMQ_BENCH_PREALLOCATION` says `zero` or `fallocate`. With
+/// `recycled`, retention keeps 192 MiB and the log is first filled past it,
+/// so every roll reuses a retired file.
+async fn open_log(dir: &std::path::Path, recycled: bool) -> Rc<PartitionLog> {
     let mut config = LogConfig { segment_bytes: 64 << 20, ..LogConfig::default() };
     if let Ok(mode) = std::env::var("RINGMQ_BENCH_PREALLOCATION") {
         config.preallocation = mode.parse().unwrap_or_else(|e| panic!("RINGMQ_BENCH_PREALLOCATION: {e}"));
     }
-    PartitionLog::open(dir.to_path_buf(), "bench".into(), 0, config).await.expect("open")
+    if recycled {
+        config.retention_bytes = 3 * config.segment_bytes as i64;
+    }
+    let log = PartitionLog::open(dir.to_path_buf(), "bench".into(), 0, config).await.expect("open");
+    if recycled {
+        // Six segments' worth: retention has retired some, and rolls have
+        // taken their files.
+        let template = synthetic_batch(1, (1 << 20) - 80, 0);
+        for _ in 0..6 * 64 {
+            log.append(template.clone(), AckWait::Commit).await.expect("append");
+            log.enforce_retention().await.expect("retention");
+        }
+        assert!(log.offsets().log_start_offset > 0, "retention retired no segment");
+    }
+    log
 }
+
+/// Retention as the broker's timer applies it, between iterations and not
+/// timed (a rename, unlinks and a directory fsync on a helper thread when a
+/// segment is due; a sum over the sealed segments otherwise).
+async fn after_iteration(log: &PartitionLog, recycled: bool) {
+    if recycled {
+        log.enforce_retention().await.expect("retention");
+    }
+}
+
+const LOG_KINDS: [(&str, bool); 2] = [("", false), ("_recycled", true)];
 
 /// One producer, one batch at a time: latency of append + group commit.
 /// The log is opened once per batch size (its preallocation is not timed)
 /// and reused, so runs see the steady state: rolls onto prepared segments.
 fn append_commit(c: &mut Criterion) {
-    let mut group = c.benchmark_group("append_commit_sequential");
-    group.measurement_time(Duration::from_secs(5)).warm_up_time(Duration::from_secs(2)).sample_size(30);
     let ex = executor();
-    for batch_bytes in [1024usize, 64 * 1024] {
-        let dir = bench_dir();
-        let path = dir.path().to_path_buf();
-        let log = ex.run(async move { open_log(&path).await });
-        group.throughput(Throughput::Bytes(batch_bytes as u64));
-        group.bench_function(BenchmarkId::from_parameter(batch_bytes), |b| {
-            b.iter_custom(|iters| {
-                let log = log.clone();
-                ex.run(async move {
-                    let template = synthetic_batch(1, batch_bytes - 80, 0);
-                    let start = Instant::now();
-                    for _ in 0..iters {
-                        log.append(template.clone(), AckWait::Commit).await.expect("append");
-                    }
-                    start.elapsed()
+    for (suffix, recycled) in LOG_KINDS {
+        let mut group = c.benchmark_group(format!("append_commit_sequential{suffix}"));
+        group.measurement_time(Duration::from_secs(5)).warm_up_time(Duration::from_secs(2)).sample_size(30);
+        for batch_bytes in [1024usize, 64 * 1024] {
+            let dir = bench_dir();
+            let path = dir.path().to_path_buf();
+            let log = ex.run(async move { open_log(&path, recycled).await });
+            group.throughput(Throughput::Bytes(batch_bytes as u64));
+            group.bench_function(BenchmarkId::from_parameter(batch_bytes), |b| {
+                b.iter_custom(|iters| {
+                    let log = log.clone();
+                    ex.run(async move {
+                        let template = synthetic_batch(1, batch_bytes - 80, 0);
+                        let mut elapsed = Duration::ZERO;
+                        for _ in 0..iters {
+                            let start = Instant::now();
+                            log.append(template.clone(), AckWait::Commit).await.expect("append");
+                            elapsed += start.elapsed();
+                            after_iteration(&log, recycled).await;
+                        }
+                        elapsed
+                    })
                 })
-            })
-        });
-        ex.run(async move { log.close().await });
+            });
+            ex.run(async move { log.close().await });
+        }
+        group.finish();
     }
-    group.finish();
 }
 
 /// Many producers at once (64 appends in flight): group-commit throughput.
 fn append_commit_concurrent(c: &mut Criterion) {
-    let mut group = c.benchmark_group("append_commit_64_in_flight");
-    group.measurement_time(Duration::from_secs(5)).warm_up_time(Duration::from_secs(2)).sample_size(20);
     let ex = executor();
-    for batch_bytes in [1024usize, 64 * 1024] {
-        let dir = bench_dir();
-        let path = dir.path().to_path_buf();
-        let log = ex.run(async move { open_log(&path).await });
-        group.throughput(Throughput::Bytes(batch_bytes as u64 * 64));
-        group.bench_function(BenchmarkId::from_parameter(batch_bytes), |b| {
-            b.iter_custom(|iters| {
-                let log = log.clone();
-                ex.run(async move {
-                    let template = synthetic_batch(1, batch_bytes - 80, 0);
-                    let start = Instant::now();
-                    for _ in 0..iters {
-                        let appends = (0..64).map(|_| log.append(template.clone(), AckWait::Commit));
-                        for r in futures_util::future::join_all(appends).await {
-                            r.expect("append");
+    for (suffix, recycled) in LOG_KINDS {
+        let mut group = c.benchmark_group(format!("append_commit_64_in_flight{suffix}"));
+        group.measurement_time(Duration::from_secs(5)).warm_up_time(Duration::from_secs(2)).sample_size(20);
+        for batch_bytes in [1024usize, 64 * 1024] {
+            let dir = bench_dir();
+            let path = dir.path().to_path_buf();
+            let log = ex.run(async move { open_log(&path, recycled).await });
+            group.throughput(Throughput::Bytes(batch_bytes as u64 * 64));
+            group.bench_function(BenchmarkId::from_parameter(batch_bytes), |b| {
+                b.iter_custom(|iters| {
+                    let log = log.clone();
+                    ex.run(async move {
+                        let template = synthetic_batch(1, batch_bytes - 80, 0);
+                        let mut elapsed = Duration::ZERO;
+                        for _ in 0..iters {
+                            let start = Instant::now();
+                            let appends = (0..64).map(|_| log.append(template.clone(), AckWait::Commit));
+                            for r in futures_util::future::join_all(appends).await {
+                                r.expect("append");
+                            }
+                            elapsed += start.elapsed();
+                            after_iteration(&log, recycled).await;
                         }
-                    }
-                    start.elapsed()
+                        elapsed
+                    })
                 })
-            })
-        });
-        ex.run(async move { log.close().await });
+            });
+            ex.run(async move { log.close().await });
+        }
+        group.finish();
     }
-    group.finish();
 }
 
 /// The fetch path: reading committed batches from a sealed (mapped) segment.

@@ -26,7 +26,8 @@ fn main() {
             }
             lat.sort_unstable();
             let p = |q: f64| lat[((lat.len() as f64 - 1.0) * q) as usize];
-            println!("raw glommio 4k write+fdatasync: p50={}us p90={}us p99={}us", p(0.5), p(0.9), p(0.99));
+            let mean = lat.iter().sum::<u64>() / lat.len() as u64;
+            println!("raw glommio 4k write+fdatasync: mean={mean}us p50={}us p90={}us p99={}us", p(0.5), p(0.9), p(0.99));
         });
         return;
     }
@@ -46,7 +47,8 @@ fn main() {
         }
         lat.sort_unstable();
         let p = |q: f64| lat[((lat.len() as f64 - 1.0) * q) as usize];
-        println!("{mode:?}: p50={}us p90={}us p99={}us max={}us", p(0.5), p(0.9), p(0.99), p(1.0));
+        let mean = lat.iter().sum::<u64>() / lat.len() as u64;
+        println!("{mode:?}: mean={mean}us p50={}us p90={}us p99={}us max={}us", p(0.5), p(0.9), p(0.99), p(1.0));
         log.close().await;
     });
 }

@@ -199,6 +199,7 @@ impl PartitionLog {
     /// Fails every queued append and rewinds the log end to what is written.
     fn fail_pending(&self, error: StorageError) {
         tracing::error!(topic = %self.topic, partition = self.partition, %error, "commit failed; failing queued appends");
+        self.commit_failed.set(true);
         let mut s = self.state.borrow_mut();
         let waiters: Vec<_> = s.pending.drain(..).filter_map(|b| b.done).collect();
         s.pending_bytes = 0;
@@ -306,10 +307,13 @@ impl PartitionLog {
         // 3. Name the prepared file after the new base offset, durably.
         let prepared = self.ensure_prepared_fits().await?;
         let new_path = segment::install_prepared(&self.dir, &prepared, base_offset).await?;
+        self.segments_recycled.set(self.segments_recycled.get() + u64::from(prepared.recycled));
         let dsync = self.config.borrow().flush == FlushPolicy::Always;
         let new_file = segment::open_rw(&new_path, dsync).await?;
-        let new_data = segment::map_file(&new_path, prepared.capacity_bytes)?;
-        let sealed_data = segment::map_file(&old_path, written)?;
+        let new_map_use = segment::MapUse::default();
+        let new_data = segment::map_file(&new_path, prepared.capacity_bytes, &new_map_use)?;
+        let old_map_use = self.state.borrow().active.map_use.clone();
+        let sealed_data = segment::map_file(&old_path, written, &old_map_use)?;
 
         let mut s = self.state.borrow_mut();
         let next_offset = base_offset;
@@ -320,6 +324,7 @@ impl PartitionLog {
             capacity_bytes: prepared.capacity_bytes,
             written_bytes: 0,
             data: new_data,
+            map_use: new_map_use,
             index: Default::default(),
             time_index: Default::default(),
             max_timestamp_ms: -1,
@@ -336,6 +341,7 @@ impl PartitionLog {
                 time_index: old.time_index,
                 max_timestamp_ms: old.max_timestamp_ms,
                 path: old.path,
+                maps: old.map_use.watch(),
             },
         );
         drop(s);
@@ -401,14 +407,17 @@ impl PartitionLog {
         let prepared = self.ensure_prepared_fits().await?;
         tracing::info!(topic = %self.topic, partition = self.partition, base_offset, capacity = prepared.capacity_bytes, "replacing the empty active segment with a larger one for a batch bigger than its file");
         let new_path = segment::install_prepared(&self.dir, &prepared, base_offset).await?;
+        self.segments_recycled.set(self.segments_recycled.get() + u64::from(prepared.recycled));
         let dsync = self.config.borrow().flush == FlushPolicy::Always;
         let new_file = segment::open_rw(&new_path, dsync).await?;
-        let new_data = segment::map_file(&new_path, prepared.capacity_bytes)?;
+        let new_map_use = segment::MapUse::default();
+        let new_data = segment::map_file(&new_path, prepared.capacity_bytes, &new_map_use)?;
         let old_file = {
             let mut s = self.state.borrow_mut();
             let active = &mut s.active;
             active.capacity_bytes = prepared.capacity_bytes;
             active.data = new_data;
+            active.map_use = new_map_use;
             active.path = new_path;
             std::mem::replace(&mut active.file, Rc::new(new_file))
         };

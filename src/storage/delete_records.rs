@@ -123,7 +123,7 @@ impl PartitionLog {
         .await
         .map_err(|e| StorageError::io(format!("write {}", self.dir.join(LOG_START_FILE_NAME).display()), e))?;
         // 2. Visible: reads below `target` fail from here on.
-        let doomed: Vec<i64> = {
+        let doomed: Vec<SealedSegment> = {
             let mut s = self.state.borrow_mut();
             s.log_start_offset = s.log_start_offset.max(target);
             while s.tail.front().is_some_and(|b| b.last_offset < target) {
@@ -131,20 +131,13 @@ impl PartitionLog {
                     s.tail_bytes -= b.data.len();
                 }
             }
-            let doomed: Vec<i64> = s.sealed.iter().filter(|(_, seg)| seg.next_offset <= target).map(|(&base, _)| base).collect();
-            for base in &doomed {
-                s.sealed.remove(base);
-            }
-            doomed
+            let bases: Vec<i64> = s.sealed.iter().filter(|(_, seg)| seg.next_offset <= target).map(|(&base, _)| base).collect();
+            bases.iter().filter_map(|base| s.sealed.remove(base)).collect()
         };
         tracing::info!(topic = %self.topic, partition = self.partition, log_start_offset = target, segments_deleted = doomed.len(), "records deleted");
         // 3. Space back. Readers holding slices keep their maps alive.
         if !doomed.is_empty() {
-            let dir = self.dir.clone();
-            segment::blocking(move || remove_segments(&dir, &doomed))
-            .await
-            .map_err(|e| StorageError::io(format!("delete segments in {}", self.dir.display()), e))?;
-            segment::sync_dir(&self.dir).await?;
+            self.remove_retired(doomed).await?;
         }
         Ok(target)
     }

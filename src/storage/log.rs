@@ -81,9 +81,14 @@ pub struct PartitionLog {
     /// Set while the committer task runs; `close` waits for it to finish.
     pub(crate) committer_done: Event,
     pub(crate) committer_running: Cell<bool>,
+    /// A commit failed since the log opened (its write may have left bytes
+    /// past the durable end).
+    pub(crate) commit_failed: Cell<bool>,
     /// Completed group commits and the bytes they made durable.
     pub(crate) commits: Cell<u64>,
     pub(crate) committed_bytes: Cell<u64>,
+    /// Segments that took a retired segment's file (see `segment::recycle_retired`).
+    pub(crate) segments_recycled: Cell<u64>,
     /// Time from a commit's start to its durable completion, in µs.
     pub(crate) commit_latency_us: RefCell<crate::histogram::Log2Histogram>,
     /// Bytes written per commit (carried page included).
@@ -159,6 +164,10 @@ impl PartitionLog {
 
     pub fn committed_bytes(&self) -> u64 {
         self.committed_bytes.get()
+    }
+
+    pub fn segments_recycled(&self) -> u64 {
+        self.segments_recycled.get()
     }
 
     /// (commit latency in µs, bytes written per commit).
@@ -359,7 +368,17 @@ impl PartitionLog {
         }
         self.hw_changed.notify(usize::MAX);
         self.space_freed.notify(usize::MAX);
-        let file = self.state.borrow().active.file.clone();
-        let _ = file.fdatasync().await;
+        let (file, base, end) = {
+            let s = self.state.borrow();
+            (s.active.file.clone(), s.active.base_offset, s.active.written_bytes)
+        };
+        // A failed commit may have left bytes past `end`: no marker then, so
+        // the next start zeroes them (see `recovery`).
+        if file.fdatasync().await.is_ok() && !self.commit_failed.get() {
+            let dir = self.dir.clone();
+            if let Err(e) = super::segment::blocking(move || super::recovery::write_clean_shutdown(&dir, base, end)).await {
+                tracing::warn!(topic = %self.topic, partition = self.partition, error = %e, "could not record the clean shutdown; the next start checks the tail as after a crash");
+            }
+        }
     }
 }

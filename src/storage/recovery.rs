@@ -5,7 +5,13 @@
 //! by a scan when missing or damaged. The last segment is scanned batch by
 //! batch (length, magic 2, CRC-32C, offset continuity): the first invalid
 //! batch and everything after it were never acknowledged (their commit did not
-//! finish), so they are dropped, logged, and overwritten with zeros on disk.
+//! finish), so they are dropped, logged, and overwritten with zeros on disk
+//! as far as the write in flight at the crash could reach.
+//!
+//! A clean close leaves `clean-shutdown` (the active segment's base and end);
+//! when the scan ends exactly there, nothing was cut off, and what follows in
+//! a recycled file is an earlier segment's data: no warning, nothing zeroed.
+//! The marker is deleted (durably) before the log takes writes again.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
@@ -34,6 +40,8 @@ impl PartitionLog {
             let name = name.to_string_lossy();
             if let Some(base) = segment::parse_log_file_name(&name) {
                 bases.push(base);
+            } else if name == segment::RECYCLED_FILE_NAME {
+                // A retired segment's file kept for the next segment.
             } else if name == segment::PREPARED_FILE_NAME {
                 // A half-prepared file from before a crash; prepared again later.
                 let _ = std::fs::remove_file(entry.path());
@@ -96,8 +104,10 @@ impl PartitionLog {
             closed: Cell::new(false),
             committer_done: Event::new(),
             committer_running: Cell::new(false),
+            commit_failed: Cell::new(false),
             commits: Cell::new(0),
             committed_bytes: Cell::new(0),
+            segments_recycled: Cell::new(0),
             commit_latency_us: RefCell::new(Default::default()),
             commit_write_bytes: RefCell::new(Default::default()),
             start_offset_change: glommio::sync::Semaphore::new(1),
@@ -112,7 +122,8 @@ impl PartitionLog {
 fn open_sealed(dir: &Path, base: i64, next_base: i64) -> Result<SealedSegment, StorageError> {
     let path = dir.join(segment::log_file_name(base));
     let len = std::fs::metadata(&path).map_err(|e| StorageError::io(format!("stat {}", path.display()), e))?.len();
-    let data = segment::map_file(&path, len)?;
+    let map_use = segment::MapUse::default();
+    let data = segment::map_file(&path, len, &map_use)?;
     let index_path = dir.join(segment::index_file_name(base));
     let loaded = std::fs::read(&index_path).ok().and_then(|b| SparseIndex::decode(&b, len.max(1)));
     let time_index_path = dir.join(segment::time_index_file_name(base));
@@ -143,7 +154,7 @@ fn open_sealed(dir: &Path, base: i64, next_base: i64) -> Result<SealedSegment, S
             (index, max_ts, time_index)
         }
     };
-    Ok(SealedSegment { base_offset: base, next_offset: next_base, data, index, time_index, max_timestamp_ms, path })
+    Ok(SealedSegment { base_offset: base, next_offset: next_base, data, index, time_index, max_timestamp_ms, path, maps: map_use.watch() })
 }
 
 /// Scans the last segment, drops an invalid tail, re-extends the file to its
@@ -151,7 +162,8 @@ fn open_sealed(dir: &Path, base: i64, next_base: i64) -> Result<SealedSegment, S
 async fn recover_active(dir: &Path, topic: &str, partition: i32, base: i64, capacity: u64, config: &LogConfig) -> Result<(ActiveSegment, i64), StorageError> {
     let path = dir.join(segment::log_file_name(base));
     let file_len = std::fs::metadata(&path).map_err(|e| StorageError::io(format!("stat {}", path.display()), e))?.len();
-    let data = segment::map_file(&path, file_len)?;
+    let clean_end = take_clean_shutdown(dir);
+    let data = segment::map_file(&path, file_len, &segment::MapUse::default())?;
     let mut index = SparseIndex::new();
     let mut time_index = TimeIndex::new();
     let mut max_timestamp_ms = -1;
@@ -162,37 +174,46 @@ async fn recover_active(dir: &Path, topic: &str, partition: i32, base: i64, capa
     });
     let valid = outcome.valid_bytes as u64;
     let log_end_offset = outcome.next_offset.unwrap_or(base);
+    let closed_cleanly = clean_end == Some((base, valid));
     if let ScanStop::Invalid { position, error } = &outcome.stop {
-        tracing::warn!(
-            topic,
-            partition,
-            segment = %path.display(),
-            position,
-            kept_batches = outcome.batches,
-            next_offset = log_end_offset,
-            %error,
-            "recovery: dropped invalid tail of the last segment (never acknowledged)"
-        );
-    }
-    // Garbage after the valid end: a write that was cut off. It ends within
-    // one commit's reach of `valid`; zero until a long enough run of zeros.
-    let zero_run_needed = config.commit_max_bytes + 2 * PAGE_BYTES;
-    let mut garbage_end = valid;
-    let mut zeros = 0usize;
-    let mut pos = valid as usize;
-    while pos < data.len() && zeros < zero_run_needed {
-        let page_end = ((pos / PAGE_BYTES) + 1) * PAGE_BYTES;
-        let end = page_end.min(data.len());
-        if data[pos..end].iter().all(|&b| b == 0) {
-            zeros += end - pos;
+        if closed_cleanly {
+            tracing::debug!(topic, partition, segment = %path.display(), position, %error, "last segment ends where the clean shutdown left it; an earlier segment's bytes follow (recycled file)");
         } else {
-            zeros = 0;
-            garbage_end = end as u64;
+            tracing::warn!(
+                topic,
+                partition,
+                segment = %path.display(),
+                position,
+                kept_batches = outcome.batches,
+                next_offset = log_end_offset,
+                %error,
+                "recovery: dropped invalid tail of the last segment (never acknowledged: a write cut off by a crash, or a recycled file's earlier contents)"
+            );
         }
-        pos = end;
+    }
+    // Garbage after the valid end: the write in flight at the crash, cut
+    // off. It started at or before the page holding `valid` and was at most
+    // one commit (`commit_max_bytes`) plus the carried page long, so nothing
+    // past that window is from it: in a zero-filled file it is zeros, in a
+    // recycled one an earlier segment's batches, below this segment's base
+    // offset and never taken for log. (A `commit_max_bytes` lowered across
+    // a crash could leave part of a longer cut-off write unzeroed; recovery
+    // would still stop at it unless a later write ended exactly where one of
+    // its whole batches begins, with that batch's offset.)
+    let page_start = valid / PAGE_BYTES as u64 * PAGE_BYTES as u64;
+    let window_end = (page_start as usize + config.commit_max_bytes + 2 * PAGE_BYTES).min(data.len());
+    let mut garbage_end = valid;
+    if !closed_cleanly {
+        let mut pos = valid as usize;
+        while pos < window_end {
+            let end = ((pos / PAGE_BYTES + 1) * PAGE_BYTES).min(window_end);
+            if data[pos..end].iter().any(|&b| b != 0) {
+                garbage_end = end as u64;
+            }
+            pos = end;
+        }
     }
     let mut tail_page = Box::new([0u8; PAGE_BYTES]);
-    let page_start = valid / PAGE_BYTES as u64 * PAGE_BYTES as u64;
     tail_page[..(valid - page_start) as usize].copy_from_slice(&data[page_start as usize..valid as usize]);
     drop(data);
 
@@ -204,7 +225,7 @@ async fn recover_active(dir: &Path, topic: &str, partition: i32, base: i64, capa
         out.fill(0);
         out[..PAGE_BYTES].copy_from_slice(&tail_page[..]);
         file.write_at(buf, page_start).await.map_err(gerr(format!("zero torn tail of {}", path.display())))?;
-        tracing::info!(segment = %path.display(), from = valid, to = garbage_end, "zeroed torn bytes after the valid end");
+        tracing::info!(segment = %path.display(), from = valid, to = garbage_end, "zeroed the bytes a cut-off write could have reached after the valid end (torn data, or a recycled file's earlier contents)");
     }
     let capacity = capacity.max(align_up(file_len as usize) as u64);
     if file_len < capacity {
@@ -212,7 +233,12 @@ async fn recover_active(dir: &Path, topic: &str, partition: i32, base: i64, capa
     } else {
         file.fdatasync().await.map_err(gerr(format!("fdatasync {}", path.display())))?;
     }
-    let data = segment::map_file(&path, capacity)?;
+    if clean_end.is_some() {
+        // Deleted before any write: a later crash must not find it.
+        segment::sync_dir(dir).await?;
+    }
+    let map_use = segment::MapUse::default();
+    let data = segment::map_file(&path, capacity, &map_use)?;
     Ok((
         ActiveSegment {
             base_offset: base,
@@ -221,6 +247,7 @@ async fn recover_active(dir: &Path, topic: &str, partition: i32, base: i64, capa
             capacity_bytes: capacity,
             written_bytes: valid,
             data,
+            map_use,
             index,
             time_index,
             max_timestamp_ms,
@@ -230,3 +257,37 @@ async fn recover_active(dir: &Path, topic: &str, partition: i32, base: i64, capa
     ))
 }
 
+
+/// Name of the clean-close marker (see the module doc).
+pub(crate) const CLEAN_SHUTDOWN_FILE_NAME: &str = "clean-shutdown";
+
+fn encode_clean_shutdown(base: i64, end: u64) -> [u8; 20] {
+    let mut out = [0u8; 20];
+    out[..8].copy_from_slice(&base.to_be_bytes());
+    out[8..16].copy_from_slice(&end.to_be_bytes());
+    let crc = crc32c::crc32c(&out[..16]);
+    out[16..].copy_from_slice(&crc.to_be_bytes());
+    out
+}
+
+/// Records that the log in `dir` closed with its active segment `base`
+/// ending at `end` (blocking). Not fsynced: a marker lost to a power cut only
+/// makes the next start treat the close as a crash.
+pub(crate) fn write_clean_shutdown(dir: &Path, base: i64, end: u64) -> std::io::Result<()> {
+    std::fs::write(dir.join(CLEAN_SHUTDOWN_FILE_NAME), encode_clean_shutdown(base, end))
+}
+
+/// Reads and deletes the clean-close marker (the caller syncs the directory
+/// before writing). A missing or damaged marker reads as a crash.
+fn take_clean_shutdown(dir: &Path) -> Option<(i64, u64)> {
+    let path = dir.join(CLEAN_SHUTDOWN_FILE_NAME);
+    let bytes = std::fs::read(&path).ok()?;
+    let _ = std::fs::remove_file(&path);
+    let body: [u8; 16] = bytes.get(..16)?.try_into().ok()?;
+    if bytes.len() != 20 || bytes[16..] != crc32c::crc32c(&body).to_be_bytes() {
+        return None;
+    }
+    let base = i64::from_be_bytes(body[..8].try_into().ok()?);
+    let end = u64::from_be_bytes(body[8..].try_into().ok()?);
+    Some((base, end))
+}

@@ -2,10 +2,14 @@
 //! over `retention.bytes` or a segment's newest record is older than
 //! `retention.ms`. The active segment is never deleted. Readers holding slices
 //! of a deleted segment keep its map (and so its data) until they drop them.
+//!
+//! Every path that retires segments (retention, compaction, DeleteRecords)
+//! ends in `remove_retired`, which keeps one retired data file for the next
+//! segment (`segment::recycle_retired`) when no reader still maps it.
 
-use super::delete_records::remove_segments;
+use super::delete_records::{remove_segments, segment_files};
 use super::log::{LogState, PartitionLog};
-use super::segment;
+use super::segment::{self, SealedSegment};
 use super::{now_ms, StorageError};
 
 impl PartitionLog {
@@ -28,9 +32,7 @@ impl PartitionLog {
                 }
                 total -= seg.size_bytes();
                 let next = seg.next_offset;
-                if retire_oldest(&mut s, base, next) {
-                    doomed.push(base);
-                }
+                doomed.extend(retire_oldest(&mut s, base, next));
             }
         }
         if doomed.is_empty() {
@@ -42,12 +44,44 @@ impl PartitionLog {
         Ok(count)
     }
 
-    /// Deletes the files of segments already retired from the log's view.
-    async fn remove_retired(&self, doomed: Vec<i64>) -> Result<(), StorageError> {
+    /// Deletes the files of segments already retired from the log's view,
+    /// keeping the data file of one that no reader maps any more for reuse.
+    pub(crate) async fn remove_retired(&self, retired: Vec<SealedSegment>) -> Result<(), StorageError> {
+        let mut bases = Vec::with_capacity(retired.len());
+        let mut unmapped = Vec::new();
+        for seg in retired {
+            let (base, maps) = (seg.base_offset, seg.maps.clone());
+            drop(seg);
+            bases.push(base);
+            if !maps.in_use() {
+                unmapped.push(base);
+            }
+        }
         let dir = self.dir.clone();
-        segment::blocking(move || remove_segments(&dir, &doomed))
-            .await
-            .map_err(|e| StorageError::io(format!("delete segments in {}", self.dir.display()), e))?;
+        let recycled = segment::blocking(move || -> std::io::Result<Option<i64>> {
+            // The newest: the oldest may be a short segment from long ago.
+            let mut recycled = None;
+            if let Some(&base) = unmapped.last() {
+                if segment::recycle_retired(&dir, base)? {
+                    recycled = Some(base);
+                    let [_, rest @ ..] = segment_files(&dir, base);
+                    for file in rest {
+                        match std::fs::remove_file(&file) {
+                            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                            _ => {}
+                        }
+                    }
+                }
+            }
+            let others: Vec<i64> = bases.into_iter().filter(|&b| Some(b) != recycled).collect();
+            remove_segments(&dir, &others)?;
+            Ok(recycled)
+        })
+        .await
+        .map_err(|e| StorageError::io(format!("delete segments in {}", self.dir.display()), e))?;
+        if let Some(base) = recycled {
+            tracing::debug!(topic = %self.topic, partition = self.partition, base, "kept a retired segment's file for reuse");
+        }
         segment::sync_dir(&self.dir).await
     }
 }
@@ -55,16 +89,16 @@ impl PartitionLog {
 /// Takes the oldest sealed segment `base` (offsets below `next`) out of the
 /// log's view: the log start moves past it (never backwards: DeleteRecords
 /// may already have moved it further) and the tail cache forgets it.
-/// Returns whether the segment was there.
-fn retire_oldest(s: &mut LogState, base: i64, next: i64) -> bool {
-    let was_sealed = s.sealed.remove(&base).is_some();
+/// Returns the segment, if it was there.
+fn retire_oldest(s: &mut LogState, base: i64, next: i64) -> Option<SealedSegment> {
+    let retired = s.sealed.remove(&base);
     s.log_start_offset = s.log_start_offset.max(next);
     while s.tail.front().is_some_and(|b| b.base_offset < next) {
         if let Some(b) = s.tail.pop_front() {
             s.tail_bytes -= b.data.len();
         }
     }
-    was_sealed
+    retired
 }
 
 impl PartitionLog {
@@ -81,9 +115,7 @@ impl PartitionLog {
                 if next > offset {
                     break;
                 }
-                if retire_oldest(&mut s, base, next) {
-                    doomed.push(base);
-                }
+                doomed.extend(retire_oldest(&mut s, base, next));
             }
         }
         if doomed.is_empty() {

@@ -6,11 +6,21 @@
 //! `<base>.index` and a `<base>.timeindex` (see `time_index`) for sealed
 //! segments. A sealed segment is truncated to its data, so its file length is
 //! its size. `next.prepared` is the already allocated file that becomes the
-//! next segment on a roll. `log-start-offset`, when present, holds the start
-//! set by DeleteRecords (see `delete_records`).
+//! next segment on a roll. `recycled.segment`, when present, is the data file
+//! of a segment that retention (or DeleteRecords, or compaction) retired,
+//! kept to become the next `next.prepared` without being allocated and zeroed
+//! again (see `recycle_retired`). `log-start-offset`, when present, holds the
+//! start set by DeleteRecords (see `delete_records`).
+//!
+//! A recycled file still holds its earlier batches after whatever the new
+//! segment writes over them. They are all below the new segment's base offset
+//! (offsets only grow, and a file is only recycled within its partition), so
+//! the recovery scan, which requires each batch to start where the previous
+//! one ended, never takes them for part of the log.
 
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
 use glommio::io::{DmaFile, OpenOptions};
@@ -20,6 +30,7 @@ use super::time_index::TimeIndex;
 use super::{gerr, Preallocation, StorageError, PAGE_BYTES};
 
 pub const PREPARED_FILE_NAME: &str = "next.prepared";
+pub const RECYCLED_FILE_NAME: &str = "recycled.segment";
 const ZERO_FILL_CHUNK_BYTES: usize = 1024 * 1024;
 
 pub fn log_file_name(base_offset: i64) -> String {
@@ -43,19 +54,56 @@ pub fn parse_log_file_name(name: &str) -> Option<i64> {
     digits.parse().ok()
 }
 
+/// Tracks whether any map of one segment file is still referenced: every
+/// map made with it holds a clone, and the `Bytes` slices readers hold keep
+/// their map (and so the clone) alive. A file is overwritten (recycled) only
+/// once no map of it is left, so no reader ever sees its bytes change.
+#[derive(Clone, Default)]
+pub struct MapUse(Arc<()>);
+
+impl MapUse {
+    pub fn watch(&self) -> MapWatch {
+        MapWatch(Arc::downgrade(&self.0))
+    }
+}
+
+/// The weak side of `MapUse`: held by a sealed segment, which has no other
+/// strong reference than its own map.
+#[derive(Clone, Default)]
+pub struct MapWatch(Weak<()>);
+
+impl MapWatch {
+    pub fn in_use(&self) -> bool {
+        self.0.strong_count() > 0
+    }
+}
+
+struct TrackedMap {
+    map: memmap2::Mmap,
+    _use: MapUse,
+}
+
+impl AsRef<[u8]> for TrackedMap {
+    fn as_ref(&self) -> &[u8] {
+        &self.map
+    }
+}
+
 /// Maps `len` bytes of the file read-only as `Bytes` that keep the map alive
-/// (slices stay valid even after the file is deleted by retention).
-pub fn map_file(path: &Path, len: u64) -> Result<Bytes, StorageError> {
+/// (slices stay valid even after the file is deleted by retention, and keep
+/// `map_use` counted, so the file is not recycled under them).
+pub fn map_file(path: &Path, len: u64, map_use: &MapUse) -> Result<Bytes, StorageError> {
     if len == 0 {
         return Ok(Bytes::new());
     }
     let file = std::fs::File::open(path).map_err(|e| StorageError::io(format!("open {}", path.display()), e))?;
     // SAFETY: the broker is the only writer of its data directory; bytes
     // inside the committed range are never rewritten while mapped (recovery
-    // and appends only write at or after the durable end).
+    // and appends only write at or after the durable end, and a retired file
+    // is recycled only when no map of it is left: `MapUse`).
     let map = unsafe { memmap2::MmapOptions::new().len(len as usize).map(&file) }
         .map_err(|e| StorageError::io(format!("mmap {}", path.display()), e))?;
-    Ok(Bytes::from_owner(map))
+    Ok(Bytes::from_owner(TrackedMap { map, _use: map_use.clone() }))
 }
 
 pub(crate) async fn blocking<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
@@ -128,26 +176,68 @@ pub async fn install_prepared(dir: &Path, prepared: &PreparedSegment, base_offse
     Ok(to)
 }
 
-/// Creates `next.prepared` in `dir`, allocated to `capacity_bytes`.
+/// Makes `next.prepared` in `dir`, allocated to `capacity_bytes`: from the
+/// recycled file when there is one (its written blocks are overwritten in
+/// place, as fio's overwrite benchmark does; only an extension past its
+/// length is reserved and zero-filled), otherwise a new file.
 pub async fn prepare_next(dir: &Path, capacity_bytes: u64, mode: Preallocation) -> Result<PreparedSegment, StorageError> {
     let path = dir.join(PREPARED_FILE_NAME);
+    let (spare, target) = (dir.join(RECYCLED_FILE_NAME), path.clone());
+    let recycled = match blocking(move || std::fs::rename(spare, target)).await {
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => return Err(StorageError::io(format!("rename {} to {}", RECYCLED_FILE_NAME, path.display()), e)),
+    };
     let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
-        .truncate(true)
+        .truncate(!recycled)
         .dma_open(&path)
         .await
         .map_err(gerr(format!("create {}", path.display())))?;
-    preallocate(&file, 0, capacity_bytes, mode, &path).await?;
+    let mut from_bytes = 0;
+    if recycled {
+        let len = file.file_size().await.map_err(gerr(format!("stat {}", path.display())))?;
+        if len > capacity_bytes {
+            file.truncate(capacity_bytes).await.map_err(gerr(format!("truncate {}", path.display())))?;
+        }
+        from_bytes = len.min(capacity_bytes);
+        tracing::debug!(file = %path.display(), reused_bytes = from_bytes, capacity_bytes, "next segment prepared from a recycled file");
+    }
+    preallocate(&file, from_bytes, capacity_bytes, mode, &path).await?;
     file.close().await.map_err(gerr(format!("close {}", path.display())))?;
-    Ok(PreparedSegment { path, capacity_bytes })
+    Ok(PreparedSegment { path, capacity_bytes, recycled })
+}
+
+/// Keeps the data file of the retired segment at `base` as `dir`'s recycled
+/// file, unless there already is one; the caller checked that no map of it
+/// is left. Its other files are the caller's to delete. Returns whether it
+/// was kept (blocking: run it on a helper thread).
+pub(crate) fn recycle_retired(dir: &Path, base: i64) -> std::io::Result<bool> {
+    let from = std::ffi::CString::new(dir.join(log_file_name(base)).into_os_string().into_encoded_bytes()).map_err(std::io::Error::other)?;
+    let to = std::ffi::CString::new(dir.join(RECYCLED_FILE_NAME).into_os_string().into_encoded_bytes()).map_err(std::io::Error::other)?;
+    // RENAME_NOREPLACE: a preparation taking the recycled file runs on
+    // another helper thread; never replace one another pass just kept.
+    // SAFETY: both paths are valid NUL-terminated strings for the call.
+    let rc = unsafe { libc::renameat2(libc::AT_FDCWD, from.as_ptr(), libc::AT_FDCWD, to.as_ptr(), libc::RENAME_NOREPLACE) };
+    if rc == 0 {
+        return Ok(true);
+    }
+    let e = std::io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EEXIST) | Some(libc::ENOENT) => Ok(false),
+        _ => Err(e),
+    }
 }
 
 /// A closed, fully allocated (and durable) file waiting to become a segment.
 pub struct PreparedSegment {
     pub path: PathBuf,
     pub capacity_bytes: u64,
+    /// Made from a recycled file: bytes past what the segment writes are an
+    /// earlier segment's, not zeros.
+    pub recycled: bool,
 }
 
 /// A read-only segment: every byte of `data` is committed log.
@@ -160,6 +250,8 @@ pub struct SealedSegment {
     pub time_index: TimeIndex,
     pub max_timestamp_ms: i64,
     pub path: PathBuf,
+    /// Whether any map of the file is left (see `MapUse`).
+    pub maps: MapWatch,
 }
 
 impl SealedSegment {
@@ -178,6 +270,8 @@ pub struct ActiveSegment {
     pub written_bytes: u64,
     /// Map of the whole capacity; only `[0, written_bytes)` is meaningful.
     pub data: Bytes,
+    /// Counts the maps of this file, this one and the sealed one to come.
+    pub map_use: MapUse,
     pub index: SparseIndex,
     pub time_index: TimeIndex,
     pub max_timestamp_ms: i64,

@@ -386,3 +386,176 @@ fn empty_segment_takes_a_batch_bigger_than_its_file_once_segment_bytes_grew() {
         log.close().await;
     });
 }
+
+fn inode(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).expect("stat").ino()
+}
+
+fn recycled_file(dir: &Path) -> std::path::PathBuf {
+    dir.join(super::segment::RECYCLED_FILE_NAME)
+}
+
+/// Retention config whose log recycles: 64 KiB segments, zero-filled,
+/// commits of at most 8 KiB (so a cut-off write reaches 16 KiB past the end).
+fn recycling_config() -> LogConfig {
+    LogConfig { retention_bytes: 100 * 1024, preallocation: Preallocation::Zero, commit_max_bytes: 8192, ..small_config() }
+}
+
+/// How far past the durable end `end` recovery may zero (see `recovery`).
+fn cut_off_reach(end: usize) -> usize {
+    end / 4096 * 4096 + 8192 + 2 * 4096
+}
+
+/// Appends 2 KB batches until the active segment is the file that was
+/// recycled (its inode), then a few more; returns the high watermark.
+async fn fill_into_recycled_file(log: &PartitionLog, dir: &Path) -> i64 {
+    for _ in 0..200 {
+        log.append(batch(1, 2000), AckWait::Commit).await.expect("append");
+    }
+    assert!(log.enforce_retention().await.expect("retention") > 0);
+    let recycled = inode(&recycled_file(dir));
+    let mut appended = 0;
+    while inode(&log.state.borrow().active.path) != recycled {
+        log.append(batch(1, 2000), AckWait::Commit).await.expect("append");
+        appended += 1;
+        assert!(appended < 200, "the recycled file never became the active segment");
+    }
+    for _ in 0..3 {
+        log.append(batch(1, 2000), AckWait::Commit).await.expect("append");
+    }
+    log.high_watermark()
+}
+
+/// Every offset from the log start to the high watermark, once, in order.
+fn assert_contiguous(log: &PartitionLog) {
+    let start = log.offsets().log_start_offset;
+    let batches = read_all(log, start);
+    let mut next = start;
+    for (base, last) in batches {
+        assert_eq!(base, next, "batches must follow each other");
+        next = last + 1;
+    }
+    assert_eq!(next, log.high_watermark());
+}
+
+#[test]
+fn retention_keeps_a_retired_file_that_the_next_segment_reuses() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().to_path_buf();
+    run(async move {
+        let log = open(&path, recycling_config()).await;
+        let hw = fill_into_recycled_file(&log, &path).await;
+        assert!(!recycled_file(&path).exists(), "the recycled file was taken");
+        assert_eq!(log.segments_recycled(), 1);
+        assert_contiguous(&log);
+        let active = log.state.borrow().active.path.clone();
+        log.close().await;
+        drop(log);
+        let before = std::fs::read(&active).expect("read");
+        let log = open(&path, recycling_config()).await;
+        assert_eq!(log.high_watermark(), hw, "an earlier segment's batches after the end are not log");
+        assert_eq!(std::fs::read(&active).expect("read"), before, "after a clean close nothing is zeroed");
+        assert_contiguous(&log);
+        assert_eq!(log.append(batch(1, 10), AckWait::Commit).await.expect("append").base_offset, hw);
+        log.close().await;
+    });
+}
+
+/// A copy of the partition directory taken while the log is open: what a
+/// crash (kill -9) leaves, without the clean-shutdown marker.
+fn crash_image(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).expect("list").flatten() {
+        std::fs::copy(entry.path(), to.join(entry.file_name())).expect("copy");
+    }
+}
+
+#[test]
+fn a_crash_in_a_recycled_segment_recovers_every_acknowledged_batch_and_no_earlier_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let image = tempfile::tempdir().expect("tempdir");
+    let (path, image_path) = (dir.path().to_path_buf(), image.path().to_path_buf());
+    run(async move {
+        let log = open(&path, recycling_config()).await;
+        let hw = fill_into_recycled_file(&log, &path).await;
+        let (active, end) = {
+            let s = log.state.borrow();
+            (s.active.path.clone(), s.active.written_bytes as usize)
+        };
+        crash_image(&path, &image_path);
+        log.close().await;
+        let copied = image_path.join(active.file_name().expect("name"));
+        let before = std::fs::read(&copied).expect("read");
+        assert!(before[end..].iter().any(|&b| b != 0), "the recycled file holds earlier bytes after the end");
+
+        let log = open(&image_path, recycling_config()).await;
+        assert_eq!(log.high_watermark(), hw);
+        assert_contiguous(&log);
+        let after = std::fs::read(&copied).expect("read");
+        let reach = cut_off_reach(end);
+        assert!(reach < after.len(), "the test needs bytes past the reach");
+        assert!(after[end..reach].iter().all(|&b| b == 0), "bytes a cut-off write could have reached are zeroed");
+        assert_eq!(&after[reach..], &before[reach..], "bytes past its reach are left as they were");
+        assert_eq!(&after[..end], &before[..end], "the log itself is untouched");
+        assert_eq!(log.append(batch(1, 10), AckWait::Commit).await.expect("append").base_offset, hw);
+        log.close().await;
+    });
+}
+
+#[test]
+fn a_torn_last_batch_in_a_recycled_segment_is_dropped_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let image = tempfile::tempdir().expect("tempdir");
+    let (path, image_path) = (dir.path().to_path_buf(), image.path().to_path_buf());
+    run(async move {
+        let log = open(&path, recycling_config()).await;
+        let hw = fill_into_recycled_file(&log, &path).await;
+        let (active, end) = {
+            let s = log.state.borrow();
+            (s.active.path.clone(), s.active.written_bytes as usize)
+        };
+        crash_image(&path, &image_path);
+        log.close().await;
+        let copied = image_path.join(active.file_name().expect("name"));
+        let mut bytes = std::fs::read(&copied).expect("read");
+        bytes[end - 20] ^= 0xff;
+        std::fs::write(&copied, &bytes).expect("write");
+
+        let log = open(&image_path, recycling_config()).await;
+        assert_eq!(log.high_watermark(), hw - 1, "only the torn batch is dropped");
+        assert_contiguous(&log);
+        log.close().await;
+    });
+}
+
+#[test]
+fn a_retired_segment_a_reader_still_holds_is_deleted_not_recycled() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().to_path_buf();
+    run(async move {
+        let log = open(&path, LogConfig { retention_bytes: 0, ..recycling_config() }).await;
+        for _ in 0..100 {
+            log.append(batch(1, 2000), AckWait::Commit).await.expect("append");
+        }
+        let bases: Vec<i64> = log.state.borrow().sealed.keys().copied().collect();
+        assert!(bases.len() >= 2, "{bases:?}");
+        let held: Vec<bytes::Bytes> = bases.iter().flat_map(|&b| log.read(b, 1 << 20).expect("read").records).collect();
+        assert_eq!(log.enforce_retention().await.expect("retention"), bases.len());
+        assert!(!recycled_file(&path).exists(), "a file some reader still maps must not be reused");
+        // Make sure the next segments would have reused it, then check the held bytes.
+        for _ in 0..100 {
+            log.append(batch(1, 2000), AckWait::Commit).await.expect("append");
+        }
+        for chunk in &held {
+            let mut pos = 0;
+            while pos < chunk.len() {
+                let h = super::batch::validate(&chunk[pos..], usize::MAX).expect("held bytes stay intact");
+                pos += h.total_bytes();
+            }
+        }
+        drop(held);
+        assert!(log.enforce_retention().await.expect("retention") > 0);
+        assert!(recycled_file(&path).exists(), "once no reader holds it, a retired file is kept");
+        log.close().await;
+    });
+}
