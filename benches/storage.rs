@@ -135,7 +135,7 @@ fn append_commit(c: &mut Criterion) {
     }
 }
 
-/// Many producers at once (64 appends in flight): group-commit throughput.
+/// Many producers at once (64 appends kept in flight): group-commit throughput.
 fn append_commit_concurrent(c: &mut Criterion) {
     let ex = executor();
     for (suffix, recycled) in LOG_KINDS {
@@ -151,17 +151,27 @@ fn append_commit_concurrent(c: &mut Criterion) {
                     let log = log.clone();
                     ex.run(async move {
                         let template = synthetic_batch(1, batch_bytes - 80, 0);
+                        // 64 appends in flight all along: a new one as soon
+                        // as one completes (iters x 64 in all).
+                        let total = iters * 64;
+                        let mut in_flight = futures_util::stream::FuturesUnordered::new();
+                        let (mut started, mut completed) = (0u64, 0u64);
                         let mut elapsed = Duration::ZERO;
-                        for _ in 0..iters {
-                            let start = Instant::now();
-                            let appends = (0..64).map(|_| log.append(template.clone(), AckWait::Commit));
-                            for r in futures_util::future::join_all(appends).await {
-                                r.expect("append");
+                        let mut start = Instant::now();
+                        while completed < total {
+                            while started < total && in_flight.len() < 64 {
+                                in_flight.push(log.append(template.clone(), AckWait::Commit));
+                                started += 1;
                             }
-                            elapsed += start.elapsed();
-                            after_iteration(&log, recycled).await;
+                            futures_util::StreamExt::next(&mut in_flight).await.expect("in flight").expect("append");
+                            completed += 1;
+                            if recycled && completed % 64 == 0 {
+                                elapsed += start.elapsed();
+                                after_iteration(&log, recycled).await;
+                                start = Instant::now();
+                            }
                         }
-                        elapsed
+                        elapsed + start.elapsed()
                     })
                 })
             });
