@@ -31,7 +31,14 @@ fn main() {
         let (busy1, _) = log.commit_histograms();
         let busy_us = busy1.sum() - busy0.sum();
         let mib = rounds as f64 * 4.0;
-        println!("{:.0} MiB/s, disk busy {:.1} % of {:.0} ms ({} commits)", mib / elapsed.as_secs_f64(), busy_us as f64 / 1e3 / elapsed.as_secs_f64() / 10.0, elapsed.as_secs_f64() * 1e3, busy1.count() - busy0.count());
+        let commits = busy1.count() - busy0.count();
+        println!(
+            "{:.0} MiB/s, a commit write in flight {:.1} % of {:.0} ms ({commits} commits, {:.0} µs each on average)",
+            mib / elapsed.as_secs_f64(),
+            busy_us as f64 / 1e3 / elapsed.as_secs_f64() / 10.0,
+            elapsed.as_secs_f64() * 1e3,
+            busy_us as f64 / commits as f64
+        );
         log.close().await;
     });
 }

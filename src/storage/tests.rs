@@ -470,21 +470,28 @@ fn crash_image(from: &Path, to: &Path) {
     }
 }
 
+/// Fills a log at `path` into a recycled segment and copies its directory to
+/// `image` while it is open (see `crash_image`). Returns the high watermark,
+/// the copied active segment and its durable end in bytes.
+async fn crash_in_recycled_segment(path: &Path, image: &Path) -> (i64, std::path::PathBuf, usize) {
+    let log = open(path, recycling_config()).await;
+    let hw = fill_into_recycled_file(&log, path).await;
+    let (active, end) = {
+        let s = log.state.borrow();
+        (s.active.path.clone(), s.active.written_bytes as usize)
+    };
+    crash_image(path, image);
+    log.close().await;
+    (hw, image.join(active.file_name().expect("name")), end)
+}
+
 #[test]
 fn a_crash_in_a_recycled_segment_recovers_every_acknowledged_batch_and_no_earlier_one() {
     let dir = tempfile::tempdir().expect("tempdir");
     let image = tempfile::tempdir().expect("tempdir");
     let (path, image_path) = (dir.path().to_path_buf(), image.path().to_path_buf());
     run(async move {
-        let log = open(&path, recycling_config()).await;
-        let hw = fill_into_recycled_file(&log, &path).await;
-        let (active, end) = {
-            let s = log.state.borrow();
-            (s.active.path.clone(), s.active.written_bytes as usize)
-        };
-        crash_image(&path, &image_path);
-        log.close().await;
-        let copied = image_path.join(active.file_name().expect("name"));
+        let (hw, copied, end) = crash_in_recycled_segment(&path, &image_path).await;
         let before = std::fs::read(&copied).expect("read");
         assert!(before[end..].iter().any(|&b| b != 0), "the recycled file holds earlier bytes after the end");
 
@@ -508,15 +515,7 @@ fn a_torn_last_batch_in_a_recycled_segment_is_dropped_alone() {
     let image = tempfile::tempdir().expect("tempdir");
     let (path, image_path) = (dir.path().to_path_buf(), image.path().to_path_buf());
     run(async move {
-        let log = open(&path, recycling_config()).await;
-        let hw = fill_into_recycled_file(&log, &path).await;
-        let (active, end) = {
-            let s = log.state.borrow();
-            (s.active.path.clone(), s.active.written_bytes as usize)
-        };
-        crash_image(&path, &image_path);
-        log.close().await;
-        let copied = image_path.join(active.file_name().expect("name"));
+        let (hw, copied, end) = crash_in_recycled_segment(&path, &image_path).await;
         let mut bytes = std::fs::read(&copied).expect("read");
         bytes[end - 20] ^= 0xff;
         std::fs::write(&copied, &bytes).expect("write");
