@@ -16,11 +16,14 @@ fn main() {
             let dsync = std::env::var("DSYNC").is_ok();
             let file = if dsync { glommio::io::OpenOptions::new().read(true).write(true).custom_flags(libc::O_DSYNC).dma_open(&path).await.expect("open") } else { file };
             let mut lat = Vec::new();
+            // REWRITE=N: each 4 KiB page is written N times in a row, as 1 KiB
+            // appends rewrite the partly filled last page.
+            let rewrite: u64 = std::env::var("REWRITE").ok().and_then(|s| s.parse().ok()).unwrap_or(1).max(1);
             for i in 0..3000u64 {
                 let t = Instant::now();
                 let mut buf = file.alloc_dma_buffer(4096);
                 buf.as_bytes_mut().fill(1);
-                file.write_at(buf, i * 4096).await.expect("write");
+                file.write_at(buf, i / rewrite * 4096).await.expect("write");
                 if !dsync { file.fdatasync().await.expect("sync"); }
                 lat.push(t.elapsed().as_micros() as u64);
             }
