@@ -348,8 +348,12 @@ impl PartitionLog {
         if let Ok(f) = Rc::try_unwrap(old.file) {
             let _ = f.close().await;
         }
+        // The old active map goes now: retention may retire the sealed segment
+        // at once, and recycles its file only when no map of it is left.
+        drop((old.data, old.map_use, old_map_use));
         tracing::debug!(topic = %self.topic, partition = self.partition, base_offset, "rolled segment");
         self.snapshot_producers(base_offset);
+        self.retain_after_roll();
         Ok(())
     }
 }
@@ -398,6 +402,28 @@ impl PartitionLog {
                 self.state.borrow_mut().prepared = Some(prepared);
             }
         }
+    }
+
+    /// Under `retention.bytes`, applies retention now rather than at the next
+    /// periodic pass: each roll can put the log over its size, and retiring a
+    /// segment here leaves its file for the next one, which is prepared once
+    /// the new segment is half full (a partition rolling faster than
+    /// `retention-check-ms` would otherwise zero-fill most of its segments).
+    /// Time retention stays periodic.
+    fn retain_after_roll(self: &Rc<Self>) {
+        if self.config.borrow().retention_bytes < 0 {
+            return;
+        }
+        let log = self.clone();
+        glommio::spawn_local(async move {
+            if log.closed.get() {
+                return;
+            }
+            if let Err(e) = log.enforce_retention().await {
+                tracing::warn!(topic = %log.topic, partition = log.partition, error = %e, "retention after a roll failed");
+            }
+        })
+        .detach();
     }
 
     /// Replaces the empty active segment at `base_offset` with the prepared

@@ -159,8 +159,9 @@ fn retention_by_bytes_deletes_oldest_segments() {
         for _ in 0..200 {
             log.append(batch(1, 2000), AckWait::Commit).await.expect("append");
         }
-        let deleted = log.enforce_retention().await.expect("retention");
-        assert!(deleted > 0);
+        // Rolls apply size retention as they go; a periodic pass finds the
+        // log within its size.
+        log.enforce_retention().await.expect("retention");
         let start = log.offsets().log_start_offset;
         assert!(start > 0);
         assert!(log.read(start - 1, 1000).is_err(), "deleted offsets must be out of range");
@@ -296,8 +297,9 @@ fn retention_deletes_every_file_of_its_segments() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().to_path_buf();
     run(async move {
-        let log = several_segments_with_snapshots(&path, LogConfig { retention_bytes: 0, ..small_config() }).await;
+        let log = several_segments_with_snapshots(&path, small_config()).await;
         let sealed = log.sealed_segments();
+        log.config.borrow_mut().retention_bytes = 0;
         assert_eq!(log.enforce_retention().await.expect("retention"), sealed);
         assert_eq!(files_below(&path, log.offsets().log_start_offset), Vec::<String>::new());
         log.close().await;
@@ -407,20 +409,21 @@ fn cut_off_reach(end: usize) -> usize {
     end / 4096 * 4096 + 8192 + 2 * 4096
 }
 
-/// Appends 2 KB batches until the active segment is the file that was
-/// recycled (its inode), then a few more; returns the high watermark.
+/// Appends 2 KB batches until a roll makes a recycled file the active
+/// segment (checking that it is the file retention kept: its inode), then a
+/// few more; returns the high watermark. Retention runs on its own at rolls.
 async fn fill_into_recycled_file(log: &PartitionLog, dir: &Path) -> i64 {
-    for _ in 0..200 {
-        log.append(batch(1, 2000), AckWait::Commit).await.expect("append");
-    }
-    assert!(log.enforce_retention().await.expect("retention") > 0);
-    let recycled = inode(&recycled_file(dir));
+    let mut spare = None;
     let mut appended = 0;
-    while inode(&log.state.borrow().active.path) != recycled {
+    while log.segments_recycled() == 0 {
+        if let Ok(m) = std::fs::metadata(recycled_file(dir)) {
+            spare = Some(std::os::unix::fs::MetadataExt::ino(&m));
+        }
         log.append(batch(1, 2000), AckWait::Commit).await.expect("append");
         appended += 1;
-        assert!(appended < 200, "the recycled file never became the active segment");
+        assert!(appended < 400, "no segment reused a retired file");
     }
+    assert_eq!(Some(inode(&log.state.borrow().active.path)), spare, "the active segment is the file retention kept");
     for _ in 0..3 {
         log.append(batch(1, 2000), AckWait::Commit).await.expect("append");
     }
@@ -440,13 +443,28 @@ fn assert_contiguous(log: &PartitionLog) {
 }
 
 #[test]
+fn a_log_recycles_at_its_rolls_without_a_periodic_retention_pass() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().to_path_buf();
+    run(async move {
+        let log = open(&path, recycling_config()).await;
+        for _ in 0..300 {
+            log.append(batch(1, 2000), AckWait::Commit).await.expect("append");
+        }
+        assert!(log.offsets().log_start_offset > 0, "size retention ran at the rolls");
+        assert!(log.segments_recycled() >= 2, "recycled {}", log.segments_recycled());
+        assert_contiguous(&log);
+        log.close().await;
+    });
+}
+
+#[test]
 fn retention_keeps_a_retired_file_that_the_next_segment_reuses() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().to_path_buf();
     run(async move {
         let log = open(&path, recycling_config()).await;
         let hw = fill_into_recycled_file(&log, &path).await;
-        assert!(!recycled_file(&path).exists(), "the recycled file was taken");
         assert_eq!(log.segments_recycled(), 1);
         assert_contiguous(&log);
         let active = log.state.borrow().active.path.clone();
@@ -532,13 +550,14 @@ fn a_retired_segment_a_reader_still_holds_is_deleted_not_recycled() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().to_path_buf();
     run(async move {
-        let log = open(&path, LogConfig { retention_bytes: 0, ..recycling_config() }).await;
+        let log = open(&path, LogConfig { retention_bytes: -1, ..recycling_config() }).await;
         for _ in 0..100 {
             log.append(batch(1, 2000), AckWait::Commit).await.expect("append");
         }
         let bases: Vec<i64> = log.state.borrow().sealed.keys().copied().collect();
         assert!(bases.len() >= 2, "{bases:?}");
         let held: Vec<bytes::Bytes> = bases.iter().flat_map(|&b| log.read(b, 1 << 20).expect("read").records).collect();
+        log.config.borrow_mut().retention_bytes = 0;
         assert_eq!(log.enforce_retention().await.expect("retention"), bases.len());
         assert!(!recycled_file(&path).exists(), "a file some reader still maps must not be reused");
         // Make sure the next segments would have reused it, then check the held bytes.
@@ -553,8 +572,11 @@ fn a_retired_segment_a_reader_still_holds_is_deleted_not_recycled() {
             }
         }
         drop(held);
-        assert!(log.enforce_retention().await.expect("retention") > 0);
-        assert!(recycled_file(&path).exists(), "once no reader holds it, a retired file is kept");
+        // Later rolls retire segments no reader holds, and reuse their files.
+        for _ in 0..300 {
+            log.append(batch(1, 2000), AckWait::Commit).await.expect("append");
+        }
+        assert!(log.segments_recycled() > 0, "a retired file no reader holds is reused");
         log.close().await;
     });
 }
