@@ -66,7 +66,8 @@ fn preallocation(c: &mut Criterion) {
 /// The append benches' log: 64 MiB segments, preallocated the broker's way
 /// unless `RINGMQ_BENCH_PREALLOCATION` says `zero` or `fallocate`. With
 /// `recycled`, retention keeps 192 MiB and the log is first filled past it,
-/// so every roll reuses a retired file.
+/// so every roll reuses a retired file (the log applies size retention at
+/// each roll, as in the broker).
 async fn open_log(dir: &std::path::Path, recycled: bool) -> Rc<PartitionLog> {
     let mut config = LogConfig { segment_bytes: 64 << 20, ..LogConfig::default() };
     if let Ok(mode) = std::env::var("RINGMQ_BENCH_PREALLOCATION") {
@@ -82,20 +83,10 @@ async fn open_log(dir: &std::path::Path, recycled: bool) -> Rc<PartitionLog> {
         let template = synthetic_batch(1, (1 << 20) - 80, 0);
         for _ in 0..6 * 64 {
             log.append(template.clone(), AckWait::Commit).await.expect("append");
-            log.enforce_retention().await.expect("retention");
         }
         assert!(log.offsets().log_start_offset > 0, "retention retired no segment");
     }
     log
-}
-
-/// Retention as the broker's timer applies it, between iterations and not
-/// timed (a rename, unlinks and a directory fsync on a helper thread when a
-/// segment is due; a sum over the sealed segments otherwise).
-async fn after_iteration(log: &PartitionLog, recycled: bool) {
-    if recycled {
-        log.enforce_retention().await.expect("retention");
-    }
 }
 
 const LOG_KINDS: [(&str, bool); 2] = [("", false), ("_recycled", true)];
@@ -118,14 +109,11 @@ fn append_commit(c: &mut Criterion) {
                     let log = log.clone();
                     ex.run(async move {
                         let template = synthetic_batch(1, batch_bytes - 80, 0);
-                        let mut elapsed = Duration::ZERO;
+                        let start = Instant::now();
                         for _ in 0..iters {
-                            let start = Instant::now();
                             log.append(template.clone(), AckWait::Commit).await.expect("append");
-                            elapsed += start.elapsed();
-                            after_iteration(&log, recycled).await;
                         }
-                        elapsed
+                        start.elapsed()
                     })
                 })
             });
@@ -156,8 +144,7 @@ fn append_commit_concurrent(c: &mut Criterion) {
                         let total = iters * 64;
                         let mut in_flight = futures_util::stream::FuturesUnordered::new();
                         let (mut started, mut completed) = (0u64, 0u64);
-                        let mut elapsed = Duration::ZERO;
-                        let mut start = Instant::now();
+                        let start = Instant::now();
                         while completed < total {
                             while started < total && in_flight.len() < 64 {
                                 in_flight.push(log.append(template.clone(), AckWait::Commit));
@@ -165,13 +152,8 @@ fn append_commit_concurrent(c: &mut Criterion) {
                             }
                             futures_util::StreamExt::next(&mut in_flight).await.expect("in flight").expect("append");
                             completed += 1;
-                            if recycled && completed % 64 == 0 {
-                                elapsed += start.elapsed();
-                                after_iteration(&log, recycled).await;
-                                start = Instant::now();
-                            }
                         }
-                        elapsed + start.elapsed()
+                        start.elapsed()
                     })
                 })
             });

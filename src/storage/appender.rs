@@ -312,8 +312,7 @@ impl PartitionLog {
         let new_file = segment::open_rw(&new_path, dsync).await?;
         let new_map_use = segment::MapUse::default();
         let new_data = segment::map_file(&new_path, prepared.capacity_bytes, &new_map_use)?;
-        let old_map_use = self.state.borrow().active.map_use.clone();
-        let sealed_data = segment::map_file(&old_path, written, &old_map_use)?;
+        let sealed_data = segment::map_file(&old_path, written, &self.state.borrow().active.map_use)?;
 
         let mut s = self.state.borrow_mut();
         let next_offset = base_offset;
@@ -350,7 +349,7 @@ impl PartitionLog {
         }
         // The old active map goes now: retention may retire the sealed segment
         // at once, and recycles its file only when no map of it is left.
-        drop((old.data, old.map_use, old_map_use));
+        drop((old.data, old.map_use));
         tracing::debug!(topic = %self.topic, partition = self.partition, base_offset, "rolled segment");
         self.snapshot_producers(base_offset);
         self.retain_after_roll();

@@ -7,7 +7,7 @@
 //! ends in `remove_retired`, which keeps one retired data file for the next
 //! segment (`segment::recycle_retired`) when no reader still maps it.
 
-use super::delete_records::{remove_segments, segment_files};
+use super::delete_records::remove_segments;
 use super::log::{LogState, PartitionLog};
 use super::segment::{self, SealedSegment};
 use super::{now_ms, StorageError};
@@ -60,21 +60,13 @@ impl PartitionLog {
         let dir = self.dir.clone();
         let recycled = segment::blocking(move || -> std::io::Result<Option<i64>> {
             // The newest: the oldest may be a short segment from long ago.
-            let mut recycled = None;
-            if let Some(&base) = unmapped.last() {
-                if segment::recycle_retired(&dir, base)? {
-                    recycled = Some(base);
-                    let [_, rest @ ..] = segment_files(&dir, base);
-                    for file in rest {
-                        match std::fs::remove_file(&file) {
-                            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-                            _ => {}
-                        }
-                    }
-                }
-            }
-            let others: Vec<i64> = bases.into_iter().filter(|&b| Some(b) != recycled).collect();
-            remove_segments(&dir, &others)?;
+            let recycled = match unmapped.last() {
+                Some(&base) if segment::recycle_retired(&dir, base)? => Some(base),
+                _ => None,
+            };
+            // A recycled segment's data file is gone from its name already;
+            // its other files go with the rest.
+            remove_segments(&dir, &bases)?;
             Ok(recycled)
         })
         .await
