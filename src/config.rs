@@ -66,7 +66,7 @@ pub struct ServeArgs {
     /// Wait this long before a commit to gather more appends [default: 0]
     #[arg(long)]
     pub commit_linger_us: Option<u64>,
-    /// Largest single group-commit write [default: 1048576]
+    /// Most batch bytes per group-commit write (a bigger batch goes alone) [default: 1048576]
     #[arg(long)]
     pub commit_max_bytes: Option<usize>,
     /// Largest request frame accepted [default: 104857600]

@@ -79,13 +79,14 @@ pub fn render(reports: &[ShardReport], host: HostGauges) -> String {
             let _ = writeln!(out, "ringmq_errors_total{{shard=\"{}\",code=\"{code}\"}} {n}", r.shard);
         }
     }
-    let partition_values: [(&str, &str, &str, PartitionValue); 6] = [
+    let partition_values: [(&str, &str, &str, PartitionValue); 7] = [
         ("ringmq_partition_high_watermark", "gauge", "Next offset after the last committed record.", |p| p.offsets.high_watermark),
         ("ringmq_partition_log_end_offset", "gauge", "Next offset to assign (appends waiting for a commit included).", |p| p.offsets.log_end_offset),
         ("ringmq_partition_log_start_offset", "gauge", "First offset still stored.", |p| p.offsets.log_start_offset),
         ("ringmq_partition_commits_total", "counter", "Group commits (one durable write each).", |p| p.commits as i64),
         ("ringmq_partition_committed_bytes_total", "counter", "Record bytes made durable.", |p| p.committed_bytes as i64),
         ("ringmq_partition_segments_recycled_total", "counter", "New segments that reused a retired segment's file instead of allocating and zero-filling one.", |p| p.segments_recycled as i64),
+        ("ringmq_partition_commit_writes_overlapped_total", "counter", "Commit writes started while the previous one was still in flight (it ended on a page boundary, with more queued behind it).", |p| p.commit_writes_overlapped as i64),
     ];
     for (name, kind, help, get) in partition_values {
         family(&mut out, name, kind, help);

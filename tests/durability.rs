@@ -135,7 +135,17 @@ fn send(p: &ThreadedProducer<Ctx>, rec: &Recorder, topic: &str, seq: u64, sent: 
 
 #[test]
 fn acknowledged_messages_survive_repeated_sigkill_exactly_once_at_their_offsets() {
-    survive_sigkills(BrokerOpts::default().segment_bytes(8 << 20).flush("always"), &[], None);
+    survive_sigkills(BrokerOpts::default().segment_bytes(8 << 20).flush("always"), &[], None, false);
+}
+
+#[test]
+fn acknowledged_messages_survive_sigkill_with_two_commit_writes_in_flight() {
+    // At most 4 KiB of batches per write, and a 2 ms linger so that each
+    // commit finds several batches queued: a write then ends on a page
+    // boundary and the next one starts while it is in flight, so the kills
+    // land with two writes outstanding (asserted from the metrics).
+    let opts = BrokerOpts::default().segment_bytes(8 << 20).flush("always").arg("--commit-max-bytes").arg("4096").arg("--commit-linger-us").arg("2000");
+    survive_sigkills(opts, &[], None, true);
 }
 
 #[test]
@@ -144,14 +154,24 @@ fn acknowledged_messages_survive_sigkill_in_segments_that_reuse_retired_files() 
     // 256 KiB segments, 512 KiB kept, retention every 100 ms: at the test's
     // pace each partition rolls several times a second onto recycled files.
     let topic_configs = [("segment.bytes", "262144"), ("retention.bytes", "524288")];
-    survive_sigkills(opts().arg("--retention-check-ms").arg("100"), &topic_configs, Some(opts().arg("--retention-check-ms").arg("3600000")));
+    survive_sigkills(opts().arg("--retention-check-ms").arg("100"), &topic_configs, Some(opts().arg("--retention-check-ms").arg("3600000")), false);
+}
+
+/// The sum of a per-partition counter over the partitions of `topic`.
+fn partition_counter(metrics: &str, name: &str, topic: &str) -> i64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(name) && l.contains(&format!("topic=\"{topic}\"")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<i64>().ok())
+        .sum()
 }
 
 /// The test body: `topic_configs` for the topic; with `readback_opts`, the
 /// broker is stopped cleanly and started with those options before the
 /// read-back (to stop retention), and that clean restart must not report a
-/// dropped tail.
-fn survive_sigkills(opts: BrokerOpts, topic_configs: &[(&str, &str)], readback_opts: Option<BrokerOpts>) {
+/// dropped tail. With `expect_overlapped_writes`, some run before a kill
+/// must have started commit writes while another was in flight.
+fn survive_sigkills(opts: BrokerOpts, topic_configs: &[(&str, &str)], readback_opts: Option<BrokerOpts>, expect_overlapped_writes: bool) {
     let t0 = Instant::now();
     let under_retention = readback_opts.is_some();
     let mut broker = Broker::start(opts);
@@ -188,7 +208,9 @@ fn survive_sigkills(opts: BrokerOpts, topic_configs: &[(&str, &str)], readback_o
     // Let the first run take some traffic too.
     thread::sleep(Duration::from_millis(rng.gen_range(200..=1500)));
     let mut per_kill = Vec::new();
+    let mut overlapped_writes = 0;
     for k in 0..KILLS {
+        overlapped_writes += partition_counter(&broker.metrics(), "ringmq_partition_commit_writes_overlapped_total", &topic);
         let acked_before = rec.acked.lock().unwrap().len();
         broker.kill9();
         per_kill.push((acked_before, next_seq.load(Ordering::SeqCst)));
@@ -216,6 +238,10 @@ fn survive_sigkills(opts: BrokerOpts, topic_configs: &[(&str, &str)], readback_o
         rec.last_error.lock().unwrap()
     );
     assert!(phase0_acked > 0, "no message was acknowledged at all");
+    if expect_overlapped_writes {
+        eprintln!("commit writes started while another was in flight, before the kills: {overlapped_writes}");
+        assert!(overlapped_writes > 0, "no kill came after overlapping commit writes");
+    }
 
     // Final phase: every write must succeed, right after the durable end.
     let hw_before: Vec<i64> = (0..PARTITIONS).map(|p| watermarks(&addr, &topic, p).1).collect();
@@ -259,11 +285,7 @@ fn survive_sigkills(opts: BrokerOpts, topic_configs: &[(&str, &str)], readback_o
     broker.assert_running();
     if let Some(readback_opts) = readback_opts {
         let metrics = broker.metrics();
-        let recycled: i64 = metrics
-            .lines()
-            .filter(|l| l.starts_with("ringmq_partition_segments_recycled_total") && l.contains(&format!("topic=\"{topic}\"")))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<i64>().ok())
-            .sum();
+        let recycled = partition_counter(&metrics, "ringmq_partition_segments_recycled_total", &topic);
         assert!(recycled > 0, "no segment reused a retired file in the last run:\n{metrics}");
         // After a clean stop nothing was cut off: no tail is dropped or zeroed.
         let repairs = |log: String| log.lines().filter(|l| l.contains("recovery: dropped") || l.contains("after the valid end")).count();

@@ -31,6 +31,7 @@ pub struct PartitionGauges {
     pub commits: u64,
     pub committed_bytes: u64,
     pub segments_recycled: u64,
+    pub commit_writes_overlapped: u64,
     pub commit_latency_us: crate::histogram::Log2Histogram,
     pub commit_write_bytes: crate::histogram::Log2Histogram,
 }

@@ -611,7 +611,7 @@ impl Shard {
             .iter()
             .map(|l| {
                 let (commit_latency_us, commit_write_bytes) = l.commit_histograms();
-                PartitionGauges { topic: l.topic.clone(), partition: l.partition, offsets: l.offsets(), commits: l.commit_count(), committed_bytes: l.committed_bytes(), segments_recycled: l.segments_recycled(), commit_latency_us, commit_write_bytes }
+                PartitionGauges { topic: l.topic.clone(), partition: l.partition, offsets: l.offsets(), commits: l.commit_count(), committed_bytes: l.committed_bytes(), segments_recycled: l.segments_recycled(), commit_writes_overlapped: l.commit_writes_overlapped(), commit_latency_us, commit_write_bytes }
             })
             .collect();
         partitions.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));

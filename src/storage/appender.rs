@@ -2,29 +2,115 @@
 //!
 //! Flush/ack contract (kept here):
 //! - Appends queue in `LogState::pending` with offsets already assigned.
-//! - While a commit is in flight, new appends keep queueing; when it
-//!   completes, everything queued (up to `commit_max_bytes`) goes out as the
-//!   next single O_DIRECT write of the page-aligned range from the start of the
-//!   partly filled last page. Under `flush=always` the segment is opened
-//!   O_DSYNC, so that write completes only once the data (and the metadata
-//!   needed to read it) is durable: the same guarantee as write + fdatasync,
-//!   in one io_uring operation.
-//! - Only after that does the high watermark move past those batches and their
-//!   producers get their acknowledgement. Under `flush=interval:<ms>` the
-//!   acknowledgement follows the write and a timer issues the fdatasync.
-//! - Writes to one file never overlap: this task is the only writer and keeps
-//!   one write in flight.
+//! - Queued batches go out as O_DIRECT writes of page-aligned ranges, each
+//!   starting with the partly filled page the previous one left (up to
+//!   `commit_max_bytes` of batches per write). Under `flush=always` the
+//!   segment is opened O_DSYNC, so a write completes only once its data (and
+//!   the metadata needed to read it) is durable: the same guarantee as write
+//!   + fdatasync, in one io_uring operation.
+//! - Up to `COMMIT_WRITES_IN_FLIGHT_MAX` writes are in flight, and never two
+//!   that share a page: a write is followed before it completes only when it
+//!   ends on a page boundary, which it does (holding the rest of its last
+//!   page for the next write) only when more batches wait behind it. A
+//!   write that takes everything queued ends with the partly filled page;
+//!   what queues while it is in flight goes out as the next write once it
+//!   completes (group commit).
+//! - Writes complete in the order they were issued, as far as this task is
+//!   concerned: a batch is acknowledged, and the high watermark moves past
+//!   it, only once every write holding any of its bytes, and every earlier
+//!   write, has completed. Under `flush=interval:<ms>` the acknowledgement
+//!   follows the writes and a timer issues the fdatasync.
 //! - A failed write or fdatasync fails every queued append (KAFKA_STORAGE_ERROR
-//!   to producers), rewinds the log end offset to the high watermark, and
-//!   leaves the durable data as it was; the next commit rewrites from the same
-//!   page.
+//!   to producers) once the other writes in flight have finished, rewinds the
+//!   log end offset to the high watermark, and leaves the durable data as it
+//!   was; the next commit rewrites from the page holding the durable end.
+//!   After a crash, unacknowledged bytes can lie as far as
+//!   `unacknowledged_reach_bytes` past that page (recovery zeroes them).
 
 use std::rc::Rc;
 use std::time::Duration;
 
+use futures_util::stream::{FuturesOrdered, StreamExt};
+use glommio::io::{DmaBuffer, DmaFile};
+
 use super::log::{CachedBatch, PartitionLog, PendingBatch};
 use super::segment::{self, ActiveSegment, SealedSegment};
-use super::{gerr, FlushPolicy, StorageError, PAGE_BYTES};
+use super::{gerr, FlushPolicy, LogConfig, StorageError, PAGE_BYTES};
+
+/// Commit writes one partition keeps in flight at most. Two let the disk
+/// start the next write while the last one's completion is being handled;
+/// measured against one in the storage benches (see README, Performance).
+pub(crate) const COMMIT_WRITES_IN_FLIGHT_MAX: usize = 2;
+
+/// How far past the page holding the acknowledged end a crash can leave
+/// bytes of unacknowledged batches: the part of a batch that straddled a
+/// completed write's end (under one batch), then the writes in flight, each
+/// at most one run (`commit_max_bytes`, or one batch if bigger) plus its
+/// carried and its padded page. Recovery zeroes this far (`recovery`).
+pub(crate) fn unacknowledged_reach_bytes(config: &LogConfig) -> usize {
+    let batch_max = config.max_message_bytes;
+    let write_max = config.commit_max_bytes.max(batch_max) + 2 * PAGE_BYTES;
+    batch_max + COMMIT_WRITES_IN_FLIGHT_MAX * write_max
+}
+
+/// Where the next commit write starts: after the queued batches already in
+/// writes.
+struct IssueCursor {
+    /// Leading queued batches whose bytes are all in issued writes (the last
+    /// one's final bytes possibly still held in `page`).
+    batches: usize,
+    /// Segment position after those batches.
+    end: u64,
+    /// The page holding `end`, valid up to `end`: the next write starts with it.
+    page: Box<[u8; PAGE_BYTES]>,
+    /// The last write issued ends on a page boundary: the next may start
+    /// before it completes.
+    open: bool,
+    /// An error building a write while others were in flight, reported once
+    /// they complete.
+    failed: Option<StorageError>,
+}
+
+impl Default for IssueCursor {
+    fn default() -> Self {
+        Self { batches: 0, end: 0, page: Box::new([0u8; PAGE_BYTES]), open: false, failed: None }
+    }
+}
+
+impl IssueCursor {
+    /// With nothing in flight, the next write starts at the durable end.
+    fn reset_to(&mut self, active: &ActiveSegment) {
+        self.batches = 0;
+        self.end = active.written_bytes;
+        self.page.copy_from_slice(&active.tail_page[..]);
+        self.open = false;
+        self.failed = None;
+    }
+}
+
+/// A commit write issued and not yet handled.
+struct CommitFlight {
+    path: std::path::PathBuf,
+    total: usize,
+    /// Segment position up to which the log is durable once this write and
+    /// every earlier one have completed.
+    durable_end: u64,
+    /// End of the last whole batch before `durable_end`: the new durable end
+    /// of the log's batches.
+    acked_end: u64,
+    /// The page holding `acked_end`, valid up to it (None: no batch ends in
+    /// this write).
+    tail_page: Option<Box<[u8; PAGE_BYTES]>>,
+    started: std::time::Instant,
+}
+
+/// A write ready to start: file, buffer, position, and what it completes.
+type IssuedWrite = (Rc<DmaFile>, DmaBuffer, u64, CommitFlight);
+
+async fn write_flight(file: Rc<DmaFile>, buf: DmaBuffer, position: u64, flight: CommitFlight) -> (glommio::Result<usize, ()>, CommitFlight) {
+    let result = file.write_at(buf, position).await;
+    (result, flight)
+}
 
 impl PartitionLog {
     /// Spawns the committer (and, under `flush=interval`, the fsync timer).
@@ -54,101 +140,225 @@ impl PartitionLog {
     }
 
     async fn commit_loop(self: &Rc<Self>) {
+        let mut flights = FuturesOrdered::new();
+        let mut cursor = IssueCursor::default();
         loop {
-            let listener = self.work_queued.listen();
-            let has_work = !self.state.borrow().pending.is_empty();
-            if !has_work {
-                if self.closed.get() {
-                    return;
+            if flights.is_empty() {
+                let listener = self.work_queued.listen();
+                let has_work = !self.state.borrow().pending.is_empty();
+                if !has_work {
+                    if self.closed.get() {
+                        return;
+                    }
+                    listener.await;
+                    continue;
                 }
-                listener.await;
-                continue;
+                let linger = self.config.borrow().commit_linger;
+                if linger > Duration::ZERO && !self.closed.get() {
+                    glommio::timer::sleep(linger).await;
+                }
+                if let Err(error) = self.roll_if_due().await {
+                    self.fail_pending(error);
+                    continue;
+                }
+                // Nothing in flight: every issued batch is acknowledged.
+                cursor.reset_to(&self.state.borrow().active);
+                match self.issue(&mut cursor) {
+                    Ok(Some((file, buf, position, flight))) => flights.push_back(write_flight(file, buf, position, flight)),
+                    Ok(None) => continue,
+                    Err(error) => {
+                        self.fail_pending(error);
+                        continue;
+                    }
+                }
             }
-            let linger = self.config.borrow().commit_linger;
-            if linger > Duration::ZERO && !self.closed.get() {
-                glommio::timer::sleep(linger).await;
+            // A write that ends on a page boundary leaves the next one free
+            // to start while it is in flight (see `issue`).
+            while flights.len() < COMMIT_WRITES_IN_FLIGHT_MAX && cursor.open {
+                match self.issue(&mut cursor) {
+                    Ok(Some((file, buf, position, flight))) => {
+                        self.commit_writes_overlapped.set(self.commit_writes_overlapped.get() + 1);
+                        flights.push_back(write_flight(file, buf, position, flight));
+                    }
+                    Ok(None) => break,
+                    Err(error) => {
+                        // Nothing was issued; what is in flight completes first.
+                        cursor.failed = Some(error);
+                        break;
+                    }
+                }
             }
-            if let Err(error) = self.commit_once().await {
-                self.fail_pending(error);
-            }
+            let Some((result, flight)) = flights.next().await else { continue };
+            let outcome = result
+                .map_err(gerr(format!("write {}", flight.path.display())))
+                .and_then(|written| {
+                    if written == flight.total {
+                        Ok(())
+                    } else {
+                        Err(StorageError::io(
+                            format!("write {}", flight.path.display()),
+                            std::io::Error::other(format!("short write: {written} of {} bytes", flight.total)),
+                        ))
+                    }
+                });
+            let error = match (outcome, cursor.failed.take()) {
+                (Ok(()), None) => {
+                    self.complete(&flight, &mut cursor);
+                    continue;
+                }
+                (Ok(()), Some(error)) => {
+                    self.complete(&flight, &mut cursor);
+                    error
+                }
+                (Err(error), _) => error,
+            };
+            // Later writes may still be in flight: let them finish before the
+            // queue is failed and the next commit rewrites from the durable end.
+            while flights.next().await.is_some() {}
+            self.fail_pending(error);
         }
     }
 
-    /// Takes the next run of queued batches and makes it durable.
-    async fn commit_once(self: &Rc<Self>) -> Result<(), StorageError> {
+    /// Rolls to a new segment when the next batch to write starts one; only
+    /// called with no write in flight.
+    async fn roll_if_due(self: &Rc<Self>) -> Result<(), StorageError> {
         let needs_roll = self.state.borrow().pending.front().is_some_and(|b| b.starts_segment);
-        if needs_roll {
-            let base = self.state.borrow().pending.front().map(|b| b.base_offset).unwrap_or_default();
-            let roll_started = std::time::Instant::now();
-            self.roll(base).await?;
-            tracing::debug!(topic = %self.topic, partition = self.partition, base, roll_us = roll_started.elapsed().as_micros() as u64, "rolled to a new segment");
-            if let Some(front) = self.state.borrow_mut().pending.front_mut() {
-                front.starts_segment = false;
-            }
+        if !needs_roll {
+            return Ok(());
+        }
+        let base = self.state.borrow().pending.front().map(|b| b.base_offset).unwrap_or_default();
+        let roll_started = std::time::Instant::now();
+        self.roll(base).await?;
+        tracing::debug!(topic = %self.topic, partition = self.partition, base, roll_us = roll_started.elapsed().as_micros() as u64, "rolled to a new segment");
+        if let Some(front) = self.state.borrow_mut().pending.front_mut() {
+            front.starts_segment = false;
+        }
+        Ok(())
+    }
+
+    /// Builds the next commit write from the queued batches after `cursor`
+    /// and starts it; `None` when nothing can be written now.
+    ///
+    /// The run is the batches up to the size cap (at least one) and up to
+    /// the next segment boundary. When more batches wait behind it (in the
+    /// same segment), the write stops at the last page boundary of the run
+    /// and the rest (less than a page) opens the next write, which may then
+    /// be in flight together with this one: the two never share a page. A
+    /// write that takes everything queued ends with the partly filled page,
+    /// which the next write rewrites, so that one waits for it to complete.
+    fn issue(&self, cursor: &mut IssueCursor) -> Result<Option<IssuedWrite>, StorageError> {
+        let s = self.state.borrow();
+        let first = cursor.batches;
+        if s.pending.get(first).is_none_or(|b| b.starts_segment) {
+            cursor.open = false;
+            return Ok(None);
         }
         let commit_max = self.config.borrow().commit_max_bytes;
-        // The run: queued batches up to the size cap (at least one) and up to
-        // the next segment boundary. They stay queued until the write is done.
-        let (count, run_bytes) = {
-            let s = self.state.borrow();
-            let mut count = 0;
-            let mut bytes = 0usize;
-            for (i, b) in s.pending.iter().enumerate() {
-                if i > 0 && (b.starts_segment || bytes + b.data.len() > commit_max) {
-                    break;
-                }
-                bytes += b.data.len();
-                count += 1;
+        let mut count = 0;
+        let mut run_bytes = 0usize;
+        for (i, b) in s.pending.iter().skip(first).enumerate() {
+            if i > 0 && (b.starts_segment || run_bytes + b.data.len() > commit_max) {
+                break;
             }
-            (count, bytes)
-        };
-        let (file, page_start, buf) = {
-            let s = self.state.borrow();
-            let active = &s.active;
-            if active.written_bytes + run_bytes as u64 > active.capacity_bytes {
-                // Appends are counted against the file they go to (see
-                // `ensure_prepared_fits`), so this is a bug; fail the queued
-                // appends (the producers retry) rather than the shard.
-                tracing::error!(topic = %self.topic, partition = self.partition, written = active.written_bytes, run_bytes, capacity = active.capacity_bytes, "queued batches overrun the active segment");
-                return Err(StorageError::io(
-                    format!("commit to {}", active.path.display()),
-                    std::io::Error::other(format!("{run_bytes} bytes queued at {} do not fit the segment's {} bytes", active.written_bytes, active.capacity_bytes)),
-                ));
-            }
-            let page_start = active.tail_page_start();
-            let carried = (active.written_bytes - page_start) as usize;
-            let total = align_up(carried + run_bytes);
-            let mut buf = active.file.alloc_dma_buffer(total);
-            let out = buf.as_bytes_mut();
-            out[..carried].copy_from_slice(&active.tail_page[..carried]);
-            let mut pos = carried;
-            for b in s.pending.iter().take(count) {
-                out[pos..pos + b.data.len()].copy_from_slice(&b.data);
-                pos += b.data.len();
-            }
-            out[pos..].fill(0);
-            (active.file.clone(), page_start, buf)
-        };
-        let path = self.state.borrow().active.path.clone();
-        // The last page of this write becomes the next commit's carried page.
-        let mut last_page = Box::new([0u8; PAGE_BYTES]);
-        let total = buf.len();
-        last_page.copy_from_slice(&buf.as_bytes()[total - PAGE_BYTES..total]);
-        // Under flush=always the file is O_DSYNC: the write completes durable.
-        let started = std::time::Instant::now();
-        let written = file.write_at(buf, page_start).await.map_err(gerr(format!("write {}", path.display())))?;
-        if written != total {
-            return Err(StorageError::io(format!("write {}", path.display()), std::io::Error::other(format!("short write: {written} of {total} bytes"))));
+            run_bytes += b.data.len();
+            count += 1;
         }
+        let active = &s.active;
+        if cursor.end + run_bytes as u64 > active.capacity_bytes {
+            // Appends are counted against the file they go to (see
+            // `ensure_prepared_fits`), so this is a bug; fail the queued
+            // appends (the producers retry) rather than the shard.
+            tracing::error!(topic = %self.topic, partition = self.partition, written = cursor.end, run_bytes, capacity = active.capacity_bytes, "queued batches overrun the active segment");
+            return Err(StorageError::io(
+                format!("commit to {}", active.path.display()),
+                std::io::Error::other(format!("{run_bytes} bytes queued at {} do not fit the segment's {} bytes", cursor.end, active.capacity_bytes)),
+            ));
+        }
+        let page = PAGE_BYTES as u64;
+        let page_start = cursor.end / page * page;
+        let data_end = cursor.end + run_bytes as u64;
+        let more_behind = s.pending.get(first + count).is_some_and(|b| !b.starts_segment);
+        let hold_back = more_behind && data_end / page * page > page_start && !data_end.is_multiple_of(page);
+        let write_end = if hold_back { data_end / page * page } else { data_end.div_ceil(page) * page };
+        let total = (write_end - page_start) as usize;
+        let carried = (cursor.end - page_start) as usize;
 
-        let mut done = Vec::with_capacity(count);
+        let mut buf = active.file.alloc_dma_buffer(total);
+        let out = buf.as_bytes_mut();
+        out[..carried].copy_from_slice(&cursor.page[..carried]);
+        let mut held = Box::new([0u8; PAGE_BYTES]);
+        let mut pos = carried;
+        // The batches this write completes (with every earlier write): those
+        // ending at or before its durable end.
+        let durable_end = if hold_back { write_end } else { data_end };
+        let mut acked_end = cursor.end;
+        for b in s.pending.iter().skip(first).take(count) {
+            let len = b.data.len();
+            let into_write = len.min(total.saturating_sub(pos));
+            if into_write > 0 {
+                out[pos..pos + into_write].copy_from_slice(&b.data[..into_write]);
+            }
+            if into_write < len {
+                // Bytes past a held-back write's end open the next write.
+                let held_start = pos + into_write - total;
+                held[held_start..held_start + len - into_write].copy_from_slice(&b.data[into_write..]);
+            }
+            pos += b.data.len();
+            if page_start + pos as u64 <= durable_end {
+                acked_end = page_start + pos as u64;
+            }
+        }
+        if pos < total {
+            out[pos..].fill(0);
+        }
+        // The page holding the acknowledged end once this write completes,
+        // as the next write after a failure would rewrite it.
+        let acked_page_start = acked_end / page * page;
+        let tail_page = if acked_end == cursor.end || acked_page_start < page_start {
+            None
+        } else {
+            let mut p = Box::new([0u8; PAGE_BYTES]);
+            let from = (acked_page_start - page_start) as usize;
+            let len = (acked_end - acked_page_start) as usize;
+            p[..len].copy_from_slice(&out[from..from + len]);
+            Some(p)
+        };
+        if hold_back {
+            cursor.page = held;
+        } else if !data_end.is_multiple_of(page) {
+            cursor.page.copy_from_slice(&out[total - PAGE_BYTES..total]);
+        } else {
+            cursor.page.fill(0);
+        }
+        cursor.batches = first + count;
+        cursor.end = data_end;
+        cursor.open = hold_back;
+        let flight = CommitFlight {
+            path: active.path.clone(),
+            total,
+            durable_end,
+            acked_end,
+            tail_page,
+            started: std::time::Instant::now(),
+        };
+        Ok(Some((active.file.clone(), buf, page_start, flight)))
+    }
+
+    /// Records a completed write (all earlier ones have completed): the
+    /// batches it finished become readable and their producers get their
+    /// acknowledgement.
+    fn complete(self: &Rc<Self>, flight: &CommitFlight, cursor: &mut IssueCursor) {
+        let mut done = Vec::new();
+        let acked_bytes;
         {
             let mut s = self.state.borrow_mut();
             let interval = self.config.borrow().index_interval_bytes;
             let tail_max = self.config.borrow().tail_cache_bytes;
             let mut position = s.active.written_bytes;
-            for _ in 0..count {
+            let mut popped = 0;
+            while position < flight.acked_end {
                 let Some(b) = s.pending.pop_front() else { break };
+                popped += 1;
                 let PendingBatch { base_offset, last_offset, max_timestamp_ms, data, done: waiter, .. } = b;
                 let active = &mut s.active;
                 let relative = (base_offset - active.base_offset) as u32;
@@ -165,35 +375,35 @@ impl PartitionLog {
                     done.push(w);
                 }
             }
+            assert_eq!(position, flight.acked_end, "a commit write completes whole batches");
+            assert!(flight.acked_end <= flight.durable_end);
             while s.tail_bytes > tail_max && s.tail.len() > 1 {
                 if let Some(old) = s.tail.pop_front() {
                     s.tail_bytes -= old.data.len();
                 }
             }
-            let new_written = s.active.written_bytes + run_bytes as u64;
+            acked_bytes = (position - s.active.written_bytes) as usize;
             let active = &mut s.active;
-            active.written_bytes = new_written;
-            if new_written % PAGE_BYTES as u64 == 0 {
+            active.written_bytes = position;
+            if position.is_multiple_of(PAGE_BYTES as u64) {
                 // The end sits on a page boundary: the next page is empty.
                 active.tail_page.fill(0);
-            } else {
-                // The page holding the end is the last page of this write.
-                active.tail_page = last_page;
+            } else if let Some(page) = &flight.tail_page {
+                active.tail_page.copy_from_slice(&page[..]);
             }
-            s.pending_bytes -= run_bytes;
-            assert_eq!(position, s.active.written_bytes);
+            s.pending_bytes -= acked_bytes;
+            cursor.batches -= popped;
         }
         self.commits.set(self.commits.get() + 1);
-        self.commit_latency_us.borrow_mut().record(started.elapsed().as_micros() as u64);
-        self.commit_write_bytes.borrow_mut().record(total as u64);
-        self.committed_bytes.set(self.committed_bytes.get() + run_bytes as u64);
+        self.commit_latency_us.borrow_mut().record(flight.started.elapsed().as_micros() as u64);
+        self.commit_write_bytes.borrow_mut().record(flight.total as u64);
+        self.committed_bytes.set(self.committed_bytes.get() + acked_bytes as u64);
         for w in done {
             let _ = w.send(Ok(()));
         }
         self.hw_changed.notify(usize::MAX);
         self.space_freed.notify(usize::MAX);
         self.maybe_prepare_next();
-        Ok(())
     }
 
     /// Fails every queued append and rewinds the log end to what is written.

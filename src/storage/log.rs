@@ -89,6 +89,8 @@ pub struct PartitionLog {
     pub(crate) committed_bytes: Cell<u64>,
     /// Segments that took a retired segment's file (see `segment::recycle_retired`).
     pub(crate) segments_recycled: Cell<u64>,
+    /// Commit writes started while an earlier one was still in flight.
+    pub(crate) commit_writes_overlapped: Cell<u64>,
     /// Time from a commit's start to its durable completion, in µs.
     pub(crate) commit_latency_us: RefCell<crate::histogram::Log2Histogram>,
     /// Bytes written per commit (carried page included).
@@ -168,6 +170,10 @@ impl PartitionLog {
 
     pub fn segments_recycled(&self) -> u64 {
         self.segments_recycled.get()
+    }
+
+    pub fn commit_writes_overlapped(&self) -> u64 {
+        self.commit_writes_overlapped.get()
     }
 
     /// (commit latency in µs, bytes written per commit).

@@ -6,7 +6,7 @@
 //! batch (length, magic 2, CRC-32C, offset continuity): the first invalid
 //! batch and everything after it were never acknowledged (their commit did not
 //! finish), so they are dropped, logged, and overwritten with zeros on disk
-//! as far as the write in flight at the crash could reach.
+//! as far as the writes in flight at the crash could reach.
 //!
 //! A clean close leaves `clean-shutdown` (the active segment's base and end);
 //! when the scan ends exactly there, nothing was cut off, and what follows in
@@ -108,6 +108,7 @@ impl PartitionLog {
             commits: Cell::new(0),
             committed_bytes: Cell::new(0),
             segments_recycled: Cell::new(0),
+            commit_writes_overlapped: Cell::new(0),
             commit_latency_us: RefCell::new(Default::default()),
             commit_write_bytes: RefCell::new(Default::default()),
             start_offset_change: glommio::sync::Semaphore::new(1),
@@ -191,17 +192,18 @@ async fn recover_active(dir: &Path, topic: &str, partition: i32, base: i64, capa
             );
         }
     }
-    // Garbage after the valid end: the write in flight at the crash, cut
-    // off. It started at or before the page holding `valid` and was at most
-    // one commit (`commit_max_bytes`) plus the carried page long, so nothing
-    // past that window is from it: in a zero-filled file it is zeros, in a
+    // Garbage after the valid end: the writes in flight at the crash, cut
+    // off. They reach at most `unacknowledged_reach_bytes` past the page
+    // holding the acknowledged end (at or before `valid`), so nothing past
+    // that window is from them: in a zero-filled file it is zeros, in a
     // recycled one an earlier segment's batches, below this segment's base
-    // offset and never taken for log. (A `commit_max_bytes` lowered across
-    // a crash could leave part of a longer cut-off write unzeroed; recovery
-    // would still stop at it unless a later write ended exactly where one of
-    // its whole batches begins, with that batch's offset.)
+    // offset and never taken for log. (A `commit_max_bytes` or
+    // `max.message.bytes` lowered across a crash could leave part of a
+    // longer cut-off write unzeroed; recovery would still stop at it unless
+    // a later write ended exactly where one of its whole batches begins,
+    // with that batch's offset.)
     let page_start = valid / PAGE_BYTES as u64 * PAGE_BYTES as u64;
-    let window_end = (page_start as usize + config.commit_max_bytes + 2 * PAGE_BYTES).min(data.len());
+    let window_end = (page_start as usize + super::appender::unacknowledged_reach_bytes(config)).min(data.len());
     let mut garbage_end = valid;
     if !closed_cleanly {
         let mut pos = valid as usize;

@@ -266,7 +266,9 @@ pub struct ActiveSegment {
     pub file: Rc<DmaFile>,
     pub path: PathBuf,
     pub capacity_bytes: u64,
-    /// End of the data handed to the disk by completed commits.
+    /// End of the batches whose commit writes have all completed (the
+    /// acknowledged ones); a completed write may already hold the start of
+    /// the next batch.
     pub written_bytes: u64,
     /// Map of the whole capacity; only `[0, written_bytes)` is meaningful.
     pub data: Bytes,
@@ -276,7 +278,8 @@ pub struct ActiveSegment {
     pub time_index: TimeIndex,
     pub max_timestamp_ms: i64,
     /// Contents of the page holding `written_bytes` (its valid prefix), which
-    /// the next commit writes again together with the new data.
+    /// the next commit issued with no other in flight writes again together
+    /// with the new data.
     pub tail_page: Box<[u8; PAGE_BYTES]>,
 }
 

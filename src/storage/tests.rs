@@ -399,14 +399,16 @@ fn recycled_file(dir: &Path) -> std::path::PathBuf {
 }
 
 /// Retention config whose log recycles: 64 KiB segments, zero-filled,
-/// commits of at most 8 KiB (so a cut-off write reaches 16 KiB past the end).
+/// commits of at most 8 KiB, batches of at most 4 KiB.
 fn recycling_config() -> LogConfig {
-    LogConfig { retention_bytes: 100 * 1024, preallocation: Preallocation::Zero, commit_max_bytes: 8192, ..small_config() }
+    LogConfig { retention_bytes: 100 * 1024, preallocation: Preallocation::Zero, commit_max_bytes: 8192, max_message_bytes: 4096, ..small_config() }
 }
 
-/// How far past the durable end `end` recovery may zero (see `recovery`).
+/// How far past the durable end `end` recovery may zero (see `recovery`):
+/// from the page holding it, a batch that straddled a completed write's end
+/// (4 KiB) and two writes in flight of 8 KiB of batches plus two pages each.
 fn cut_off_reach(end: usize) -> usize {
-    end / 4096 * 4096 + 8192 + 2 * 4096
+    end / 4096 * 4096 + 4096 + 2 * (8192 + 2 * 4096)
 }
 
 /// Appends 2 KB batches until a roll makes a recycled file the active
@@ -577,6 +579,115 @@ fn a_retired_segment_a_reader_still_holds_is_deleted_not_recycled() {
             log.append(batch(1, 2000), AckWait::Commit).await.expect("append");
         }
         assert!(log.segments_recycled() > 0, "a retired file no reader holds is reused");
+        log.close().await;
+    });
+}
+
+/// Zero-filled 256 KiB segments, commits of at most 8 KiB of batches,
+/// batches of at most 4 KiB: a few queued batches make several writes.
+fn pipelined_config() -> LogConfig {
+    LogConfig { segment_bytes: 256 * 1024, preallocation: Preallocation::Zero, commit_max_bytes: 8192, max_message_bytes: 4096, ..LogConfig::default() }
+}
+
+/// Each batch from `from` to the high watermark, as stored.
+fn read_batch_bytes(log: &PartitionLog, from: i64) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut offset = from;
+    while offset < log.high_watermark() {
+        let r = log.read(offset, 1 << 20).expect("read");
+        for chunk in &r.records {
+            let mut pos = 0;
+            while pos < chunk.len() {
+                let h = super::batch::BatchHeader::parse(&chunk[pos..]).expect("header");
+                out.push(chunk[pos..pos + h.total_bytes()].to_vec());
+                offset = h.last_offset() + 1;
+                pos += h.total_bytes();
+            }
+        }
+    }
+    out
+}
+
+/// Appends `batches` all at once (queued before the committer runs), and
+/// returns their base offsets.
+async fn append_together(log: &PartitionLog, batches: &[BytesMut]) -> Vec<i64> {
+    let appends = batches.iter().map(|b| log.append(b.clone(), AckWait::Commit));
+    futures_util::future::join_all(appends).await.into_iter().map(|r| r.expect("append").base_offset).collect()
+}
+
+#[test]
+fn batches_queued_behind_a_write_go_out_in_overlapping_writes_and_read_back_whole() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().to_path_buf();
+    run(async move {
+        let log = open(&path, pipelined_config()).await;
+        // 1–3 KB batches: most writes end inside a batch, whose rest opens the next write.
+        let sent: Vec<BytesMut> = (0..80).map(|i| batch(1, 1000 + 29 * i)).collect();
+        let bases = append_together(&log, &sent).await;
+        assert_eq!(bases, (0..80).collect::<Vec<i64>>());
+        assert!(log.commit_writes_overlapped() > 0, "no write started while another was in flight");
+        assert_eq!(log.high_watermark(), 80);
+        let same_as_sent = |stored: Vec<Vec<u8>>| {
+            assert_eq!(stored.len(), sent.len());
+            for (i, (got, want)) in stored.iter().zip(&sent).enumerate() {
+                // Bytes 0..8 and 12..16 are the base offset and leader epoch the log set.
+                assert_eq!((&got[8..12], &got[16..]), (&want[8..12], &want[16..]), "batch {i} differs");
+            }
+        };
+        same_as_sent(read_batch_bytes(&log, 0));
+        let active = log.state.borrow().active.path.clone();
+        log.close().await;
+        drop(log);
+        let before = std::fs::read(&active).expect("read");
+        let log = open(&path, pipelined_config()).await;
+        assert_eq!(log.high_watermark(), 80);
+        assert_eq!(std::fs::read(&active).expect("read"), before, "a clean reopen repairs nothing");
+        same_as_sent(read_batch_bytes(&log, 0));
+        log.close().await;
+    });
+}
+
+#[test]
+fn a_crash_that_cut_off_one_write_but_not_the_next_keeps_only_the_batches_before_the_cut() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().to_path_buf();
+    run(async move {
+        let log = open(&path, pipelined_config()).await;
+        for _ in 0..3 {
+            log.append(batch(1, 1500), AckWait::Commit).await.expect("append");
+        }
+        let (active, end) = {
+            let s = log.state.borrow();
+            (s.active.path.clone(), s.active.written_bytes as usize)
+        };
+        // Eight 3 KB batches: a held-back write and the ones after it.
+        let later: Vec<BytesMut> = (0..8).map(|_| batch(1, 3000)).collect();
+        append_together(&log, &later).await;
+        assert!(log.commit_writes_overlapped() > 0);
+        log.close().await;
+        drop(log);
+        // The crash image: the write carrying the first later batch never
+        // landed (its start reads as the zero-filled file did), the later
+        // ones did; no clean-shutdown marker.
+        std::fs::remove_file(path.join(super::recovery::CLEAN_SHUTDOWN_FILE_NAME)).expect("marker");
+        let mut bytes = std::fs::read(&active).expect("read");
+        let later_end = end + later.iter().map(|b| b.len()).sum::<usize>();
+        assert!(bytes[end..later_end].iter().any(|&b| b != 0));
+        bytes[end..end + 64].fill(0);
+        std::fs::write(&active, &bytes).expect("write");
+
+        let log = open(&path, pipelined_config()).await;
+        assert_eq!(log.high_watermark(), 3, "nothing after the cut is taken for log");
+        let after = std::fs::read(&active).expect("read");
+        assert_eq!(after[..end], bytes[..end], "the acknowledged batches are untouched");
+        assert!(after[end..later_end].iter().all(|&b| b == 0), "the later writes' batches are zeroed");
+        assert_eq!(log.append(batch(1, 10), AckWait::Commit).await.expect("append").base_offset, 3);
+        log.close().await;
+        drop(log);
+        std::fs::remove_file(path.join(super::recovery::CLEAN_SHUTDOWN_FILE_NAME)).expect("marker");
+        let log = open(&path, pipelined_config()).await;
+        assert_eq!(log.high_watermark(), 4, "no batch of the cut-off run comes back after the next crash");
+        assert_contiguous(&log);
         log.close().await;
     });
 }
