@@ -98,9 +98,8 @@ struct CommitFlight {
     /// End of the last whole batch before `durable_end`: the new durable end
     /// of the log's batches.
     acked_end: u64,
-    /// The page holding `acked_end`, valid up to it (None: no batch ends in
-    /// this write).
-    tail_page: Option<Box<[u8; PAGE_BYTES]>>,
+    /// The page holding `acked_end`, valid up to it (zeros past it).
+    tail_page: Box<[u8; PAGE_BYTES]>,
     started: std::time::Instant,
 }
 
@@ -237,7 +236,8 @@ impl PartitionLog {
     }
 
     /// Builds the next commit write from the queued batches after `cursor`
-    /// and starts it; `None` when nothing can be written now.
+    /// (submitted once the committer awaits it); `None` when nothing can be
+    /// written now.
     ///
     /// The run is the batches up to the size cap (at least one) and up to
     /// the next segment boundary. When more batches wait behind it (in the
@@ -278,19 +278,24 @@ impl PartitionLog {
         let page_start = cursor.end / page * page;
         let data_end = cursor.end + run_bytes as u64;
         let more_behind = s.pending.get(first + count).is_some_and(|b| !b.starts_segment);
-        let hold_back = more_behind && data_end / page * page > page_start && !data_end.is_multiple_of(page);
-        let write_end = if hold_back { data_end / page * page } else { data_end.div_ceil(page) * page };
+        // With more batches behind it, the write ends at the run's last page
+        // boundary (past its first page), so the next one may start at once.
+        let split = more_behind && data_end / page * page > page_start;
+        let write_end = if split { data_end / page * page } else { data_end.div_ceil(page) * page };
+        let durable_end = write_end.min(data_end);
         let total = (write_end - page_start) as usize;
         let carried = (cursor.end - page_start) as usize;
 
         let mut buf = active.file.alloc_dma_buffer(total);
         let out = buf.as_bytes_mut();
         out[..carried].copy_from_slice(&cursor.page[..carried]);
-        let mut held = Box::new([0u8; PAGE_BYTES]);
+        // From here `cursor.page` is the page holding `data_end`: what opens
+        // the next write.
+        cursor.page.fill(0);
         let mut pos = carried;
         // The batches this write completes (with every earlier write): those
-        // ending at or before its durable end.
-        let durable_end = if hold_back { write_end } else { data_end };
+        // ending at or before its durable end. A batch that began in an
+        // earlier write and ends in this one's first page is among them.
         let mut acked_end = cursor.end;
         for b in s.pending.iter().skip(first).take(count) {
             let len = b.data.len();
@@ -299,9 +304,9 @@ impl PartitionLog {
                 out[pos..pos + into_write].copy_from_slice(&b.data[..into_write]);
             }
             if into_write < len {
-                // Bytes past a held-back write's end open the next write.
+                // Bytes past a split write's end open the next write.
                 let held_start = pos + into_write - total;
-                held[held_start..held_start + len - into_write].copy_from_slice(&b.data[into_write..]);
+                cursor.page[held_start..held_start + len - into_write].copy_from_slice(&b.data[into_write..]);
             }
             pos += b.data.len();
             if page_start + pos as u64 <= durable_end {
@@ -311,28 +316,21 @@ impl PartitionLog {
         if pos < total {
             out[pos..].fill(0);
         }
-        // The page holding the acknowledged end once this write completes,
-        // as the next write after a failure would rewrite it.
+        // The page holding the acknowledged end once this write completes, as
+        // the next write after a failure would rewrite it: always within this
+        // write (cursor.end <= acked_end <= durable_end <= write_end).
+        assert!(page_start <= cursor.end && cursor.end <= acked_end && acked_end <= durable_end && durable_end <= write_end);
         let acked_page_start = acked_end / page * page;
-        let tail_page = if acked_end == cursor.end || acked_page_start < page_start {
-            None
-        } else {
-            let mut p = Box::new([0u8; PAGE_BYTES]);
-            let from = (acked_page_start - page_start) as usize;
-            let len = (acked_end - acked_page_start) as usize;
-            p[..len].copy_from_slice(&out[from..from + len]);
-            Some(p)
-        };
-        if hold_back {
-            cursor.page = held;
-        } else if !data_end.is_multiple_of(page) {
+        let mut tail_page = Box::new([0u8; PAGE_BYTES]);
+        let from = (acked_page_start - page_start) as usize;
+        let acked_in_page = (acked_end - acked_page_start) as usize;
+        tail_page[..acked_in_page].copy_from_slice(&out[from..from + acked_in_page]);
+        if !split && !data_end.is_multiple_of(page) {
             cursor.page.copy_from_slice(&out[total - PAGE_BYTES..total]);
-        } else {
-            cursor.page.fill(0);
         }
         cursor.batches = first + count;
         cursor.end = data_end;
-        cursor.open = hold_back;
+        cursor.open = split;
         let flight = CommitFlight {
             path: active.path.clone(),
             total,
@@ -385,12 +383,8 @@ impl PartitionLog {
             acked_bytes = (position - s.active.written_bytes) as usize;
             let active = &mut s.active;
             active.written_bytes = position;
-            if position.is_multiple_of(PAGE_BYTES as u64) {
-                // The end sits on a page boundary: the next page is empty.
-                active.tail_page.fill(0);
-            } else if let Some(page) = &flight.tail_page {
-                active.tail_page.copy_from_slice(&page[..]);
-            }
+            // Zeros when the end sits on a page boundary: the next page is empty.
+            active.tail_page.copy_from_slice(&flight.tail_page[..]);
             s.pending_bytes -= acked_bytes;
             cursor.batches -= popped;
         }

@@ -691,3 +691,34 @@ fn a_crash_that_cut_off_one_write_but_not_the_next_keeps_only_the_batches_before
         log.close().await;
     });
 }
+
+#[test]
+fn after_each_commit_the_page_a_retry_would_rewrite_holds_the_acknowledged_bytes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().to_path_buf();
+    run(async move {
+        // Batches bigger than a commit's cap: each run is one batch, and a
+        // split write leaves its batch's last bytes to the next write.
+        let config = LogConfig { max_message_bytes: 16 * 1024, ..pipelined_config() };
+        let log = open(&path, config).await;
+        // Values of no zero byte, so a page of zeros cannot pass for them.
+        let value: bytes::Bytes = (0..9000).map(|k| (k % 251 + 1) as u8).collect::<Vec<u8>>().into();
+        let patterned = || crate::kafka::record_batch::encode_batch(&[(None, value.clone())], super::now_ms()).expect("batch");
+        let mut appends: futures_util::stream::FuturesUnordered<_> = (0..12).map(|_| log.append(patterned(), AckWait::Commit)).collect();
+        let mut checked = 0;
+        while let Some(result) = futures_util::StreamExt::next(&mut appends).await {
+            result.expect("append");
+            // What a commit after a failed write would carry must be what is
+            // on disk before the acknowledged end.
+            let s = log.state.borrow();
+            let end = s.active.written_bytes as usize;
+            let page_start = end / 4096 * 4096;
+            assert_eq!(&s.active.tail_page[..end - page_start], &s.active.data[page_start..end], "carried page at {end}");
+            assert!(s.active.tail_page[end - page_start..].iter().all(|&b| b == 0));
+            checked += 1;
+        }
+        assert_eq!(checked, 12);
+        assert!(log.commit_writes_overlapped() > 0);
+        log.close().await;
+    });
+}
