@@ -306,9 +306,14 @@ impl SleepNotifier {
     }
 
     pub(crate) fn notify(&self, force: bool) {
+        // ringmq patch (PATCHES.md, 3): pairs with the fence the sleeper issues
+        // between `prepare_to_sleep` and its last look at its channels: either
+        // it sees what this thread published before calling here, or this
+        // load sees `should_notify` set and writes the eventfd.
+        std::sync::atomic::fence(Ordering::SeqCst);
         if self
             .should_notify
-            .compare_exchange(true, false, Ordering::Relaxed, Ordering::Relaxed)
+            .compare_exchange(true, false, Ordering::SeqCst, Ordering::Relaxed)
             .is_ok()
             || force
         {
@@ -343,7 +348,7 @@ impl SleepNotifier {
         // This will allow this `eventfd` to be notified. This should not happen
         // for the placeholder (disconnected) case.
         assert_ne!(self.id, usize::MAX);
-        self.should_notify.store(true, Ordering::Relaxed);
+        self.should_notify.store(true, Ordering::SeqCst);
     }
 
     pub(super) fn wake_up(&self) {
