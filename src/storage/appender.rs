@@ -515,7 +515,7 @@ impl PartitionLog {
         let dsync = self.config.borrow().flush == FlushPolicy::Always;
         let new_file = segment::open_rw(&new_path, dsync).await?;
         let new_map_use = segment::MapUse::default();
-        let new_data = segment::map_file(&new_path, prepared.capacity_bytes, &new_map_use)?;
+        let new_data = segment::map_active_file(&new_path, prepared.capacity_bytes, &new_map_use)?;
         let sealed_data = segment::map_file(&old_path, written, &self.state.borrow().active.map_use)?;
 
         let mut s = self.state.borrow_mut();
@@ -640,7 +640,7 @@ impl PartitionLog {
         let dsync = self.config.borrow().flush == FlushPolicy::Always;
         let new_file = segment::open_rw(&new_path, dsync).await?;
         let new_map_use = segment::MapUse::default();
-        let new_data = segment::map_file(&new_path, prepared.capacity_bytes, &new_map_use)?;
+        let new_data = segment::map_active_file(&new_path, prepared.capacity_bytes, &new_map_use)?;
         let old_file = {
             let mut s = self.state.borrow_mut();
             let active = &mut s.active;

@@ -80,22 +80,9 @@ impl PartitionLog {
             pos = next;
         }
         if let Some(start) = start {
-            prefetch(&data[start..start + result.bytes]);
+            super::segment::prefetch(&data[start..start + result.bytes]);
             result.records.push(data.slice(start..start + result.bytes));
         }
         Ok(result)
-    }
-}
-
-/// Asks the kernel to start reading a mapped range in (MADV_WILLNEED), so
-/// that the socket write, not the shard, waits for a cold segment.
-fn prefetch(range: &[u8]) {
-    let page = super::PAGE_BYTES;
-    let start = range.as_ptr() as usize / page * page;
-    let end = range.as_ptr() as usize + range.len();
-    // SAFETY: the range lies inside a live read-only mapping (page-aligned
-    // down to the mapping's own page); WILLNEED changes no memory.
-    unsafe {
-        libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_WILLNEED);
     }
 }

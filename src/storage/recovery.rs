@@ -164,11 +164,17 @@ async fn recover_active(dir: &Path, topic: &str, partition: i32, base: i64, capa
     let path = dir.join(segment::log_file_name(base));
     let file_len = std::fs::metadata(&path).map_err(|e| StorageError::io(format!("stat {}", path.display()), e))?.len();
     let clean_end = take_clean_shutdown(dir);
-    let data = segment::map_file(&path, file_len, &segment::MapUse::default())?;
+    // The scan reads through a map without the kernel's read-around (which
+    // reads `read_ahead_kb`, 8 MiB here, around each fault, far past the
+    // valid end) and asks for what it is about to read itself.
+    let data = segment::map_active_file(&path, file_len, &segment::MapUse::default())?;
+    let mut read_ahead = ScanReadAhead::default();
+    read_ahead.ahead_of(&data, 0);
     let mut index = SparseIndex::new();
     let mut time_index = TimeIndex::new();
     let mut max_timestamp_ms = -1;
     let outcome = batch::scan(&data, Some(base), |pos, h| {
+        read_ahead.ahead_of(&data, pos + h.total_bytes());
         index.on_batch((h.base_offset - base) as u32, pos as u32, h.total_bytes() as u64, config.index_interval_bytes);
         time_index.on_batch((h.base_offset - base) as u32, pos as u32, h.total_bytes() as u64, h.max_timestamp, config.index_interval_bytes);
         max_timestamp_ms = max_timestamp_ms.max(h.max_timestamp);
@@ -206,6 +212,7 @@ async fn recover_active(dir: &Path, topic: &str, partition: i32, base: i64, capa
     let window_end = (page_start as usize + super::appender::unacknowledged_reach_bytes(config)).min(data.len());
     let mut garbage_end = valid;
     if !closed_cleanly {
+        read_ahead.up_to(&data, window_end);
         let mut pos = valid as usize;
         while pos < window_end {
             let end = ((pos / PAGE_BYTES + 1) * PAGE_BYTES).min(window_end);
@@ -217,7 +224,16 @@ async fn recover_active(dir: &Path, topic: &str, partition: i32, base: i64, capa
     }
     let mut tail_page = Box::new([0u8; PAGE_BYTES]);
     tail_page[..(valid - page_start) as usize].copy_from_slice(&data[page_start as usize..valid as usize]);
+    // What the scan read after the valid end is cached where the appender
+    // writes next (see `drop_cached_pages`); pages still being read in are
+    // not dropped, so wait for them first.
+    read_ahead.settle(&data, page_start as usize);
     drop(data);
+    // A cached folio holding the end's page and the pages after it is only
+    // dropped whole: drop from a boundary no folio straddles, and read the
+    // valid bytes dropped with it back in below.
+    let cache_kept_bytes = page_start as usize / CACHE_FOLIO_MAX_BYTES * CACHE_FOLIO_MAX_BYTES;
+    segment::drop_cached_pages(&path, cache_kept_bytes as u64).await?;
 
     let file = segment::open_rw(&path, config.flush == FlushPolicy::Always).await?;
     if garbage_end > valid {
@@ -240,7 +256,11 @@ async fn recover_active(dir: &Path, topic: &str, partition: i32, base: i64, capa
         segment::sync_dir(dir).await?;
     }
     let map_use = segment::MapUse::default();
-    let data = segment::map_file(&path, capacity, &map_use)?;
+    let data = segment::map_active_file(&path, capacity, &map_use)?;
+    // Producer-state recovery reads the valid bytes next.
+    if valid as usize > cache_kept_bytes {
+        segment::prefetch(&data[cache_kept_bytes..valid as usize]);
+    }
     Ok((
         ActiveSegment {
             base_offset: base,
@@ -292,4 +312,48 @@ fn take_clean_shutdown(dir: &Path) -> Option<(i64, u64)> {
     let base = i64::from_be_bytes(body[..8].try_into().ok()?);
     let end = u64::from_be_bytes(body[8..].try_into().ok()?);
     Some((base, end))
+}
+
+/// The largest folio the page cache uses (a PMD page on x86-64): dropping a
+/// file's cache from a multiple of it drops every folio past that point.
+const CACHE_FOLIO_MAX_BYTES: usize = 2 << 20;
+
+/// How far ahead of its position the recovery scan asks for the segment's
+/// bytes (MADV_WILLNEED), in steps of this much.
+const SCAN_READ_AHEAD_BYTES: usize = 2 << 20;
+
+/// The recovery scan's own read-ahead over a MADV_RANDOM map: everything it
+/// asked for lies below `requested`, at most `2 * SCAN_READ_AHEAD_BYTES`
+/// past the furthest position the scan reached.
+#[derive(Default)]
+struct ScanReadAhead {
+    requested: usize,
+}
+
+impl ScanReadAhead {
+    /// Called with the scan's position: keeps at least one step requested ahead.
+    fn ahead_of(&mut self, data: &[u8], position: usize) {
+        if position + SCAN_READ_AHEAD_BYTES > self.requested {
+            self.up_to(data, position + 2 * SCAN_READ_AHEAD_BYTES);
+        }
+    }
+
+    fn up_to(&mut self, data: &[u8], end: usize) {
+        let end = end.min(data.len());
+        if end > self.requested {
+            segment::prefetch(&data[self.requested..end]);
+            self.requested = end;
+        }
+    }
+
+    /// Touches every page from `from` to what was requested: a fault on a
+    /// page still being read in waits for the read, so afterwards none is
+    /// in flight.
+    fn settle(&self, data: &[u8], from: usize) {
+        let mut pos = from / PAGE_BYTES * PAGE_BYTES;
+        while pos < self.requested.min(data.len()) {
+            std::hint::black_box(data[pos]);
+            pos += PAGE_BYTES;
+        }
+    }
 }

@@ -722,3 +722,75 @@ fn after_each_commit_the_page_a_retry_would_rewrite_holds_the_acknowledged_bytes
         log.close().await;
     });
 }
+
+/// Pages of `path` in `[from, to)` (byte positions, `from` rounded up to a
+/// page) that are in the page cache (mincore on a map of our own, which
+/// faults nothing in).
+fn cached_pages(path: &Path, from: u64, to: u64) -> usize {
+    let file = std::fs::File::open(path).expect("open");
+    let len = file.metadata().expect("stat").len().min(to) as usize;
+    let from = (from as usize).next_multiple_of(4096).min(len);
+    if len == from {
+        return 0;
+    }
+    // SAFETY: a private read-only map, only passed to mincore.
+    let map = unsafe { memmap2::MmapOptions::new().offset(from as u64).len(len - from).map(&file) }.expect("map");
+    let mut resident = vec![0u8; (len - from).div_ceil(4096)];
+    // SAFETY: `resident` holds one byte per page of the mapped range.
+    let rc = unsafe { libc::mincore(map.as_ptr() as *mut libc::c_void, len - from, resident.as_mut_ptr()) };
+    assert_eq!(rc, 0, "mincore: {}", std::io::Error::last_os_error());
+    resident.iter().filter(|&&b| b & 1 == 1).count()
+}
+
+/// The active segment's file, its durable end and its capacity.
+fn active_extent(log: &PartitionLog) -> (std::path::PathBuf, u64, u64) {
+    let s = log.state.borrow();
+    (s.active.path.clone(), s.active.written_bytes, s.active.capacity_bytes)
+}
+
+#[test]
+fn after_recovery_no_page_after_the_one_holding_the_durable_end_is_cached() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let image = tempfile::tempdir().expect("tempdir");
+    let (path, image_path) = (dir.path().to_path_buf(), image.path().to_path_buf());
+    run(async move {
+        let config = LogConfig { segment_bytes: 4 << 20, preallocation: Preallocation::Zero, ..small_config() };
+        let log = open(&path, config.clone()).await;
+        for _ in 0..20 {
+            log.append(batch(1, 1000), AckWait::Commit).await.expect("append");
+        }
+        // A crash image: recovery scans the window a cut-off write could
+        // have reached, through a map.
+        crash_image(&path, &image_path);
+        log.close().await;
+        drop(log);
+        for dir in [&path, &image_path] {
+            let log = open(dir, config.clone()).await;
+            let (active, end, capacity) = active_extent(&log);
+            assert_eq!(log.high_watermark(), 20);
+            // The page holding the end is valid log up to it; none after it is.
+            assert_eq!(cached_pages(&active, end, capacity), 0, "pages past the durable end cached after opening {}", dir.display());
+            log.close().await;
+        }
+    });
+}
+
+#[test]
+fn a_segment_made_from_a_recycled_file_has_none_of_its_old_pages_cached() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().to_path_buf();
+    run(async move {
+        let log = open(&path, recycling_config()).await;
+        // Readers map sealed segments and leave their pages cached, the
+        // segment about to be retired (and recycled) among them.
+        while log.segments_recycled() == 0 {
+            log.append(batch(1, 2000), AckWait::Commit).await.expect("append");
+            let start = log.offsets().log_start_offset;
+            assert_eq!(read_all(&log, start).last().map(|b| b.1), Some(log.high_watermark() - 1));
+        }
+        let (active, end, capacity) = active_extent(&log);
+        assert!(end < capacity / 2, "the recycled segment has room left");
+        assert_eq!(cached_pages(&active, end, capacity), 0, "an earlier segment's pages are still cached where appends go next");
+        log.close().await;
+    });
+}
