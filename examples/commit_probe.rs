@@ -6,7 +6,12 @@
 //! with `DSYNC=1`) into a zero-filled file; `BYTES`, `REWRITE`, `APPEND`
 //! (the log's write pattern for appends of that size), `NOISE` (bytes that
 //! do not compress) and `MMAP` (the file also mapped) vary what is written.
-//! Both take `SPIN_US` (the executor spins that long before parking).
+//! `commit_probe fio-pair`: alternates one log append (`PAYLOAD`, 1,000 by
+//! default) with fio's own operation at `BYTES` (4096 by default): a blocking
+//! O_DIRECT pwrite of the next block and an fdatasync, into a zero-filled file
+//! beside the log; prints both and their ratio per block of 200 rounds
+//! (`RECYCLED=1`: a log under retention, whose segments reuse retired files).
+//! All take `SPIN_US` (the executor spins that long before parking).
 use std::time::Instant;
 use ringmq::kafka::record_batch::synthetic_batch;
 use ringmq::storage::log::AckWait;
@@ -39,7 +44,7 @@ fn main() {
             let append: u64 = std::env::var("APPEND").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
             let mut end = 0u64;
             let noise = std::env::var("NOISE").is_ok();
-            for i in 0..3000u64 {
+            for i in 0..std::env::var("COUNT").ok().and_then(|s| s.parse().ok()).unwrap_or(3000u64) {
                 let t = Instant::now();
                 let (position, len) = if append > 0 {
                     let start = end / 4096 * 4096;
@@ -69,6 +74,10 @@ fn main() {
     }
     if std::env::args().nth(1).as_deref() == Some("pair") {
         pair();
+        return;
+    }
+    if std::env::args().nth(1).as_deref() == Some("fio-pair") {
+        fio_pair();
         return;
     }
     let mode = match std::env::args().nth(1).as_deref() { Some("fallocate") => Preallocation::Fallocate, _ => Preallocation::Zero };
@@ -118,7 +127,9 @@ fn pair() {
         let file = glommio::io::OpenOptions::new().read(true).write(true).create(true).dma_open(&path).await.expect("open");
         ringmq::storage::segment::preallocate(&file, 0, 64 << 20, Preallocation::Zero, &path).await.expect("prealloc");
         let file = glommio::io::OpenOptions::new().read(true).write(true).custom_flags(libc::O_DSYNC).dma_open(&path).await.expect("open");
-        let template = synthetic_batch(1, 1000, 0);
+        // PAYLOAD=N: each batch carries one N-byte record (1,000 by default).
+        let payload: usize = std::env::var("PAYLOAD").ok().and_then(|s| s.parse().ok()).unwrap_or(1000);
+        let template = synthetic_batch(1, payload, 0);
         let (mut log_us, mut raw_us) = (Vec::new(), Vec::new());
         let mut end = 0u64;
         for _ in 0..3000 {
@@ -153,6 +164,162 @@ fn pair() {
             "log append: mean {} p50 {} p90 {} us (its commit writes, issue to completion: mean {} us); bare write of the same pages: mean {} p50 {} p90 {} us",
             l.0, l.1, l.2, write_us.sum() / write_us.count().max(1), r.0, r.1, r.2
         );
+        log.close().await;
+    });
+}
+
+/// `commit_probe fio-pair`: one log append, then fio's overwrite+fdatasync
+/// operation (`--ioengine=psync --direct=1 --fdatasync=1 --overwrite=1`) at
+/// `BYTES`, alternately, `COUNT` rounds (3,000 by default), so that both see
+/// the same disk moment. Prints the means and the ratio of means per block
+/// of 200 rounds (median, min and max across blocks).
+fn fio_pair() {
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    let env = |k: &str, d: u64| std::env::var(k).ok().and_then(|s| s.parse().ok()).unwrap_or(d);
+    let spin = env("SPIN_US", 0);
+    let payload = env("PAYLOAD", 1000) as usize;
+    let bytes = env("BYTES", 4096) as usize;
+    let count = env("COUNT", 3000) as usize;
+    let ex = glommio::LocalExecutorBuilder::default().spin_before_park(std::time::Duration::from_micros(spin)).make().expect("executor");
+    ex.run(async move {
+        let dir = tempfile::tempdir_in("target").expect("tempdir");
+        // RECYCLED=1: a log under retention, as the `*_recycled` benches: 64
+        // MiB segments, 192 MiB kept, filled past that first, so that its
+        // segments reuse retired files instead of being zero-filled.
+        let recycled = std::env::var("RECYCLED").is_ok();
+        let mut config = LogConfig { segment_bytes: 64 << 20, preallocation: Preallocation::Zero, ..LogConfig::default() };
+        if recycled {
+            config.retention_bytes = 3 * config.segment_bytes as i64;
+        }
+        let log = PartitionLog::open(dir.path().join("log"), "p".into(), 0, config).await.expect("open");
+        if recycled {
+            let fill = synthetic_batch(1, (1 << 20) - 80, 0);
+            for _ in 0..6 * 64 {
+                log.append(fill.clone(), AckWait::Commit).await.expect("fill");
+            }
+            assert!(log.segments_recycled() > 0, "no segment reused a retired file");
+        }
+        // fio's file: 256 MiB written once, then overwritten block by block;
+        // like fio (`invalidate=1`), its pages are dropped from the page cache.
+        let fio_bytes = 256u64 << 20;
+        let path = dir.path().join("fio.dat");
+        std::fs::write(&path, vec![0u8; fio_bytes as usize]).expect("fill fio file");
+        {
+            let f = std::fs::File::open(&path).expect("open fio file");
+            f.sync_all().expect("sync fio file");
+            // SAFETY: a valid descriptor; the call only changes cache state.
+            assert_eq!(unsafe { libc::posix_fadvise(std::os::fd::AsRawFd::as_raw_fd(&f), 0, 0, libc::POSIX_FADV_DONTNEED) }, 0);
+        }
+        // The bare glommio write of the same block (BARE=1): O_DSYNC through io_uring.
+        let bare = std::env::var("BARE").is_ok().then(|| ());
+        let bare_file = if bare.is_some() {
+            let bare_path = dir.path().join("bare.dat");
+            let f = glommio::io::OpenOptions::new().read(true).write(true).create(true).dma_open(&bare_path).await.expect("open bare");
+            ringmq::storage::segment::preallocate(&f, 0, fio_bytes, Preallocation::Zero, &bare_path).await.expect("prealloc bare");
+            f.close().await.expect("close bare");
+            Some(std::rc::Rc::new(glommio::io::OpenOptions::new().read(true).write(true).custom_flags(libc::O_DSYNC).dma_open(&bare_path).await.expect("open bare dsync")))
+        } else {
+            None
+        };
+        let mut bare_us = Vec::with_capacity(count);
+        let bare_append = std::env::var("BARE").as_deref() == Ok("append");
+        let bare_task = std::env::var("BARE_TASK").is_ok();
+        let bare_like_log = std::env::var("BARE_LIKE_LOG").is_ok();
+        // BARE_MMAP=1: the bare file is also mapped, as the log maps its active segment.
+        let _bare_map = std::env::var("BARE_MMAP").is_ok().then(|| {
+            let f = std::fs::File::open(dir.path().join("bare.dat")).expect("open for map");
+            // SAFETY: nothing truncates the file while the probe runs.
+            unsafe { memmap2::MmapOptions::new().len(fio_bytes as usize).map(&f) }.expect("map")
+        });
+        let mut bare_end = 0u64;
+        let warmup = 200;
+        let fio_file = std::fs::OpenOptions::new().read(true).write(true).custom_flags(libc::O_DIRECT).open(&path).expect("open O_DIRECT");
+        let layout = std::alloc::Layout::from_size_align(bytes, 4096).expect("layout");
+        // SAFETY: the layout has a non-zero size; the buffer is freed below.
+        let buf_ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+        assert!(!buf_ptr.is_null());
+        // SAFETY: `buf_ptr` points to `bytes` initialised bytes owned here.
+        let block = unsafe { std::slice::from_raw_parts_mut(buf_ptr, bytes) };
+        block.fill(0xab);
+        let template = synthetic_batch(1, payload, 0);
+        let (mut log_us, mut fio_us) = (Vec::with_capacity(count), Vec::with_capacity(count));
+        let mut fio_position = 0u64;
+        for round in 0..warmup + count {
+            if round == warmup {
+                log_us.clear();
+                fio_us.clear();
+                bare_us.clear();
+            }
+            if let Some(f) = &bare_file {
+                let t = Instant::now();
+                // BARE=append: the log's pattern for the template's size
+                // (from the page holding the end to the new end).
+                let (position, len) = if bare_append {
+                    let start = bare_end / 4096 * 4096;
+                    bare_end += template.len() as u64;
+                    (start, (bare_end.div_ceil(4096) * 4096 - start) as usize)
+                } else {
+                    (fio_position, bytes)
+                };
+                let mut b = f.alloc_dma_buffer(len);
+                b.as_bytes_mut().fill(0xab);
+                if bare_like_log {
+                    // BARE_LIKE_LOG=1: the bytes the log writes there: batches
+                    // back to back from the file's start, zeros past the end.
+                    for (k, out) in b.as_bytes_mut().iter_mut().enumerate() {
+                        let x = position + k as u64;
+                        *out = if x < bare_end { template[(x % template.len() as u64) as usize] } else { 0 };
+                    }
+                }
+                if bare_task {
+                    // BARE_TASK=1: another task writes and answers by oneshot, as the committer does.
+                    let (tx, rx) = futures_channel::oneshot::channel();
+                    let f = f.clone();
+                    glommio::spawn_local(async move {
+                        let r = f.write_at(b, position).await.map(|_| ()).map_err(|e| e.to_string());
+                        let _ = tx.send(r);
+                    })
+                    .detach();
+                    rx.await.expect("bare task").expect("bare write");
+                } else {
+                    f.write_at(b, position).await.expect("bare write");
+                }
+                bare_us.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+            let fio_op = |position: &mut u64| {
+                let t = Instant::now();
+                fio_file.write_all_at(block, *position).expect("pwrite");
+                // SAFETY: a valid open descriptor.
+                assert_eq!(unsafe { libc::fdatasync(std::os::fd::AsRawFd::as_raw_fd(&fio_file)) }, 0, "fdatasync");
+                *position = (*position + bytes as u64) % fio_bytes;
+                t.elapsed().as_secs_f64() * 1e6
+            };
+            // Which goes first alternates, so neither always follows the other.
+            if round % 2 == 1 {
+                fio_us.push(fio_op(&mut fio_position));
+            }
+            let t = Instant::now();
+            log.append(template.clone(), AckWait::Commit).await.expect("append");
+            log_us.push(t.elapsed().as_secs_f64() * 1e6);
+            if round % 2 == 0 {
+                fio_us.push(fio_op(&mut fio_position));
+            }
+        }
+        // SAFETY: allocated above with the same layout.
+        unsafe { std::alloc::dealloc(buf_ptr, layout) };
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        let mut ratios: Vec<f64> = log_us.chunks(200).zip(fio_us.chunks(200)).map(|(l, f)| mean(l) / mean(f)).collect();
+        ratios.sort_by(f64::total_cmp);
+        println!(
+            "fio-pair: log append {} B: mean {:.0} us; fio pwrite+fdatasync {} B: mean {:.0} us; ratio of means {:.2}x; per 200 rounds: median {:.2}x, min {:.2}x, max {:.2}x ({} blocks)",
+            template.len(), mean(&log_us), bytes, mean(&fio_us), mean(&log_us) / mean(&fio_us),
+            ratios[ratios.len() / 2], ratios[0], ratios[ratios.len() - 1], ratios.len()
+        );
+        let (write_us, _) = log.commit_histograms();
+        println!("fio-pair: the log's commit writes, issue to completion: mean {} us over {} writes (warm-up included)", write_us.sum() / write_us.count().max(1), write_us.count());
+        if !bare_us.is_empty() {
+            println!("fio-pair: bare glommio O_DSYNC write {} B: mean {:.0} us ({:.2}x fio)", bytes, mean(&bare_us), mean(&bare_us) / mean(&fio_us));
+        }
         log.close().await;
     });
 }
