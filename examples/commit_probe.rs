@@ -11,6 +11,9 @@
 //! O_DIRECT pwrite of the next block and an fdatasync, into a zero-filled file
 //! beside the log; prints both and their ratio per block of 200 rounds
 //! (`RECYCLED=1`: a log under retention, whose segments reuse retired files).
+//! `commit_probe fio-slices`: group-commit throughput the same way: slices of
+//! 64 KiB appends kept 64 in flight alternate with slices of fio's 1 MiB
+//! pwrite+fdatasync (`SLICE_MS`, 200 by default; `SLICES` pairs, 15).
 //! All take `SPIN_US` (the executor spins that long before parking).
 use std::time::Instant;
 use ringmq::kafka::record_batch::synthetic_batch;
@@ -78,6 +81,10 @@ fn main() {
     }
     if std::env::args().nth(1).as_deref() == Some("fio-pair") {
         fio_pair();
+        return;
+    }
+    if std::env::args().nth(1).as_deref() == Some("fio-slices") {
+        fio_slices();
         return;
     }
     let mode = match std::env::args().nth(1).as_deref() { Some("fallocate") => Preallocation::Fallocate, _ => Preallocation::Zero };
@@ -174,7 +181,7 @@ fn pair() {
 /// the same disk moment. Prints the means and the ratio of means per block
 /// of 200 rounds (median, min and max across blocks).
 fn fio_pair() {
-    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    use std::os::unix::fs::FileExt;
     let env = |k: &str, d: u64| std::env::var(k).ok().and_then(|s| s.parse().ok()).unwrap_or(d);
     let spin = env("SPIN_US", 0);
     let payload = env("PAYLOAD", 1000) as usize;
@@ -183,33 +190,7 @@ fn fio_pair() {
     let ex = glommio::LocalExecutorBuilder::default().spin_before_park(std::time::Duration::from_micros(spin)).make().expect("executor");
     ex.run(async move {
         let dir = tempfile::tempdir_in("target").expect("tempdir");
-        // RECYCLED=1: a log under retention, as the `*_recycled` benches: 64
-        // MiB segments, 192 MiB kept, filled past that first, so that its
-        // segments reuse retired files instead of being zero-filled.
-        let recycled = std::env::var("RECYCLED").is_ok();
-        let mut config = LogConfig { segment_bytes: 64 << 20, preallocation: Preallocation::Zero, ..LogConfig::default() };
-        if recycled {
-            config.retention_bytes = 3 * config.segment_bytes as i64;
-        }
-        let log = PartitionLog::open(dir.path().join("log"), "p".into(), 0, config).await.expect("open");
-        if recycled {
-            let fill = synthetic_batch(1, (1 << 20) - 80, 0);
-            for _ in 0..6 * 64 {
-                log.append(fill.clone(), AckWait::Commit).await.expect("fill");
-            }
-            assert!(log.segments_recycled() > 0, "no segment reused a retired file");
-        }
-        // fio's file: 256 MiB written once, then overwritten block by block;
-        // like fio (`invalidate=1`), its pages are dropped from the page cache.
-        let fio_bytes = 256u64 << 20;
-        let path = dir.path().join("fio.dat");
-        std::fs::write(&path, vec![0u8; fio_bytes as usize]).expect("fill fio file");
-        {
-            let f = std::fs::File::open(&path).expect("open fio file");
-            f.sync_all().expect("sync fio file");
-            // SAFETY: a valid descriptor; the call only changes cache state.
-            assert_eq!(unsafe { libc::posix_fadvise(std::os::fd::AsRawFd::as_raw_fd(&f), 0, 0, libc::POSIX_FADV_DONTNEED) }, 0);
-        }
+        let (log, fio_file, fio_bytes) = log_and_fio_file(dir.path()).await;
         // The bare glommio write of the same block (BARE=1): O_DSYNC through io_uring.
         let bare = std::env::var("BARE").is_ok().then(|| ());
         let bare_file = if bare.is_some() {
@@ -233,14 +214,7 @@ fn fio_pair() {
         });
         let mut bare_end = 0u64;
         let warmup = 200;
-        let fio_file = std::fs::OpenOptions::new().read(true).write(true).custom_flags(libc::O_DIRECT).open(&path).expect("open O_DIRECT");
-        let layout = std::alloc::Layout::from_size_align(bytes, 4096).expect("layout");
-        // SAFETY: the layout has a non-zero size; the buffer is freed below.
-        let buf_ptr = unsafe { std::alloc::alloc_zeroed(layout) };
-        assert!(!buf_ptr.is_null());
-        // SAFETY: `buf_ptr` points to `bytes` initialised bytes owned here.
-        let block = unsafe { std::slice::from_raw_parts_mut(buf_ptr, bytes) };
-        block.fill(0xab);
+        let block = AlignedBlock::new(bytes);
         let template = synthetic_batch(1, payload, 0);
         let (mut log_us, mut fio_us) = (Vec::with_capacity(count), Vec::with_capacity(count));
         let mut fio_position = 0u64;
@@ -288,7 +262,7 @@ fn fio_pair() {
             }
             let fio_op = |position: &mut u64| {
                 let t = Instant::now();
-                fio_file.write_all_at(block, *position).expect("pwrite");
+                fio_file.write_all_at(block.bytes(), *position).expect("pwrite");
                 // SAFETY: a valid open descriptor.
                 assert_eq!(unsafe { libc::fdatasync(std::os::fd::AsRawFd::as_raw_fd(&fio_file)) }, 0, "fdatasync");
                 *position = (*position + bytes as u64) % fio_bytes;
@@ -305,8 +279,6 @@ fn fio_pair() {
                 fio_us.push(fio_op(&mut fio_position));
             }
         }
-        // SAFETY: allocated above with the same layout.
-        unsafe { std::alloc::dealloc(buf_ptr, layout) };
         let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
         let mut ratios: Vec<f64> = log_us.chunks(200).zip(fio_us.chunks(200)).map(|(l, f)| mean(l) / mean(f)).collect();
         ratios.sort_by(f64::total_cmp);
@@ -320,6 +292,130 @@ fn fio_pair() {
         if !bare_us.is_empty() {
             println!("fio-pair: bare glommio O_DSYNC write {} B: mean {:.0} us ({:.2}x fio)", bytes, mean(&bare_us), mean(&bare_us) / mean(&fio_us));
         }
+        log.close().await;
+    });
+}
+
+/// The log and fio's file for `fio-pair` and `fio-slices`: a 64 MiB-segment
+/// log (under retention and filled past it with `RECYCLED=1`) and a 256 MiB
+/// file written once and dropped from the page cache, as fio lays out its
+/// file (`invalidate=1`).
+async fn log_and_fio_file(dir: &std::path::Path) -> (std::rc::Rc<PartitionLog>, std::fs::File, u64) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let recycled = std::env::var("RECYCLED").is_ok();
+    let mut config = LogConfig { segment_bytes: 64 << 20, preallocation: Preallocation::Zero, ..LogConfig::default() };
+    if recycled {
+        config.retention_bytes = 3 * config.segment_bytes as i64;
+    }
+    let log = PartitionLog::open(dir.join("log"), "p".into(), 0, config).await.expect("open");
+    if recycled {
+        let fill = synthetic_batch(1, (1 << 20) - 80, 0);
+        for _ in 0..6 * 64 {
+            log.append(fill.clone(), AckWait::Commit).await.expect("fill");
+        }
+        assert!(log.segments_recycled() > 0, "no segment reused a retired file");
+    }
+    let fio_bytes = 256u64 << 20;
+    let path = dir.join("fio.dat");
+    std::fs::write(&path, vec![0u8; fio_bytes as usize]).expect("fill fio file");
+    {
+        let f = std::fs::File::open(&path).expect("open fio file");
+        f.sync_all().expect("sync fio file");
+        // SAFETY: a valid descriptor; the call only changes cache state.
+        assert_eq!(unsafe { libc::posix_fadvise(std::os::fd::AsRawFd::as_raw_fd(&f), 0, 0, libc::POSIX_FADV_DONTNEED) }, 0);
+    }
+    let fio_file = std::fs::OpenOptions::new().read(true).write(true).custom_flags(libc::O_DIRECT).open(&path).expect("open O_DIRECT");
+    (log, fio_file, fio_bytes)
+}
+
+/// An aligned block of `bytes` for O_DIRECT writes, freed on drop.
+struct AlignedBlock {
+    ptr: *mut u8,
+    layout: std::alloc::Layout,
+}
+
+impl AlignedBlock {
+    fn new(bytes: usize) -> Self {
+        let layout = std::alloc::Layout::from_size_align(bytes, 4096).expect("layout");
+        // SAFETY: the layout has a non-zero size.
+        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+        assert!(!ptr.is_null());
+        let mut block = Self { ptr, layout };
+        block.as_mut().fill(0xab);
+        block
+    }
+    fn as_mut(&mut self) -> &mut [u8] {
+        // SAFETY: `ptr` points to `layout.size()` initialised bytes owned here.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.layout.size()) }
+    }
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: as in `as_mut`, shared.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.layout.size()) }
+    }
+}
+
+impl Drop for AlignedBlock {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this layout.
+        unsafe { std::alloc::dealloc(self.ptr, self.layout) };
+    }
+}
+
+/// `commit_probe fio-slices`: `SLICES` pairs of a `SLICE_MS` slice of 64 KiB
+/// appends kept 64 in flight (drained before the slice ends) and a slice of
+/// fio's 1 MiB overwrite+fdatasync; prints each side's MiB/s and the ratio
+/// per pair (median, min, max).
+fn fio_slices() {
+    use std::os::unix::fs::FileExt;
+    let env = |k: &str, d: u64| std::env::var(k).ok().and_then(|s| s.parse().ok()).unwrap_or(d);
+    let slice = std::time::Duration::from_millis(env("SLICE_MS", 200));
+    let slices = env("SLICES", 15) as usize;
+    let ex = glommio::LocalExecutorBuilder::default().make().expect("executor");
+    ex.run(async move {
+        let dir = tempfile::tempdir_in("target").expect("tempdir");
+        let (log, fio_file, fio_bytes) = log_and_fio_file(dir.path()).await;
+        let block = AlignedBlock::new(1 << 20);
+        let template = synthetic_batch(1, 65536 - 80, 0);
+        let (mut log_mibs, mut fio_mibs, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        let mut fio_position = 0u64;
+        for _ in 0..slices {
+            let start = Instant::now();
+            let mut in_flight = futures_util::stream::FuturesUnordered::new();
+            let mut done_bytes = 0u64;
+            loop {
+                let open = start.elapsed() < slice;
+                while open && in_flight.len() < 64 {
+                    in_flight.push(log.append(template.clone(), AckWait::Commit));
+                }
+                match futures_util::StreamExt::next(&mut in_flight).await {
+                    Some(r) => {
+                        r.expect("append");
+                        done_bytes += template.len() as u64;
+                    }
+                    None => break,
+                }
+            }
+            let log_rate = done_bytes as f64 / start.elapsed().as_secs_f64() / (1 << 20) as f64;
+            let start = Instant::now();
+            let mut fio_done = 0u64;
+            while start.elapsed() < slice {
+                fio_file.write_all_at(block.bytes(), fio_position).expect("pwrite");
+                // SAFETY: a valid open descriptor.
+                assert_eq!(unsafe { libc::fdatasync(std::os::fd::AsRawFd::as_raw_fd(&fio_file)) }, 0, "fdatasync");
+                fio_position = (fio_position + (1 << 20)) % fio_bytes;
+                fio_done += 1 << 20;
+            }
+            let fio_rate = fio_done as f64 / start.elapsed().as_secs_f64() / (1 << 20) as f64;
+            log_mibs.push(log_rate);
+            fio_mibs.push(fio_rate);
+            ratios.push(log_rate / fio_rate);
+        }
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        ratios.sort_by(f64::total_cmp);
+        println!(
+            "fio-slices: log 64 KiB x 64 in flight: mean {:.0} MiB/s; fio 1 MiB pwrite+fdatasync: mean {:.0} MiB/s; ratio of means {:.2}x; per slice pair: median {:.2}x, min {:.2}x, max {:.2}x ({} pairs of {} ms)",
+            mean(&log_mibs), mean(&fio_mibs), mean(&log_mibs) / mean(&fio_mibs), ratios[ratios.len() / 2], ratios[0], ratios[ratios.len() - 1], ratios.len(), slice.as_millis()
+        );
         log.close().await;
     });
 }
