@@ -233,7 +233,7 @@ async fn recover_active(dir: &Path, topic: &str, partition: i32, base: i64, capa
     // dropped whole: drop from a boundary no folio straddles, and read the
     // valid bytes dropped with it back in below.
     let cache_kept_bytes = page_start as usize / CACHE_FOLIO_MAX_BYTES * CACHE_FOLIO_MAX_BYTES;
-    segment::drop_cached_pages(&path, cache_kept_bytes as u64).await?;
+    segment::drop_cached_pages(&path, cache_kept_bytes as u64).await;
 
     let file = segment::open_rw(&path, config.flush == FlushPolicy::Always).await?;
     if garbage_end > valid {

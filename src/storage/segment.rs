@@ -118,7 +118,10 @@ fn map_with(path: &Path, len: u64, map_use: &MapUse, advice: Option<memmap2::Adv
     let map = unsafe { memmap2::MmapOptions::new().len(len as usize).map(&file) }
         .map_err(|e| StorageError::io(format!("mmap {}", path.display()), e))?;
     if let Some(advice) = advice {
-        map.advise(advice).map_err(|e| StorageError::io(format!("madvise {}", path.display()), e))?;
+        // Only a cost rides on the advice: a failure is logged, not returned.
+        if let Err(error) = map.advise(advice) {
+            tracing::warn!(file = %path.display(), ?advice, %error, "madvise on a segment map failed");
+        }
     }
     Ok(Bytes::from_owner(TrackedMap { map, _use: map_use.clone() }))
 }
@@ -145,26 +148,30 @@ pub(crate) fn prefetch(range: &[u8]) {
 /// recovered segment going through `iou-wrk` (`perf record -e
 /// block:block_rq_issue`), ~10 % on the 1 KiB commit latency. No map of the
 /// range may be alive (mapped pages are not dropped). Runs on a helper thread.
-pub async fn drop_cached_pages(path: &Path, from_bytes: u64) -> Result<(), StorageError> {
+/// Only a cost rides on it, so a failure is logged, not returned.
+pub async fn drop_cached_pages(path: &Path, from_bytes: u64) {
     let path = path.to_path_buf();
-    blocking(move || {
+    let result = blocking(move || {
         use std::os::fd::AsRawFd;
-        let file = std::fs::File::open(&path).map_err(|e| StorageError::io(format!("open {}", path.display()), e))?;
+        let file = std::fs::File::open(&path).map_err(|e| (path.clone(), "open", e))?;
         // Dirty pages are not dropped: write them out first (a file written
         // through the page cache, such as a copied data directory).
         let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE | libc::SYNC_FILE_RANGE_WRITE | libc::SYNC_FILE_RANGE_WAIT_AFTER;
         // SAFETY: a valid descriptor; the call writes back cached pages only.
         if unsafe { libc::sync_file_range(file.as_raw_fd(), from_bytes as libc::off64_t, 0, flags) } != 0 {
-            return Err(StorageError::io(format!("sync_file_range {}", path.display()), std::io::Error::last_os_error()));
+            return Err((path, "sync_file_range", std::io::Error::last_os_error()));
         }
         // SAFETY: a valid descriptor; the call only changes cache state.
         let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), from_bytes as libc::off_t, 0, libc::POSIX_FADV_DONTNEED) };
         if rc != 0 {
-            return Err(StorageError::io(format!("fadvise {}", path.display()), std::io::Error::from_raw_os_error(rc)));
+            return Err((path, "posix_fadvise", std::io::Error::from_raw_os_error(rc)));
         }
         Ok(())
     })
-    .await
+    .await;
+    if let Err((path, call, error)) = result {
+        tracing::warn!(file = %path.display(), call, %error, "could not drop the page cache of a segment; appends over cached pages will be slower");
+    }
 }
 
 pub(crate) async fn blocking<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
@@ -265,7 +272,7 @@ pub async fn prepare_next(dir: &Path, capacity_bytes: u64, mode: Preallocation) 
         }
         from_bytes = len.min(capacity_bytes);
         // Its readers may have left pages cached; no map of it is left.
-        drop_cached_pages(&path, 0).await?;
+        drop_cached_pages(&path, 0).await;
         tracing::debug!(file = %path.display(), reused_bytes = from_bytes, capacity_bytes, "next segment prepared from a recycled file");
     }
     preallocate(&file, from_bytes, capacity_bytes, mode, &path).await?;
