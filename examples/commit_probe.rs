@@ -181,19 +181,16 @@ fn pair() {
 /// the same disk moment. Prints the means and the ratio of means per block
 /// of 200 rounds (median, min and max across blocks).
 fn fio_pair() {
-    use std::os::unix::fs::FileExt;
     let env = |k: &str, d: u64| std::env::var(k).ok().and_then(|s| s.parse().ok()).unwrap_or(d);
-    let spin = env("SPIN_US", 0);
     let payload = env("PAYLOAD", 1000) as usize;
     let bytes = env("BYTES", 4096) as usize;
     let count = env("COUNT", 3000) as usize;
-    let ex = glommio::LocalExecutorBuilder::default().spin_before_park(std::time::Duration::from_micros(spin)).make().expect("executor");
-    ex.run(async move {
+    executor().run(async move {
         let dir = tempfile::tempdir_in("target").expect("tempdir");
-        let (log, fio_file, fio_bytes) = log_and_fio_file(dir.path()).await;
+        let (log, mut fio) = log_and_fio_file(dir.path()).await;
+        let fio_bytes = fio.size_bytes;
         // The bare glommio write of the same block (BARE=1): O_DSYNC through io_uring.
-        let bare = std::env::var("BARE").is_ok().then(|| ());
-        let bare_file = if bare.is_some() {
+        let bare_file = if std::env::var("BARE").is_ok() {
             let bare_path = dir.path().join("bare.dat");
             let f = glommio::io::OpenOptions::new().read(true).write(true).create(true).dma_open(&bare_path).await.expect("open bare");
             ringmq::storage::segment::preallocate(&f, 0, fio_bytes, Preallocation::Zero, &bare_path).await.expect("prealloc bare");
@@ -217,7 +214,6 @@ fn fio_pair() {
         let block = AlignedBlock::new(bytes);
         let template = synthetic_batch(1, payload, 0);
         let (mut log_us, mut fio_us) = (Vec::with_capacity(count), Vec::with_capacity(count));
-        let mut fio_position = 0u64;
         for round in 0..warmup + count {
             if round == warmup {
                 log_us.clear();
@@ -233,7 +229,7 @@ fn fio_pair() {
                     bare_end += template.len() as u64;
                     (start, (bare_end.div_ceil(4096) * 4096 - start) as usize)
                 } else {
-                    (fio_position, bytes)
+                    (fio.position, bytes)
                 };
                 let mut b = f.alloc_dma_buffer(len);
                 b.as_bytes_mut().fill(0xab);
@@ -260,32 +256,28 @@ fn fio_pair() {
                 }
                 bare_us.push(t.elapsed().as_secs_f64() * 1e6);
             }
-            let fio_op = |position: &mut u64| {
+            let mut fio_op = || {
                 let t = Instant::now();
-                fio_file.write_all_at(block.bytes(), *position).expect("pwrite");
-                // SAFETY: a valid open descriptor.
-                assert_eq!(unsafe { libc::fdatasync(std::os::fd::AsRawFd::as_raw_fd(&fio_file)) }, 0, "fdatasync");
-                *position = (*position + bytes as u64) % fio_bytes;
+                fio.write_and_sync(&block);
                 t.elapsed().as_secs_f64() * 1e6
             };
             // Which goes first alternates, so neither always follows the other.
             if round % 2 == 1 {
-                fio_us.push(fio_op(&mut fio_position));
+                fio_us.push(fio_op());
             }
             let t = Instant::now();
             log.append(template.clone(), AckWait::Commit).await.expect("append");
             log_us.push(t.elapsed().as_secs_f64() * 1e6);
             if round % 2 == 0 {
-                fio_us.push(fio_op(&mut fio_position));
+                fio_us.push(fio_op());
             }
         }
-        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-        let mut ratios: Vec<f64> = log_us.chunks(200).zip(fio_us.chunks(200)).map(|(l, f)| mean(l) / mean(f)).collect();
-        ratios.sort_by(f64::total_cmp);
+        let ratios: Vec<f64> = log_us.chunks(200).zip(fio_us.chunks(200)).map(|(l, f)| mean(l) / mean(f)).collect();
+        let blocks = ratios.len();
+        let (median, min, max) = spread(ratios);
         println!(
             "fio-pair: log append {} B: mean {:.0} us; fio pwrite+fdatasync {} B: mean {:.0} us; ratio of means {:.2}x; per 200 rounds: median {:.2}x, min {:.2}x, max {:.2}x ({} blocks)",
-            template.len(), mean(&log_us), bytes, mean(&fio_us), mean(&log_us) / mean(&fio_us),
-            ratios[ratios.len() / 2], ratios[0], ratios[ratios.len() - 1], ratios.len()
+            template.len(), mean(&log_us), bytes, mean(&fio_us), mean(&log_us) / mean(&fio_us), median, min, max, blocks
         );
         let (write_us, _) = log.commit_histograms();
         println!("fio-pair: the log's commit writes, issue to completion: mean {} us over {} writes (warm-up included)", write_us.sum() / write_us.count().max(1), write_us.count());
@@ -300,7 +292,7 @@ fn fio_pair() {
 /// log (under retention and filled past it with `RECYCLED=1`) and a 256 MiB
 /// file written once and dropped from the page cache, as fio lays out its
 /// file (`invalidate=1`).
-async fn log_and_fio_file(dir: &std::path::Path) -> (std::rc::Rc<PartitionLog>, std::fs::File, u64) {
+async fn log_and_fio_file(dir: &std::path::Path) -> (std::rc::Rc<PartitionLog>, FioFile) {
     use std::os::unix::fs::OpenOptionsExt;
     let recycled = std::env::var("RECYCLED").is_ok();
     let mut config = LogConfig { segment_bytes: 64 << 20, preallocation: Preallocation::Zero, ..LogConfig::default() };
@@ -324,8 +316,42 @@ async fn log_and_fio_file(dir: &std::path::Path) -> (std::rc::Rc<PartitionLog>, 
         // SAFETY: a valid descriptor; the call only changes cache state.
         assert_eq!(unsafe { libc::posix_fadvise(std::os::fd::AsRawFd::as_raw_fd(&f), 0, 0, libc::POSIX_FADV_DONTNEED) }, 0);
     }
-    let fio_file = std::fs::OpenOptions::new().read(true).write(true).custom_flags(libc::O_DIRECT).open(&path).expect("open O_DIRECT");
-    (log, fio_file, fio_bytes)
+    let file = std::fs::OpenOptions::new().read(true).write(true).custom_flags(libc::O_DIRECT).open(&path).expect("open O_DIRECT");
+    (log, FioFile { file, size_bytes: fio_bytes, position: 0 })
+}
+
+/// fio's overwrite job's file: each operation writes the next block (O_DIRECT,
+/// blocking) and fdatasyncs, wrapping at the end.
+struct FioFile {
+    file: std::fs::File,
+    size_bytes: u64,
+    position: u64,
+}
+
+impl FioFile {
+    /// One `--ioengine=psync --direct=1 --fdatasync=1` operation.
+    fn write_and_sync(&mut self, block: &AlignedBlock) {
+        use std::os::unix::fs::FileExt;
+        self.file.write_all_at(block.bytes(), self.position).expect("pwrite");
+        // SAFETY: a valid open descriptor.
+        assert_eq!(unsafe { libc::fdatasync(std::os::fd::AsRawFd::as_raw_fd(&self.file)) }, 0, "fdatasync");
+        self.position = (self.position + block.bytes().len() as u64) % self.size_bytes;
+    }
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len() as f64
+}
+
+/// Median, min and max of per-pair ratios.
+fn spread(mut ratios: Vec<f64>) -> (f64, f64, f64) {
+    ratios.sort_by(f64::total_cmp);
+    (ratios[ratios.len() / 2], ratios[0], ratios[ratios.len() - 1])
+}
+
+fn executor() -> glommio::LocalExecutor {
+    let spin: u64 = std::env::var("SPIN_US").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+    glommio::LocalExecutorBuilder::default().spin_before_park(std::time::Duration::from_micros(spin)).make().expect("executor")
 }
 
 /// An aligned block of `bytes` for O_DIRECT writes, freed on drop.
@@ -366,18 +392,15 @@ impl Drop for AlignedBlock {
 /// fio's 1 MiB overwrite+fdatasync; prints each side's MiB/s and the ratio
 /// per pair (median, min, max).
 fn fio_slices() {
-    use std::os::unix::fs::FileExt;
     let env = |k: &str, d: u64| std::env::var(k).ok().and_then(|s| s.parse().ok()).unwrap_or(d);
     let slice = std::time::Duration::from_millis(env("SLICE_MS", 200));
     let slices = env("SLICES", 15) as usize;
-    let ex = glommio::LocalExecutorBuilder::default().make().expect("executor");
-    ex.run(async move {
+    executor().run(async move {
         let dir = tempfile::tempdir_in("target").expect("tempdir");
-        let (log, fio_file, fio_bytes) = log_and_fio_file(dir.path()).await;
+        let (log, mut fio) = log_and_fio_file(dir.path()).await;
         let block = AlignedBlock::new(1 << 20);
         let template = synthetic_batch(1, 65536 - 80, 0);
         let (mut log_mibs, mut fio_mibs, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
-        let mut fio_position = 0u64;
         for _ in 0..slices {
             let start = Instant::now();
             let mut in_flight = futures_util::stream::FuturesUnordered::new();
@@ -399,10 +422,7 @@ fn fio_slices() {
             let start = Instant::now();
             let mut fio_done = 0u64;
             while start.elapsed() < slice {
-                fio_file.write_all_at(block.bytes(), fio_position).expect("pwrite");
-                // SAFETY: a valid open descriptor.
-                assert_eq!(unsafe { libc::fdatasync(std::os::fd::AsRawFd::as_raw_fd(&fio_file)) }, 0, "fdatasync");
-                fio_position = (fio_position + (1 << 20)) % fio_bytes;
+                fio.write_and_sync(&block);
                 fio_done += 1 << 20;
             }
             let fio_rate = fio_done as f64 / start.elapsed().as_secs_f64() / (1 << 20) as f64;
@@ -410,11 +430,11 @@ fn fio_slices() {
             fio_mibs.push(fio_rate);
             ratios.push(log_rate / fio_rate);
         }
-        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-        ratios.sort_by(f64::total_cmp);
+        let pairs = ratios.len();
+        let (median, min, max) = spread(ratios);
         println!(
             "fio-slices: log 64 KiB x 64 in flight: mean {:.0} MiB/s; fio 1 MiB pwrite+fdatasync: mean {:.0} MiB/s; ratio of means {:.2}x; per slice pair: median {:.2}x, min {:.2}x, max {:.2}x ({} pairs of {} ms)",
-            mean(&log_mibs), mean(&fio_mibs), mean(&log_mibs) / mean(&fio_mibs), ratios[ratios.len() / 2], ratios[0], ratios[ratios.len() - 1], ratios.len(), slice.as_millis()
+            mean(&log_mibs), mean(&fio_mibs), mean(&log_mibs) / mean(&fio_mibs), median, min, max, pairs, slice.as_millis()
         );
         log.close().await;
     });
