@@ -344,6 +344,9 @@ impl Reactor {
             Some(stats),
         );
         self.sys.write_dma(&source, pos);
+        // ringmq patch 4: submitted now, not at the next reactor turn (which
+        // comes only after every runnable task has run).
+        self.sys.submit_now(&source);
         source
     }
 
