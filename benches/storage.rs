@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use glommio::io::{DmaFile, OpenOptions};
-use glommio::{LocalExecutor, LocalExecutorBuilder};
+use glommio::{LocalExecutor, LocalExecutorBuilder, Placement};
 use ringmq::kafka::record_batch::synthetic_batch;
 use ringmq::storage::log::AckWait;
 use ringmq::storage::segment::{open_rw, preallocate};
@@ -26,8 +26,9 @@ fn bench_dir() -> tempfile::TempDir {
     tempfile::tempdir_in(base).expect("tempdir")
 }
 
+/// Pinned to CPU 0, as the broker pins its first shard.
 fn executor() -> LocalExecutor {
-    LocalExecutorBuilder::default().make().expect("executor")
+    LocalExecutorBuilder::new(Placement::Fixed(0)).make().expect("executor")
 }
 
 /// Latency of 4 KiB durable appends (O_DIRECT|O_DSYNC writes, as the
