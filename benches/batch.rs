@@ -25,9 +25,7 @@ fn batch(total_bytes: usize, base_offset: i64) -> Vec<u8> {
 
 /// 1 MiB of back-to-back batches with consecutive offsets.
 fn mib_of_batches(batch_bytes: usize) -> Vec<u8> {
-    (0..MIB / batch_bytes)
-        .flat_map(|i| batch(batch_bytes, i as i64))
-        .collect()
+    (0..MIB / batch_bytes).flat_map(|i| batch(batch_bytes, i as i64)).collect()
 }
 
 fn batch_throughput(c: &mut Criterion) {
@@ -39,11 +37,9 @@ fn batch_throughput(c: &mut Criterion) {
     for batch_bytes in [1024, 64 * 1024] {
         let data = mib_of_batches(batch_bytes);
         assert_eq!(data.len(), MIB);
-        group.bench_with_input(
-            BenchmarkId::new("validate_all", batch_bytes),
-            &data,
-            |b, d| b.iter(|| validate_all(black_box(d), usize::MAX).map(|v| v.len())),
-        );
+        group.bench_with_input(BenchmarkId::new("validate_all", batch_bytes), &data, |b, d| {
+            b.iter(|| validate_all(black_box(d), usize::MAX).map(|v| v.len()))
+        });
         group.bench_with_input(BenchmarkId::new("scan", batch_bytes), &data, |b, d| {
             b.iter(|| scan(black_box(d), Some(0), |_, _| {}).valid_bytes)
         });

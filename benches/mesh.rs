@@ -100,7 +100,12 @@ fn run(trips: usize, samples: usize) {
     };
     let (rm, rlo, rhi) = stats(&mut remote);
     let (lm, llo, lhi) = stats(&mut local);
-    println!("mesh_round_trip/remote  median {:.2} us  (min {:.2}, max {:.2}) over {samples} x {trips}", rm / 1e3, rlo / 1e3, rhi / 1e3);
+    println!(
+        "mesh_round_trip/remote  median {:.2} us  (min {:.2}, max {:.2}) over {samples} x {trips}",
+        rm / 1e3,
+        rlo / 1e3,
+        rhi / 1e3
+    );
     println!("mesh_round_trip/local   median {:.2} us  (min {:.2}, max {:.2})", lm / 1e3, llo / 1e3, lhi / 1e3);
     println!("mesh_round_trip/added   median {:.2} us per cross-shard hop", (rm - lm) / 1e3);
 }

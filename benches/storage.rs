@@ -44,7 +44,8 @@ fn preallocation(c: &mut Criterion) {
                     let dir = bench_dir();
                     let path = dir.path().join("seg");
                     let capacity = ((iters as u64 + 1) * 4096).next_multiple_of(1 << 20);
-                    let file: DmaFile = OpenOptions::new().read(true).write(true).create(true).dma_open(&path).await.expect("open");
+                    let file: DmaFile =
+                        OpenOptions::new().read(true).write(true).create(true).dma_open(&path).await.expect("open");
                     preallocate(&file, 0, capacity, mode, &path).await.expect("preallocate");
                     file.close().await.expect("close");
                     let file = open_rw(&path, true).await.expect("reopen");

@@ -4,10 +4,10 @@
 //! prints MiB/s, the commit writes' summed time as a share of the wall time
 //! (up to 200 % with two writes in flight), and how many writes started
 //! while another was in flight.
-use std::time::Instant;
 use ringmq::kafka::record_batch::synthetic_batch;
 use ringmq::storage::log::AckWait;
 use ringmq::storage::{LogConfig, PartitionLog, Preallocation};
+use std::time::Instant;
 
 fn main() {
     let ex = glommio::LocalExecutorBuilder::default().make().expect("executor");

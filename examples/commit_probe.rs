@@ -17,10 +17,10 @@
 //! All take `SPIN_US` (the executor spins that long before parking) and
 //! `CPU` (the one the executor is pinned to, 0 by default, as the broker
 //! pins its first shard).
-use std::time::Instant;
 use ringmq::kafka::record_batch::synthetic_batch;
 use ringmq::storage::log::AckWait;
 use ringmq::storage::{LogConfig, PartitionLog, Preallocation};
+use std::time::Instant;
 
 fn main() {
     if std::env::args().nth(1).as_deref() == Some("raw") {
@@ -28,10 +28,28 @@ fn main() {
         ex.run(async move {
             let dir = tempfile::tempdir_in("target").expect("tempdir");
             let path = dir.path().join("raw");
-            let file = glommio::io::OpenOptions::new().read(true).write(true).create(true).dma_open(&path).await.expect("open");
-            ringmq::storage::segment::preallocate(&file, 0, 64 << 20, Preallocation::Zero, &path).await.expect("prealloc");
+            let file = glommio::io::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .dma_open(&path)
+                .await
+                .expect("open");
+            ringmq::storage::segment::preallocate(&file, 0, 64 << 20, Preallocation::Zero, &path)
+                .await
+                .expect("prealloc");
             let dsync = std::env::var("DSYNC").is_ok();
-            let file = if dsync { glommio::io::OpenOptions::new().read(true).write(true).custom_flags(libc::O_DSYNC).dma_open(&path).await.expect("open") } else { file };
+            let file = if dsync {
+                glommio::io::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .custom_flags(libc::O_DSYNC)
+                    .dma_open(&path)
+                    .await
+                    .expect("open")
+            } else {
+                file
+            };
             // MMAP=1: the file is also mapped, as the log maps its active segment.
             let _map = std::env::var("MMAP").is_ok().then(|| {
                 let f = std::fs::File::open(&path).expect("open for map");
@@ -66,13 +84,20 @@ fn main() {
                     }
                 }
                 file.write_at(buf, position).await.expect("write");
-                if !dsync { file.fdatasync().await.expect("sync"); }
+                if !dsync {
+                    file.fdatasync().await.expect("sync");
+                }
                 lat.push(t.elapsed().as_micros() as u64);
             }
             lat.sort_unstable();
             let p = |q: f64| lat[((lat.len() as f64 - 1.0) * q) as usize];
             let mean = lat.iter().sum::<u64>() / lat.len() as u64;
-            println!("raw glommio 4k write+fdatasync: mean={mean}us p50={}us p90={}us p99={}us", p(0.5), p(0.9), p(0.99));
+            println!(
+                "raw glommio 4k write+fdatasync: mean={mean}us p50={}us p90={}us p99={}us",
+                p(0.5),
+                p(0.9),
+                p(0.99)
+            );
         });
         return;
     }
@@ -88,7 +113,10 @@ fn main() {
         fio_slices();
         return;
     }
-    let mode = match std::env::args().nth(1).as_deref() { Some("fallocate") => Preallocation::Fallocate, _ => Preallocation::Zero };
+    let mode = match std::env::args().nth(1).as_deref() {
+        Some("fallocate") => Preallocation::Fallocate,
+        _ => Preallocation::Zero,
+    };
     let ex = executor();
     ex.run(async move {
         let dir = tempfile::tempdir_in("target").expect("tempdir");
@@ -103,7 +131,12 @@ fn main() {
             log.append(template.clone(), AckWait::Commit).await.expect("append");
             lat.push(t.elapsed().as_micros() as u64);
             if (i + 1) % 5000 == 0 {
-                println!("appends {}..{}: mean {} us", i + 1 - 5000, i + 1, lat[i + 1 - 5000..].iter().sum::<u64>() / 5000);
+                println!(
+                    "appends {}..{}: mean {} us",
+                    i + 1 - 5000,
+                    i + 1,
+                    lat[i + 1 - 5000..].iter().sum::<u64>() / 5000
+                );
             }
         }
         lat.sort_unstable();
@@ -112,7 +145,10 @@ fn main() {
         let (write_us, write_bytes) = log.commit_histograms();
         println!(
             "{mode:?}: mean={mean}us p50={}us p90={}us p99={}us max={}us; its commit writes: mean {} us, {} bytes",
-            p(0.5), p(0.9), p(0.99), p(1.0),
+            p(0.5),
+            p(0.9),
+            p(0.99),
+            p(1.0),
             write_us.sum() / write_us.count().max(1),
             write_bytes.sum() / write_bytes.count().max(1)
         );
@@ -313,9 +349,17 @@ async fn log_and_fio_file(dir: &std::path::Path) -> (std::rc::Rc<PartitionLog>, 
         let f = std::fs::File::open(&path).expect("open fio file");
         f.sync_all().expect("sync fio file");
         // SAFETY: a valid descriptor; the call only changes cache state.
-        assert_eq!(unsafe { libc::posix_fadvise(std::os::fd::AsRawFd::as_raw_fd(&f), 0, 0, libc::POSIX_FADV_DONTNEED) }, 0);
+        assert_eq!(
+            unsafe { libc::posix_fadvise(std::os::fd::AsRawFd::as_raw_fd(&f), 0, 0, libc::POSIX_FADV_DONTNEED) },
+            0
+        );
     }
-    let file = std::fs::OpenOptions::new().read(true).write(true).custom_flags(libc::O_DIRECT).open(&path).expect("open O_DIRECT");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&path)
+        .expect("open O_DIRECT");
     (log, FioFile { file, size_bytes: fio_bytes, position: 0 })
 }
 
@@ -355,7 +399,10 @@ fn spread(mut ratios: Vec<f64>) -> (f64, f64, f64) {
 fn executor() -> glommio::LocalExecutor {
     let spin: u64 = std::env::var("SPIN_US").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
     let cpu: usize = std::env::var("CPU").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
-    glommio::LocalExecutorBuilder::new(glommio::Placement::Fixed(cpu)).spin_before_park(std::time::Duration::from_micros(spin)).make().expect("executor")
+    glommio::LocalExecutorBuilder::new(glommio::Placement::Fixed(cpu))
+        .spin_before_park(std::time::Duration::from_micros(spin))
+        .make()
+        .expect("executor")
 }
 
 /// An aligned block of `bytes` for O_DIRECT writes, freed on drop.

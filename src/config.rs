@@ -143,8 +143,10 @@ impl ServeConfig {
     pub fn resolve(flags: ServeArgs) -> Result<ServeConfig, ConfigError> {
         let file = match &flags.config {
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
-                toml::from_str::<ServeArgs>(&text).map_err(|e| ConfigError::Parse { path: path.clone(), message: e.to_string() })?
+                let text =
+                    std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+                toml::from_str::<ServeArgs>(&text)
+                    .map_err(|e| ConfigError::Parse { path: path.clone(), message: e.to_string() })?
             }
             None => ServeArgs::default(),
         };
@@ -228,7 +230,8 @@ impl ServeConfig {
         let listen = parse_addr("listen", &pick!(listen).unwrap_or_else(|| DEFAULT_LISTEN.into()))?;
         let advertise = match pick!(advertise) {
             Some(a) => {
-                let (host, port) = a.rsplit_once(':').ok_or_else(|| invalid("advertise", format!("`{a}` is not HOST:PORT")))?;
+                let (host, port) =
+                    a.rsplit_once(':').ok_or_else(|| invalid("advertise", format!("`{a}` is not HOST:PORT")))?;
                 let port: u16 = port.parse().map_err(|_| invalid("advertise", format!("bad port in `{a}`")))?;
                 if host.is_empty() || port == 0 {
                     return Err(invalid("advertise", format!("`{a}` needs a host and a non-zero port")));
@@ -348,7 +351,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("ringmq.toml");
         std::fs::write(&path, "segmnet_bytes = 5\n").expect("write");
-        let err = ServeConfig::resolve(ServeArgs { config: Some(path), ..Default::default() }).expect_err("unknown key");
+        let err =
+            ServeConfig::resolve(ServeArgs { config: Some(path), ..Default::default() }).expect_err("unknown key");
         assert!(err.to_string().contains("segmnet_bytes"), "{err}");
     }
 
@@ -367,15 +371,19 @@ mod tests {
     fn group_initial_rebalance_delay_defaults_to_kafkas_and_is_bounded() {
         let c = ServeConfig::resolve(ServeArgs::default()).expect("defaults");
         assert_eq!(c.group_initial_rebalance_delay, Duration::from_millis(3000));
-        let c = ServeConfig::resolve(ServeArgs { group_initial_rebalance_delay_ms: Some(0), ..Default::default() }).expect("zero");
+        let c = ServeConfig::resolve(ServeArgs { group_initial_rebalance_delay_ms: Some(0), ..Default::default() })
+            .expect("zero");
         assert_eq!(c.group_initial_rebalance_delay, Duration::ZERO);
-        let err = ServeConfig::resolve(ServeArgs { group_initial_rebalance_delay_ms: Some(300_001), ..Default::default() }).expect_err("too long");
+        let err =
+            ServeConfig::resolve(ServeArgs { group_initial_rebalance_delay_ms: Some(300_001), ..Default::default() })
+                .expect_err("too long");
         assert!(err.to_string().contains("group_initial_rebalance_delay_ms"), "{err}");
     }
 
     #[test]
     fn bad_flush_policy_names_the_key() {
-        let err = ServeConfig::resolve(ServeArgs { flush: Some("sometimes".into()), ..Default::default() }).expect_err("bad");
+        let err =
+            ServeConfig::resolve(ServeArgs { flush: Some("sometimes".into()), ..Default::default() }).expect_err("bad");
         assert!(err.to_string().contains("flush"), "{err}");
     }
 }

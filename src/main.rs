@@ -40,10 +40,16 @@ enum TuneCommand {
 
 fn main() {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("RINGMQ_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RINGMQ_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::registry()
         .with(ringmq::runtime::registration::RegistrationWatch)
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).with_filter(filter))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_filter(filter),
+        )
         .init();
     match cli.command {
         Command::Serve(args) => {
@@ -67,7 +73,10 @@ fn main() {
                     std::process::exit(2);
                 }
             };
-            let opts = ringmq::tune::CheckOptions { data_dir: data_dir.unwrap_or_else(|| ringmq::config::DEFAULT_DATA_DIR.into()), shards: cpus.len() };
+            let opts = ringmq::tune::CheckOptions {
+                data_dir: data_dir.unwrap_or_else(|| ringmq::config::DEFAULT_DATA_DIR.into()),
+                shards: cpus.len(),
+            };
             let findings = ringmq::tune::check(&opts);
             let mut out = std::io::stdout();
             if let Err(e) = ringmq::tune::print_table(&findings, &mut out) {

@@ -40,20 +40,33 @@ pub fn render(reports: &[ShardReport], host: HostGauges) -> String {
     let mut out = String::new();
     family(&mut out, "ringmq_uptime_seconds", "gauge", "Seconds since the broker started.");
     let _ = writeln!(out, "ringmq_uptime_seconds {:.3}", host.uptime.as_secs_f64());
-    family(&mut out, "ringmq_disk_free_bytes", "gauge", "Free bytes on the data directory's filesystem (for unprivileged users).");
+    family(
+        &mut out,
+        "ringmq_disk_free_bytes",
+        "gauge",
+        "Free bytes on the data directory's filesystem (for unprivileged users).",
+    );
     let _ = writeln!(out, "ringmq_disk_free_bytes {}", host.disk_free_bytes);
     family(&mut out, "ringmq_disk_size_bytes", "gauge", "Size of the data directory's filesystem.");
     let _ = writeln!(out, "ringmq_disk_size_bytes {}", host.disk_total_bytes);
     let shard_values: [(&str, &str, ShardValue); 9] = [
         ("ringmq_requests_total", "Kafka requests handled, by the shard that read them.", |r| r.requests),
-        ("ringmq_requests_in_flight", "Requests read and not yet answered (the request queue).", |r| r.requests_in_flight),
+        ("ringmq_requests_in_flight", "Requests read and not yet answered (the request queue).", |r| {
+            r.requests_in_flight
+        }),
         ("ringmq_produce_bytes_total", "Record bytes received in produce requests.", |r| r.produce_bytes),
         ("ringmq_fetch_bytes_total", "Record bytes sent in fetch responses.", |r| r.fetch_bytes),
         ("ringmq_cross_shard_hops_total", "Requests sent to another shard.", |r| r.cross_shard_hops),
         ("ringmq_connections_accepted_total", "Client connections accepted.", |r| r.connections_accepted),
         ("ringmq_connections_open", "Client connections open now.", |r| r.connections_open),
-        ("ringmq_connections_refused_total", "Connections closed at accept: --max-connections reached.", |r| r.connections_refused),
-        ("ringmq_connections_closed_on_bad_input_total", "Connections closed for a request that could not be framed or parsed.", |r| r.connections_closed_on_bad_input),
+        ("ringmq_connections_refused_total", "Connections closed at accept: --max-connections reached.", |r| {
+            r.connections_refused
+        }),
+        (
+            "ringmq_connections_closed_on_bad_input_total",
+            "Connections closed for a request that could not be framed or parsed.",
+            |r| r.connections_closed_on_bad_input,
+        ),
     ];
     for (name, help, get) in shard_values {
         let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
@@ -63,9 +76,17 @@ pub fn render(reports: &[ShardReport], host: HostGauges) -> String {
         }
     }
     let group_values: [(&str, &str, ShardValue); 3] = [
-        ("ringmq_consumer_groups", "Consumer groups coordinated by the shard (in memory: with members or committed offsets).", |r| r.groups.groups),
-        ("ringmq_consumer_group_members", "Members of the consumer groups coordinated by the shard.", |r| r.groups.members),
-        ("ringmq_consumer_group_committed_offsets", "Committed offsets kept by the shard.", |r| r.groups.committed_offsets),
+        (
+            "ringmq_consumer_groups",
+            "Consumer groups coordinated by the shard (in memory: with members or committed offsets).",
+            |r| r.groups.groups,
+        ),
+        ("ringmq_consumer_group_members", "Members of the consumer groups coordinated by the shard.", |r| {
+            r.groups.members
+        }),
+        ("ringmq_consumer_group_committed_offsets", "Committed offsets kept by the shard.", |r| {
+            r.groups.committed_offsets
+        }),
     ];
     for (name, help, get) in group_values {
         family(&mut out, name, "gauge", help);
@@ -92,13 +113,25 @@ pub fn render(reports: &[ShardReport], host: HostGauges) -> String {
         family(&mut out, name, kind, help);
         for r in reports {
             for p in &r.partitions {
-                let _ = writeln!(out, "{name}{{shard=\"{}\",topic=\"{}\",partition=\"{}\"}} {}", r.shard, p.topic, p.partition, get(p));
+                let _ = writeln!(
+                    out,
+                    "{name}{{shard=\"{}\",topic=\"{}\",partition=\"{}\"}} {}",
+                    r.shard,
+                    p.topic,
+                    p.partition,
+                    get(p)
+                );
             }
         }
     }
     // Commit histograms per shard (partitions merged: per-partition buckets
     // would multiply the series by 33).
-    family(&mut out, "ringmq_commit_seconds", "histogram", "Durable write time of one group commit (O_DIRECT|O_DSYNC write; under flush=interval the write alone).");
+    family(
+        &mut out,
+        "ringmq_commit_seconds",
+        "histogram",
+        "Durable write time of one group commit (O_DIRECT|O_DSYNC write; under flush=interval the write alone).",
+    );
     for r in reports {
         let mut h = Log2Histogram::default();
         r.partitions.iter().for_each(|p| h.merge(&p.commit_latency_us));
@@ -108,7 +141,12 @@ pub fn render(reports: &[ShardReport], host: HostGauges) -> String {
     for r in reports {
         histogram(&mut out, "ringmq_produce_seconds", &format!("shard=\"{}\"", r.shard), &r.produce_latency_us, 1e-6);
     }
-    family(&mut out, "ringmq_commit_write_bytes", "histogram", "Bytes written by one group commit (page-aligned, carried page included).");
+    family(
+        &mut out,
+        "ringmq_commit_write_bytes",
+        "histogram",
+        "Bytes written by one group commit (page-aligned, carried page included).",
+    );
     for r in reports {
         let mut h = Log2Histogram::default();
         r.partitions.iter().for_each(|p| h.merge(&p.commit_write_bytes));

@@ -54,7 +54,12 @@ pub struct Finding {
     pub status: Status,
 }
 
-fn finding(setting: impl Into<String>, current: impl Into<String>, recommended: impl Into<String>, status: Status) -> Finding {
+fn finding(
+    setting: impl Into<String>,
+    current: impl Into<String>,
+    recommended: impl Into<String>,
+    status: Status,
+) -> Finding {
     Finding { setting: setting.into(), current: current.into(), recommended: recommended.into(), status }
 }
 
@@ -107,7 +112,16 @@ pub fn print_table(findings: &[Finding], out: &mut impl Write) -> io::Result<()>
         }
     }
     let line = |out: &mut dyn Write, parts: [&str; 4]| -> io::Result<()> {
-        let text = format!("{:w0$}  {:w1$}  {:w2$}  {}", parts[0], parts[1], parts[2], parts[3], w0 = widths[0], w1 = widths[1], w2 = widths[2]);
+        let text = format!(
+            "{:w0$}  {:w1$}  {:w2$}  {}",
+            parts[0],
+            parts[1],
+            parts[2],
+            parts[3],
+            w0 = widths[0],
+            w1 = widths[1],
+            w2 = widths[2]
+        );
         writeln!(out, "{}", text.trim_end())
     };
     line(out, HEADERS)?;
@@ -123,7 +137,14 @@ pub fn print_table(findings: &[Finding], out: &mut impl Write) -> io::Result<()>
         }
     }
     let count = |s: Status| findings.iter().filter(|f| f.status == s).count();
-    writeln!(out, "{} checks: {} ok, {} warn, {} fatal", findings.len(), count(Status::Ok), count(Status::Warn), count(Status::Fatal))
+    writeln!(
+        out,
+        "{} checks: {} ok, {} warn, {} fatal",
+        findings.len(),
+        count(Status::Ok),
+        count(Status::Warn),
+        count(Status::Fatal)
+    )
 }
 
 /// Splits `text` into lines of at most `width` characters, at spaces where it
@@ -245,11 +266,15 @@ fn io_uring_findings(host: &Host) -> Vec<Finding> {
     let probe = probe_io_uring();
     let probe_row = match &probe {
         Ok(()) => finding("io_uring_setup()", "works (probe ring created and closed)", "works", Status::Ok),
-        Err(e) => finding("io_uring_setup()", io_uring_error_text(e), "works: ringmq runs only on io_uring", Status::Fatal),
+        Err(e) => {
+            finding("io_uring_setup()", io_uring_error_text(e), "works: ringmq runs only on io_uring", Status::Fatal)
+        }
     };
     let rec = "0 (io_uring for all); 1 only with the ringmq user in kernel.io_uring_group";
     let disabled_row = match host.sysctl("kernel.io_uring_disabled") {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => finding("kernel.io_uring_disabled", "absent (kernel before 6.6: not restricted)", rec, Status::Ok),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            finding("kernel.io_uring_disabled", "absent (kernel before 6.6: not restricted)", rec, Status::Ok)
+        }
         Err(e) => unknown("kernel.io_uring_disabled", short_err(&e), rec),
         Ok(v) => match v.as_str() {
             "0" => finding("kernel.io_uring_disabled", "0", rec, Status::Ok),
@@ -313,7 +338,13 @@ fn probe_o_direct(dir: &Path) -> DirectProbe {
         return DirectProbe::CannotCreateDir(e);
     }
     let probe = dir.join(format!(".ringmq-tune-probe-{}", std::process::id()));
-    let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).custom_flags(libc::O_DIRECT | libc::O_DSYNC).open(&probe);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(libc::O_DIRECT | libc::O_DSYNC)
+        .open(&probe);
     let result = match file {
         Err(e) => DirectProbe::OpenRejected(e),
         Ok(file) => {
@@ -368,17 +399,25 @@ fn o_direct_finding(dir: &Path, probe: &DirectProbe, mount: Option<&MountEntry>)
     let in_memory = mount.is_some_and(|m| matches!(m.fs_type.as_str(), "tmpfs" | "ramfs"));
     match probe {
         // Since Linux 6.6 tmpfs accepts O_DIRECT and serves it from memory.
-        DirectProbe::Ok if in_memory => finding(setting, format!("accepted but emulated{on}: data in RAM, lost at reboot"), rec, Status::Fatal),
+        DirectProbe::Ok if in_memory => {
+            finding(setting, format!("accepted but emulated{on}: data in RAM, lost at reboot"), rec, Status::Fatal)
+        }
         DirectProbe::Ok => finding(setting, format!("supported{on}"), rec, Status::Ok),
-        DirectProbe::CannotCreateDir(e) => finding(setting, format!("cannot create {}: {}", dir.display(), short_err(e)), rec, Status::Fatal),
+        DirectProbe::CannotCreateDir(e) => {
+            finding(setting, format!("cannot create {}: {}", dir.display(), short_err(e)), rec, Status::Fatal)
+        }
         DirectProbe::OpenRejected(e) if e.raw_os_error() == Some(libc::EINVAL) => {
             finding(setting, format!("unsupported (EINVAL at open){on}"), rec, Status::Fatal)
         }
-        DirectProbe::OpenRejected(e) => finding(setting, format!("cannot create a file in {}: {}", dir.display(), short_err(e)), rec, Status::Fatal),
+        DirectProbe::OpenRejected(e) => {
+            finding(setting, format!("cannot create a file in {}: {}", dir.display(), short_err(e)), rec, Status::Fatal)
+        }
         DirectProbe::WriteRejected(e) if e.raw_os_error() == Some(libc::EINVAL) => {
             finding(setting, format!("4 KiB O_DIRECT write rejected (EINVAL){on}"), rec, Status::Fatal)
         }
-        DirectProbe::WriteRejected(e) => finding(setting, format!("probe write failed: {}{on}", short_err(e)), rec, Status::Fatal),
+        DirectProbe::WriteRejected(e) => {
+            finding(setting, format!("probe write failed: {}{on}", short_err(e)), rec, Status::Fatal)
+        }
     }
 }
 
@@ -516,11 +555,20 @@ fn filesystem_findings(data_dir: &Path, place: &DataDirPlace) -> Vec<Finding> {
     let discard_rec = "no online discard; weekly fstrim.timer instead";
     let Some(m) = &place.mount else {
         let why = place.mount_error.clone().unwrap_or_default();
-        return vec![unknown("data dir filesystem", &why, fs_rec), unknown("data dir atime", &why, atime_rec), unknown("data dir discard", &why, discard_rec)];
+        return vec![
+            unknown("data dir filesystem", &why, fs_rec),
+            unknown("data dir atime", &why, atime_rec),
+            unknown("data dir discard", &why, discard_rec),
+        ];
     };
     let shown = if place.canonical == data_dir { String::new() } else { format!(" ({})", place.canonical.display()) };
     let fs_status = if matches!(m.fs_type.as_str(), "xfs" | "ext4") { Status::Ok } else { Status::Warn };
-    let fs_row = finding("data dir filesystem", format!("{} from {} at {}{shown}", m.fs_type, m.source, m.mount_point), fs_rec, fs_status);
+    let fs_row = finding(
+        "data dir filesystem",
+        format!("{} from {} at {}{shown}", m.fs_type, m.source, m.mount_point),
+        fs_rec,
+        fs_status,
+    );
     let atime_row = if m.has_option("noatime") {
         finding("data dir atime", "noatime", atime_rec, Status::Ok)
     } else if m.has_option("relatime") {
@@ -529,9 +577,19 @@ fn filesystem_findings(data_dir: &Path, place: &DataDirPlace) -> Vec<Finding> {
         finding("data dir atime", "strictatime (atime written on every read)", atime_rec, Status::Warn)
     };
     let discard_row = if m.has_option("discard") {
-        finding("data dir discard", "discard (synchronous TRIM when retention deletes segments)", discard_rec, Status::Warn)
+        finding(
+            "data dir discard",
+            "discard (synchronous TRIM when retention deletes segments)",
+            discard_rec,
+            Status::Warn,
+        )
     } else if let Some(o) = m.mount_options.iter().chain(m.super_options.iter()).find(|o| o.starts_with("discard=")) {
-        finding("data dir discard", o.clone(), discard_rec, if o == "discard=async" { Status::Ok } else { Status::Warn })
+        finding(
+            "data dir discard",
+            o.clone(),
+            discard_rec,
+            if o == "discard=async" { Status::Ok } else { Status::Warn },
+        )
     } else {
         finding("data dir discard", "off", discard_rec, Status::Ok)
     };
@@ -616,13 +674,22 @@ fn block_findings(host: &Host, place: &DataDirPlace) -> Vec<Finding> {
     };
     let mut out = Vec::new();
     let leaf_names: Vec<&str> = devs.leaves.iter().map(|(n, _)| n.as_str()).collect();
-    let under = if leaf_names.len() == 1 && leaf_names[0] == devs.top.0 { String::new() } else { format!(" over {}", leaf_names.join(", ")) };
+    let under = if leaf_names.len() == 1 && leaf_names[0] == devs.top.0 {
+        String::new()
+    } else {
+        format!(" over {}", leaf_names.join(", "))
+    };
     let dev_text = place.dev.map(|(a, b)| format!(" ({a}:{b})")).unwrap_or_default();
     out.push(finding("block device", format!("{}{dev_text}{under}", devs.top.0), "a local NVMe/SSD", Status::Ok));
 
     let ra_setting = format!("{} read_ahead_kb", devs.top.0);
     out.push(match read_trimmed(&devs.top.1.join("queue/read_ahead_kb")).map(|s| s.parse::<u64>()) {
-        Ok(Ok(kb)) => finding(ra_setting, kb.to_string(), ra_rec, if (64..=4096).contains(&kb) { Status::Ok } else { Status::Warn }),
+        Ok(Ok(kb)) => finding(
+            ra_setting,
+            kb.to_string(),
+            ra_rec,
+            if (64..=4096).contains(&kb) { Status::Ok } else { Status::Warn },
+        ),
         Ok(Err(_)) => unknown(ra_setting, "not a number", ra_rec),
         Err(e) => unknown(ra_setting, short_err(&e), ra_rec),
     });
@@ -663,7 +730,9 @@ fn block_findings(host: &Host, place: &DataDirPlace) -> Vec<Finding> {
         let setting = format!("{name} write_cache");
         let wc_rec = "either; 'write through' (power-loss protected) makes O_DSYNC commits cheapest";
         out.push(match read_trimmed(&queue.join("write_cache")) {
-            Ok(v) if v == "write back" => finding(setting, "write back (each O_DSYNC commit flushes the cache)", wc_rec, Status::Ok),
+            Ok(v) if v == "write back" => {
+                finding(setting, "write back (each O_DSYNC commit flushes the cache)", wc_rec, Status::Ok)
+            }
             Ok(v) => finding(setting, v, wc_rec, Status::Ok),
             Err(e) => unknown(setting, short_err(&e), wc_rec),
         });
@@ -863,21 +932,31 @@ impl CpuFacts {
 
 fn isolation_findings(cpus: &CpuFacts, shards: usize) -> Vec<Finding> {
     let online = cpus.online.as_ref().map(Vec::len);
-    let iso_rec = format!("isolcpus=managed_irq,domain,<{shards} shard CPUs>; shards pinned there (CPUAffinity= and --cores LIST)");
+    let iso_rec = format!(
+        "isolcpus=managed_irq,domain,<{shards} shard CPUs>; shards pinned there (CPUAffinity= and --cores LIST)"
+    );
     let nohz_rec = "nohz_full=<shard CPUs>";
     let rcu_rec = "rcu_nocbs=<shard CPUs> (implied by nohz_full)";
     let mut out = Vec::new();
     let why = cpus.cmdline_error.clone().unwrap_or_else(|| "unreadable".into());
     let Some(isolated) = &cpus.isolated else {
-        return vec![unknown("isolcpus", &why, iso_rec), unknown("nohz_full", &why, nohz_rec), unknown("rcu_nocbs", &why, rcu_rec)];
+        return vec![
+            unknown("isolcpus", &why, iso_rec),
+            unknown("nohz_full", &why, nohz_rec),
+            unknown("rcu_nocbs", &why, rcu_rec),
+        ];
     };
-    let flags = if cpus.isolcpus_flags.is_empty() { String::new() } else { format!(" ({})", cpus.isolcpus_flags.join(",")) };
+    let flags =
+        if cpus.isolcpus_flags.is_empty() { String::new() } else { format!(" ({})", cpus.isolcpus_flags.join(",")) };
     let no_room = online.is_some_and(|n| shards >= n);
     let iso_row = if no_room {
         finding(
             "isolcpus",
             format!("{}{flags}; {shards} shards on {} online CPUs", format_cpu_list(isolated), online.unwrap_or(0)),
-            format!("leave >= 1 CPU to the kernel: at most {} shard(s) here, isolated", online.unwrap_or(1).saturating_sub(1).max(1)),
+            format!(
+                "leave >= 1 CPU to the kernel: at most {} shard(s) here, isolated",
+                online.unwrap_or(1).saturating_sub(1).max(1)
+            ),
             Status::Warn,
         )
     } else if isolated.len() >= shards {
@@ -885,7 +964,12 @@ fn isolation_findings(cpus: &CpuFacts, shards: usize) -> Vec<Finding> {
     } else if isolated.is_empty() {
         finding("isolcpus", "none", iso_rec, Status::Warn)
     } else {
-        finding("isolcpus", format!("{}{flags}: fewer than {shards} shards", format_cpu_list(isolated)), iso_rec, Status::Warn)
+        finding(
+            "isolcpus",
+            format!("{}{flags}: fewer than {shards} shards", format_cpu_list(isolated)),
+            iso_rec,
+            Status::Warn,
+        )
     };
     out.push(iso_row);
     // Compare against the isolated set when there is one, else the count.
@@ -899,7 +983,9 @@ fn isolation_findings(cpus: &CpuFacts, shards: usize) -> Vec<Finding> {
     out.push(match &cpus.nohz_full {
         None => unknown("nohz_full", &why, nohz_rec),
         Some(n) if n.is_empty() => finding("nohz_full", "none", nohz_rec, Status::Warn),
-        Some(n) => finding("nohz_full", format_cpu_list(n), nohz_rec, if covers(n) { Status::Ok } else { Status::Warn }),
+        Some(n) => {
+            finding("nohz_full", format_cpu_list(n), nohz_rec, if covers(n) { Status::Ok } else { Status::Warn })
+        }
     });
     let mut offloaded = cpus.rcu_nocbs.clone().unwrap_or_default();
     offloaded.extend(cpus.nohz_full.clone().unwrap_or_default());
@@ -912,7 +998,12 @@ fn isolation_findings(cpus: &CpuFacts, shards: usize) -> Vec<Finding> {
         let current = if bare_rcu { "none at boot (bare rcu_nocbs: cpusets may offload)" } else { "none" };
         finding("rcu_nocbs", current, rcu_rec, Status::Warn)
     } else {
-        finding("rcu_nocbs", format_cpu_list(&offloaded), rcu_rec, if covers(&offloaded) { Status::Ok } else { Status::Warn })
+        finding(
+            "rcu_nocbs",
+            format_cpu_list(&offloaded),
+            rcu_rec,
+            if covers(&offloaded) { Status::Ok } else { Status::Warn },
+        )
     });
     out
 }
@@ -928,7 +1019,12 @@ fn irq_finding(host: &Host, cpus: &CpuFacts) -> Finding {
     };
     let isolated = cpus.isolated.clone().unwrap_or_default();
     if isolated.is_empty() {
-        return finding("IRQ affinity", format!("default {}; no isolated CPUs to keep them off", format_cpu_list(&default)), rec, Status::Warn);
+        return finding(
+            "IRQ affinity",
+            format!("default {}; no isolated CPUs to keep them off", format_cpu_list(&default)),
+            rec,
+            Status::Warn,
+        );
     }
     let mut on_isolated = 0;
     if let Ok(rd) = std::fs::read_dir(host.proc_path("irq")) {
@@ -936,7 +1032,8 @@ fn irq_finding(host: &Host, cpus: &CpuFacts) -> Finding {
             if !e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
                 continue;
             }
-            let list = read_trimmed(&e.path().join("effective_affinity_list")).or_else(|_| read_trimmed(&e.path().join("smp_affinity_list")));
+            let list = read_trimmed(&e.path().join("effective_affinity_list"))
+                .or_else(|_| read_trimmed(&e.path().join("smp_affinity_list")));
             if let Some(set) = list.ok().and_then(|s| parse_cpu_list(&s, None)) {
                 if set.iter().any(|c| isolated.contains(c)) {
                     on_isolated += 1;
@@ -945,7 +1042,10 @@ fn irq_finding(host: &Host, cpus: &CpuFacts) -> Finding {
         }
     }
     let overlap = default.iter().any(|c| isolated.contains(c));
-    let current = format!("default {}; {on_isolated} IRQs on isolated CPUs (per-CPU NVMe queues are expected)", format_cpu_list(&default));
+    let current = format!(
+        "default {}; {on_isolated} IRQs on isolated CPUs (per-CPU NVMe queues are expected)",
+        format_cpu_list(&default)
+    );
     finding("IRQ affinity", current, rec, if overlap { Status::Warn } else { Status::Ok })
 }
 
@@ -1021,7 +1121,10 @@ fn cstate_finding(host: &Host) -> Finding {
 
 fn thp_findings(host: &Host) -> Vec<Finding> {
     let mut out = Vec::new();
-    for (file, rec, bad) in [("enabled", "madvise (or never)", &["always"][..]), ("defrag", "madvise, defer+madvise or defer", &["always"][..])] {
+    for (file, rec, bad) in [
+        ("enabled", "madvise (or never)", &["always"][..]),
+        ("defrag", "madvise, defer+madvise or defer", &["always"][..]),
+    ] {
         let setting = format!("THP {file}");
         out.push(match host.read_sys(&format!("kernel/mm/transparent_hugepage/{file}")) {
             Ok(text) => match selected_choice(&text) {
@@ -1059,7 +1162,14 @@ pub(crate) fn human_bytes(bytes: u64) -> String {
 
 /// Judges one dirty threshold: `bytes` wins when non-zero (as in the
 /// kernel), else `ratio` percent of memory.
-pub(crate) fn judge_dirty(setting: &str, ratio: u64, bytes: u64, mem_total: Option<u64>, max_bytes: u64, rec: &str) -> Finding {
+pub(crate) fn judge_dirty(
+    setting: &str,
+    ratio: u64,
+    bytes: u64,
+    mem_total: Option<u64>,
+    max_bytes: u64,
+    rec: &str,
+) -> Finding {
     let (effective, current) = if bytes > 0 {
         (Some(bytes), format!("{} ({setting}_bytes)", human_bytes(bytes)))
     } else {
@@ -1095,7 +1205,9 @@ fn vm_findings(host: &Host) -> Vec<Finding> {
     }
     let map_rec = "1048576 (>= 262144): one mapping per segment file";
     out.push(match host.sysctl_u64("vm.max_map_count") {
-        Ok(v) => finding("vm.max_map_count", v.to_string(), map_rec, if v >= 262_144 { Status::Ok } else { Status::Warn }),
+        Ok(v) => {
+            finding("vm.max_map_count", v.to_string(), map_rec, if v >= 262_144 { Status::Ok } else { Status::Warn })
+        }
         Err(e) => unknown("vm.max_map_count", short_err(&e), map_rec),
     });
     let aio_rec = "default 65536: ringmq uses io_uring, not Linux AIO";
@@ -1143,16 +1255,31 @@ pub(crate) fn judge_memlock(soft: Option<u64>, ipc_lock: bool, root: bool, shard
         return finding("RLIMIT_MEMLOCK", "unlimited", rec, Status::Ok);
     };
     if limit < MEMLOCK_MIN_BYTES {
-        return finding("RLIMIT_MEMLOCK", format!("{shown}: glommio refuses to start below 512 KiB (root too)"), rec, Status::Fatal);
+        return finding(
+            "RLIMIT_MEMLOCK",
+            format!("{shown}: glommio refuses to start below 512 KiB (root too)"),
+            rec,
+            Status::Fatal,
+        );
     }
     if ipc_lock {
-        return finding("RLIMIT_MEMLOCK", format!("{shown}; CAP_IPC_LOCK: io_uring buffers not charged"), rec, Status::Ok);
+        return finding(
+            "RLIMIT_MEMLOCK",
+            format!("{shown}; CAP_IPC_LOCK: io_uring buffers not charged"),
+            rec,
+            Status::Ok,
+        );
     }
     let all_shards = (IO_MEMORY_DEFAULT_BYTES * RINGS_PER_SHARD).saturating_mul(shards.max(1) as u64);
     if root {
         // ringmq takes root as unbounded and asks the full 10 MiB per shard.
         if limit >= all_shards {
-            return finding("RLIMIT_MEMLOCK", format!("{shown}; root without CAP_IPC_LOCK, covers 10 MiB per shard"), rec, Status::Ok);
+            return finding(
+                "RLIMIT_MEMLOCK",
+                format!("{shown}; root without CAP_IPC_LOCK, covers 10 MiB per shard"),
+                rec,
+                Status::Ok,
+            );
         }
         let current =
             format!("{shown}; root without CAP_IPC_LOCK: ringmq asks {} (10 MiB x 3 rings x {shards}), buffer registration fails", human_bytes(all_shards));
@@ -1196,7 +1323,12 @@ fn nofile_finding() -> Finding {
         None => unknown("RLIMIT_NOFILE", "getrlimit failed", rec),
         Some((soft, _)) => {
             let shown = if soft == libc::RLIM_INFINITY as u64 { "unlimited".to_string() } else { soft.to_string() };
-            finding("RLIMIT_NOFILE", format!("{shown} (this process)"), rec, if soft >= 65_536 { Status::Ok } else { Status::Warn })
+            finding(
+                "RLIMIT_NOFILE",
+                format!("{shown} (this process)"),
+                rec,
+                if soft >= 65_536 { Status::Ok } else { Status::Warn },
+            )
         }
     }
 }
@@ -1208,13 +1340,20 @@ fn net_findings(host: &Host) -> Vec<Finding> {
     let mut out = Vec::new();
     let rec = format!(">= {LISTEN_BACKLOG} (ringmq listens with backlog {LISTEN_BACKLOG} per shard); 4096");
     out.push(match host.sysctl_u64("net.core.somaxconn") {
-        Ok(v) => finding("net.core.somaxconn", v.to_string(), rec, if v >= LISTEN_BACKLOG { Status::Ok } else { Status::Warn }),
+        Ok(v) => finding(
+            "net.core.somaxconn",
+            v.to_string(),
+            rec,
+            if v >= LISTEN_BACKLOG { Status::Ok } else { Status::Warn },
+        ),
         Err(e) => unknown("net.core.somaxconn", short_err(&e), rec),
     });
     let rec = "tcp_syncookies=1 (then the backlog bounds the SYN queue); else tcp_max_syn_backlog >= 4096";
     let setting = "net.ipv4.tcp_syncookies / tcp_max_syn_backlog";
     out.push(match (host.sysctl_u64("net.ipv4.tcp_syncookies"), host.sysctl_u64("net.ipv4.tcp_max_syn_backlog")) {
-        (Ok(c), Ok(b)) => finding(setting, format!("{c} / {b}"), rec, if c >= 1 || b >= 4096 { Status::Ok } else { Status::Warn }),
+        (Ok(c), Ok(b)) => {
+            finding(setting, format!("{c} / {b}"), rec, if c >= 1 || b >= 4096 { Status::Ok } else { Status::Warn })
+        }
         (Err(e), _) | (_, Err(e)) => unknown(setting, short_err(&e), rec),
     });
     let rec = "0 / 0 (io_uring receives do not busy-poll; see README)";
@@ -1227,13 +1366,20 @@ fn net_findings(host: &Host) -> Vec<Finding> {
 }
 
 fn clocksource_finding(host: &Host) -> Finding {
-    let good: &[&str] = &["tsc", "kvm-clock", "arch_sys_counter", "hyperv_clocksource_tsc_page", "timebase", "riscv_clocksource"];
-    let rec = if cfg!(target_arch = "x86_64") { "tsc (kvm-clock in a KVM guest)" } else { "the CPU counter (arch_sys_counter)" };
+    let good: &[&str] =
+        &["tsc", "kvm-clock", "arch_sys_counter", "hyperv_clocksource_tsc_page", "timebase", "riscv_clocksource"];
+    let rec = if cfg!(target_arch = "x86_64") {
+        "tsc (kvm-clock in a KVM guest)"
+    } else {
+        "the CPU counter (arch_sys_counter)"
+    };
     match host.read_sys("devices/system/clocksource/clocksource0/current_clocksource") {
         Ok(c) => {
             let status = if good.contains(&c.as_str()) { Status::Ok } else { Status::Warn };
-            let available = host.read_sys("devices/system/clocksource/clocksource0/available_clocksource").unwrap_or_default();
-            let current = if available.is_empty() || status == Status::Ok { c } else { format!("{c} (available: {available})") };
+            let available =
+                host.read_sys("devices/system/clocksource/clocksource0/available_clocksource").unwrap_or_default();
+            let current =
+                if available.is_empty() || status == Status::Ok { c } else { format!("{c} (available: {available})") };
             finding("clocksource", current, rec, status)
         }
         Err(e) => unknown("clocksource", short_err(&e), rec),
@@ -1306,7 +1452,9 @@ bogus line without separator
 
     #[test]
     fn cmdline_stops_at_double_dash_and_keeps_bare_flags() {
-        let p = parse_cmdline("console=ttyS0 quiet isolcpus=managed_irq,domain,2-5 nohz_full=2-5 rcu_nocbs -- --init-arg isolcpus=9\n");
+        let p = parse_cmdline(
+            "console=ttyS0 quiet isolcpus=managed_irq,domain,2-5 nohz_full=2-5 rcu_nocbs -- --init-arg isolcpus=9\n",
+        );
         assert_eq!(cmdline_get(&p, "console"), Some(Some("ttyS0")));
         assert_eq!(cmdline_get(&p, "quiet"), Some(None));
         assert_eq!(cmdline_get(&p, "rcu_nocbs"), Some(None));
@@ -1324,7 +1472,10 @@ bogus line without separator
 
     #[test]
     fn isolcpus_flags_are_split_from_the_cpu_list() {
-        assert_eq!(split_isolcpus("managed_irq,domain,2-5,8"), (vec!["managed_irq".to_string(), "domain".to_string()], "2-5,8".to_string()));
+        assert_eq!(
+            split_isolcpus("managed_irq,domain,2-5,8"),
+            (vec!["managed_irq".to_string(), "domain".to_string()], "2-5,8".to_string())
+        );
         assert_eq!(split_isolcpus("1,3"), (vec![], "1,3".to_string()));
         assert_eq!(split_isolcpus("nohz,N"), (vec!["nohz".to_string()], "N".to_string()));
     }
@@ -1363,7 +1514,8 @@ bogus line without separator
 
     #[test]
     fn table_has_aligned_columns_and_a_summary() {
-        let rows = vec![f("vm.swappiness", "60", "1", Status::Warn), f("io_uring_setup()", "works", "works", Status::Ok)];
+        let rows =
+            vec![f("vm.swappiness", "60", "1", Status::Warn), f("io_uring_setup()", "works", "works", Status::Ok)];
         let mut out = Vec::new();
         print_table(&rows, &mut out).expect("write");
         let text = String::from_utf8(out).expect("utf8");
@@ -1387,7 +1539,10 @@ bogus line without separator
         assert!(lines.len() > 4, "{text}");
         assert_eq!(&lines[2][status_col..], "WARN", "status stays in its column on the first line:\n{text}");
         for l in &lines[3..lines.len() - 1] {
-            assert!(l.starts_with(&" ".repeat("data dir discard".len())), "continuation lines leave the setting column blank:\n{text}");
+            assert!(
+                l.starts_with(&" ".repeat("data dir discard".len())),
+                "continuation lines leave the setting column blank:\n{text}"
+            );
             assert!(l.chars().count() <= status_col, "no status on continuation lines:\n{text}");
         }
         let rejoined: Vec<&str> = lines[2..lines.len() - 1].iter().map(|l| l[18..].trim_end()).collect();
@@ -1455,7 +1610,11 @@ bogus line without separator
     fn scratch_dir(tag: &str) -> PathBuf {
         use std::sync::atomic::{AtomicUsize, Ordering};
         static N: AtomicUsize = AtomicUsize::new(0);
-        let d = std::env::temp_dir().join(format!("ringmq-tune-test-{}-{tag}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+        let d = std::env::temp_dir().join(format!(
+            "ringmq-tune-test-{}-{tag}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
         std::fs::create_dir_all(&d).expect("scratch dir");
         d
     }
@@ -1465,8 +1624,18 @@ bogus line without separator
         let root = scratch_dir("empty");
         let host = Host { proc_root: root.join("proc"), sys_root: root.join("sys") };
         let findings = check_on(&host, &CheckOptions { data_dir: root.join("data"), shards: 2 });
-        for name in ["vm.swappiness", "THP enabled", "cpufreq governor", "clocksource", "isolcpus", "data dir filesystem", "block device", "IRQ affinity"] {
-            let row = findings.iter().find(|f| f.setting == name).unwrap_or_else(|| panic!("no row {name}: {findings:#?}"));
+        for name in [
+            "vm.swappiness",
+            "THP enabled",
+            "cpufreq governor",
+            "clocksource",
+            "isolcpus",
+            "data dir filesystem",
+            "block device",
+            "IRQ affinity",
+        ] {
+            let row =
+                findings.iter().find(|f| f.setting == name).unwrap_or_else(|| panic!("no row {name}: {findings:#?}"));
             assert_eq!(row.status, Status::Warn, "{row:?}");
             assert!(row.current.starts_with("unknown"), "{row:?}");
         }
@@ -1495,11 +1664,16 @@ bogus line without separator
         w("sys/kernel/mm/transparent_hugepage/enabled", "[always] madvise never\n");
         let host = Host { proc_root: root.join("proc"), sys_root: root.join("sys") };
         let findings = check_on(&host, &CheckOptions { data_dir: root.join("data"), shards: 2 });
-        let row = |name: &str| findings.iter().find(|f| f.setting == name).cloned().unwrap_or_else(|| panic!("no row {name}"));
+        let row = |name: &str| {
+            findings.iter().find(|f| f.setting == name).cloned().unwrap_or_else(|| panic!("no row {name}"))
+        };
         assert_eq!(row("vm.swappiness").status, Status::Ok);
         assert_eq!(row("vm.max_map_count").status, Status::Warn);
         assert_eq!(row("THP enabled").status, Status::Warn);
-        assert_eq!((row("isolcpus").current.as_str(), row("isolcpus").status), ("2-3 (managed_irq,domain)", Status::Ok));
+        assert_eq!(
+            (row("isolcpus").current.as_str(), row("isolcpus").status),
+            ("2-3 (managed_irq,domain)", Status::Ok)
+        );
         assert_eq!(row("nohz_full").status, Status::Ok);
         assert_eq!(row("rcu_nocbs").status, Status::Ok, "nohz_full offloads RCU callbacks");
         assert_eq!(row("IRQ affinity").status, Status::Ok);

@@ -68,16 +68,29 @@ fn admin_opts() -> AdminOptions {
 }
 
 /// IncrementalAlterConfigs v1 on one topic: (key, op, value); returns the error code.
-fn incremental_alter(addr: &str, topic: &str, changes: &[(&str, i8, Option<&str>)], validate_only: bool) -> (i16, Option<String>) {
+fn incremental_alter(
+    addr: &str,
+    topic: &str,
+    changes: &[(&str, i8, Option<&str>)],
+    validate_only: bool,
+) -> (i16, Option<String>) {
     use kafka_protocol::messages::incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig};
     use kafka_protocol::messages::IncrementalAlterConfigsRequest;
     let configs = changes
         .iter()
-        .map(|(k, op, v)| AlterableConfig::default().with_name(StrBytes::from_string(k.to_string())).with_config_operation(*op).with_value(v.map(|v| StrBytes::from_string(v.to_string()))))
+        .map(|(k, op, v)| {
+            AlterableConfig::default()
+                .with_name(StrBytes::from_string(k.to_string()))
+                .with_config_operation(*op)
+                .with_value(v.map(|v| StrBytes::from_string(v.to_string())))
+        })
         .collect();
-    let req = IncrementalAlterConfigsRequest::default()
-        .with_validate_only(validate_only)
-        .with_resources(vec![AlterConfigsResource::default().with_resource_type(2).with_resource_name(StrBytes::from_string(topic.to_string())).with_configs(configs)]);
+    let req = IncrementalAlterConfigsRequest::default().with_validate_only(validate_only).with_resources(vec![
+        AlterConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_string(topic.to_string()))
+            .with_configs(configs),
+    ]);
     let resp = call(addr, 1, &req);
     assert_eq!(resp.responses.len(), 1);
     let r = &resp.responses[0];
@@ -88,8 +101,18 @@ fn incremental_alter(addr: &str, topic: &str, changes: &[(&str, i8, Option<&str>
 fn legacy_alter(addr: &str, resource_type: i8, name: &str, configs: &[(&str, &str)]) -> i16 {
     use kafka_protocol::messages::alter_configs_request::{AlterConfigsResource, AlterableConfig};
     use kafka_protocol::messages::AlterConfigsRequest;
-    let configs = configs.iter().map(|(k, v)| AlterableConfig::default().with_name(StrBytes::from_string(k.to_string())).with_value(Some(StrBytes::from_string(v.to_string())))).collect();
-    let req = AlterConfigsRequest::default().with_resources(vec![AlterConfigsResource::default().with_resource_type(resource_type).with_resource_name(StrBytes::from_string(name.to_string())).with_configs(configs)]);
+    let configs = configs
+        .iter()
+        .map(|(k, v)| {
+            AlterableConfig::default()
+                .with_name(StrBytes::from_string(k.to_string()))
+                .with_value(Some(StrBytes::from_string(v.to_string())))
+        })
+        .collect();
+    let req = AlterConfigsRequest::default().with_resources(vec![AlterConfigsResource::default()
+        .with_resource_type(resource_type)
+        .with_resource_name(StrBytes::from_string(name.to_string()))
+        .with_configs(configs)]);
     let resp = call(addr, 0, &req);
     resp.responses[0].error_code
 }
@@ -100,9 +123,13 @@ const DELETE: i8 = 1;
 /// (value, source) of a topic config, through rdkafka's DescribeConfigs.
 fn describe(addr: &str, topic: &str, key: &str) -> (Option<String>, ConfigSource) {
     let admin = admin(addr);
-    let res = rt().block_on(admin.describe_configs(&[ResourceSpecifier::Topic(topic)], &admin_opts())).expect("describe_configs");
+    let res = rt()
+        .block_on(admin.describe_configs(&[ResourceSpecifier::Topic(topic)], &admin_opts()))
+        .expect("describe_configs");
     let resource = res.into_iter().next().expect("one resource").unwrap_or_else(|e| panic!("describe {topic}: {e:?}"));
-    let entry = resource.get(key).unwrap_or_else(|| panic!("{key} missing from DescribeConfigs of {topic}: {:?}", resource.entries));
+    let entry = resource
+        .get(key)
+        .unwrap_or_else(|| panic!("{key} missing from DescribeConfigs of {topic}: {:?}", resource.entries));
     (entry.value.clone(), source(&entry.source))
 }
 
@@ -119,7 +146,13 @@ fn source(s: &ConfigSource) -> ConfigSource {
 }
 
 /// Sends one record and returns its delivery result.
-fn try_produce(p: &rdkafka::producer::FutureProducer, topic: &str, partition: i32, payload: &[u8], timestamp_ms: Option<i64>) -> Result<i64, KafkaError> {
+fn try_produce(
+    p: &rdkafka::producer::FutureProducer,
+    topic: &str,
+    partition: i32,
+    payload: &[u8],
+    timestamp_ms: Option<i64>,
+) -> Result<i64, KafkaError> {
     let mut rec = FutureRecord::<[u8], [u8]>::to(topic).partition(partition).payload(payload);
     if let Some(ts) = timestamp_ms {
         rec = rec.timestamp(ts);
@@ -134,7 +167,8 @@ fn offsets_for_times(addr: &str, topic: &str, timestamps: &[i64]) -> Vec<Offset>
         .map(|&ts| {
             let mut tpl = TopicPartitionList::new();
             tpl.add_partition_offset(topic, 0, Offset::Offset(ts)).expect("tpl");
-            let out = c.offsets_for_times(tpl, CLIENT_TIMEOUT).unwrap_or_else(|e| panic!("offsets_for_times({ts}): {e}"));
+            let out =
+                c.offsets_for_times(tpl, CLIENT_TIMEOUT).unwrap_or_else(|e| panic!("offsets_for_times({ts}): {e}"));
             let elem = out.find_partition(topic, 0).expect("partition in answer");
             assert!(elem.error().is_ok(), "offsets_for_times({ts}): {:?}", elem.error());
             elem.offset()
@@ -175,13 +209,32 @@ fn offsets_for_times_finds_records_before_between_and_after_also_after_restart()
     let n = 60i64;
     let p = producer(&addr, &[("linger.ms", "0")]);
     for i in 0..n {
-        let off = try_produce(&p, &topic, 0, &random_bytes(i as u64, 10 * KIB), Some(base_ts + i * 1000)).expect("produce");
+        let off =
+            try_produce(&p, &topic, 0, &random_bytes(i as u64, 10 * KIB), Some(base_ts + i * 1000)).expect("produce");
         assert_eq!(off, i);
     }
     assert!(segments(&partition_dir(broker.data_dir(), &topic, 0)).len() >= 5, "expected several segments");
 
-    let queries = [base_ts - 1_000_000, base_ts, base_ts + 500, base_ts + 17_000, base_ts + 41_999, base_ts + 59_000, base_ts + 59_001, base_ts + 10_000_000];
-    let expected = [Offset::Offset(0), Offset::Offset(0), Offset::Offset(1), Offset::Offset(17), Offset::Offset(42), Offset::Offset(59), Offset::End, Offset::End];
+    let queries = [
+        base_ts - 1_000_000,
+        base_ts,
+        base_ts + 500,
+        base_ts + 17_000,
+        base_ts + 41_999,
+        base_ts + 59_000,
+        base_ts + 59_001,
+        base_ts + 10_000_000,
+    ];
+    let expected = [
+        Offset::Offset(0),
+        Offset::Offset(0),
+        Offset::Offset(1),
+        Offset::Offset(17),
+        Offset::Offset(42),
+        Offset::Offset(59),
+        Offset::End,
+        Offset::End,
+    ];
     assert_eq!(offsets_for_times(&addr, &topic, &queries), expected, "before restart");
 
     broker.kill9();
@@ -193,9 +246,12 @@ fn offsets_for_times_finds_records_before_between_and_after_also_after_restart()
 fn raw_list_offsets(addr: &str, topic: &str, partition: i32, timestamp: i64) -> (i16, i64, i64) {
     use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
     use kafka_protocol::messages::{BrokerId, ListOffsetsRequest, TopicName};
-    let req = ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![ListOffsetsTopic::default()
-        .with_name(TopicName(StrBytes::from_string(topic.to_string())))
-        .with_partitions(vec![ListOffsetsPartition::default().with_partition_index(partition).with_timestamp(timestamp)])]);
+    let req =
+        ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![ListOffsetsTopic::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partitions(vec![ListOffsetsPartition::default()
+                .with_partition_index(partition)
+                .with_timestamp(timestamp)])]);
     let resp = call(addr, 7, &req);
     let p = &resp.topics[0].partitions[0];
     (p.error_code, p.offset, p.timestamp)
@@ -226,7 +282,8 @@ fn timestamp_lookups_and_delete_records_reach_partitions_on_every_shard() {
     // A name whose 4 partitions are spread over both shards.
     let topic = loop {
         let t = unique_topic("shardsadm");
-        let owners: std::collections::BTreeSet<usize> = (0..4).map(|p| ringmq::runtime::shard::shard_of(&t, p, 2)).collect();
+        let owners: std::collections::BTreeSet<usize> =
+            (0..4).map(|p| ringmq::runtime::shard::shard_of(&t, p, 2)).collect();
         if owners.len() == 2 {
             break t;
         }
@@ -266,11 +323,20 @@ fn incremental_alter_configs_is_described_enforced_and_survives_restart() {
     create_topic(&addr, &topic, 1, &[]);
     let (value, source) = describe(&addr, &topic, "max.message.bytes");
     assert_eq!((value.as_deref(), source), (Some("1048588"), ConfigSource::Default));
-    assert_eq!(describe(&addr, &topic, "segment.bytes").1, ConfigSource::StaticBroker, "the harness sets --segment-bytes");
+    assert_eq!(
+        describe(&addr, &topic, "segment.bytes").1,
+        ConfigSource::StaticBroker,
+        "the harness sets --segment-bytes"
+    );
 
     let p = producer(&addr, &[]);
     try_produce(&p, &topic, 0, &vec![1u8; 8 * KIB], None).expect("8 KiB accepted before the change");
-    let (code, message) = incremental_alter(&addr, &topic, &[("max.message.bytes", SET, Some("4096")), ("retention.bytes", SET, Some("123456789"))], false);
+    let (code, message) = incremental_alter(
+        &addr,
+        &topic,
+        &[("max.message.bytes", SET, Some("4096")), ("retention.bytes", SET, Some("123456789"))],
+        false,
+    );
     assert_eq!(code, 0, "IncrementalAlterConfigs: {message:?}");
     for (key, want) in [("max.message.bytes", "4096"), ("retention.bytes", "123456789")] {
         let (value, source) = describe(&addr, &topic, key);
@@ -292,7 +358,10 @@ fn incremental_alter_configs_is_described_enforced_and_survives_restart() {
     }
     let p = producer(&addr, &[]);
     let too_large = try_produce(&p, &topic, 0, &vec![1u8; 8 * KIB], None);
-    assert!(matches!(too_large, Err(KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge))), "after restart: {too_large:?}");
+    assert!(
+        matches!(too_large, Err(KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge))),
+        "after restart: {too_large:?}"
+    );
 
     // DELETE goes back to the broker default, enforced at once.
     let (code, message) = incremental_alter(&addr, &topic, &[("max.message.bytes", DELETE, None)], false);
@@ -308,7 +377,12 @@ fn unknown_or_invalid_config_is_refused_and_changes_nothing() {
     let topic = unique_topic("badcfg");
     create_topic(&addr, &topic, 1, &[]);
     // One bad key fails the whole resource: the good change is not applied.
-    let (code, message) = incremental_alter(&addr, &topic, &[("retention.ms", SET, Some("1000")), ("no.such.config", SET, Some("1"))], false);
+    let (code, message) = incremental_alter(
+        &addr,
+        &topic,
+        &[("retention.ms", SET, Some("1000")), ("no.such.config", SET, Some("1"))],
+        false,
+    );
     assert_eq!(code, INVALID_CONFIG, "{message:?}");
     assert!(message.unwrap_or_default().contains("no.such.config"));
     let (code, _) = incremental_alter(&addr, &topic, &[("cleanup.policy", SET, Some("compact"))], false);
@@ -340,7 +414,12 @@ fn legacy_alter_configs_from_rdkafka_replaces_overrides() {
     let topic = unique_topic("legacy");
     create_topic(&addr, &topic, 1, &[("retention.ms", "86400000")]);
     let admin = admin(&addr);
-    let res = rt().block_on(admin.alter_configs(&[AlterConfig::new(ResourceSpecifier::Topic(&topic)).set("max.message.bytes", "2048")], &admin_opts())).expect("alter_configs");
+    let res = rt()
+        .block_on(admin.alter_configs(
+            &[AlterConfig::new(ResourceSpecifier::Topic(&topic)).set("max.message.bytes", "2048")],
+            &admin_opts(),
+        ))
+        .expect("alter_configs");
     assert!(res[0].is_ok(), "{res:?}");
     assert_eq!(describe(&addr, &topic, "max.message.bytes"), (Some("2048".to_string()), ConfigSource::DynamicTopic));
     // AlterConfigs sets the whole override set: retention.ms went back to the default.
@@ -386,7 +465,11 @@ fn segment_bytes_altered_on_a_running_topic_sizes_the_next_segments() {
     for i in 0..40u64 {
         try_produce(&p, &topic, 0, &random_bytes(i, 10 * KIB), None).expect("produce");
     }
-    let segs: Vec<u64> = segments(&partition_dir(broker.data_dir(), &topic, 0)).iter().map(|(_, p)| segment_data_len(p)).filter(|&n| n > 0).collect();
+    let segs: Vec<u64> = segments(&partition_dir(broker.data_dir(), &topic, 0))
+        .iter()
+        .map(|(_, p)| segment_data_len(p))
+        .filter(|&n| n > 0)
+        .collect();
     assert!(segs.len() >= 5, "400 KiB with segment.bytes=65536 should make several segments: {segs:?}");
     assert!(segs.iter().all(|&n| n <= 65_536), "{segs:?}");
     assert_eq!(read_all(&addr, &topic, 0, Duration::from_secs(60)).len(), 41);
@@ -398,7 +481,9 @@ fn segment_bytes_altered_on_a_running_topic_sizes_the_next_segments() {
 
 fn create_partitions(addr: &str, topic: &str, count: usize) -> Result<(), RDKafkaErrorCode> {
     let admin = admin(addr);
-    let res = rt().block_on(admin.create_partitions(&[NewPartitions::new(topic, count)], &admin_opts())).expect("create_partitions");
+    let res = rt()
+        .block_on(admin.create_partitions(&[NewPartitions::new(topic, count)], &admin_opts()))
+        .expect("create_partitions");
     match &res[0] {
         Ok(_) => Ok(()),
         Err((_, code)) => Err(*code),
@@ -416,7 +501,9 @@ fn partitions_grow_from_4_to_6(cores: Option<&str>) {
     let topic = loop {
         let t = unique_topic("grow");
         let shards = cores.map_or(1, |n| n.parse().expect("cores"));
-        if shards == 1 || ringmq::runtime::shard::shard_of(&t, 4, shards) != ringmq::runtime::shard::shard_of(&t, 5, shards) {
+        if shards == 1
+            || ringmq::runtime::shard::shard_of(&t, 4, shards) != ringmq::runtime::shard::shard_of(&t, 5, shards)
+        {
             break t;
         }
     };
@@ -425,7 +512,11 @@ fn partitions_grow_from_4_to_6(cores: Option<&str>) {
     assert_eq!(partition_count(&addr, &topic), 6);
     let p = producer(&addr, &[]);
     for part in [4, 5] {
-        assert_eq!(produce_one(&p, &topic, part, None, format!("p{part}").as_bytes()), 0, "first record of partition {part}");
+        assert_eq!(
+            produce_one(&p, &topic, part, None, format!("p{part}").as_bytes()),
+            0,
+            "first record of partition {part}"
+        );
     }
     assert_eq!(create_partitions(&addr, &topic, 5), Err(RDKafkaErrorCode::InvalidPartitions), "shrinking");
     assert_eq!(create_partitions(&addr, &topic, 6), Err(RDKafkaErrorCode::InvalidPartitions), "same count");
@@ -438,7 +529,10 @@ fn partitions_grow_from_4_to_6(cores: Option<&str>) {
     for part in [4, 5] {
         assert_eq!(produce_one(&p, &topic, part, None, b"again"), 1, "partition {part} after restart");
         let recs = read_all(&addr, &topic, part, Duration::from_secs(60));
-        assert_eq!(recs.iter().map(|r| r.payload.clone().unwrap_or_default()).collect::<Vec<_>>(), vec![format!("p{part}").into_bytes(), b"again".to_vec()]);
+        assert_eq!(
+            recs.iter().map(|r| r.payload.clone().unwrap_or_default()).collect::<Vec<_>>(),
+            vec![format!("p{part}").into_bytes(), b"again".to_vec()]
+        );
     }
 }
 
@@ -460,9 +554,10 @@ fn create_partitions_raw_decrease_is_invalid_partitions() {
     let addr = broker.addr();
     let topic = unique_topic("shrinkp");
     create_topic(&addr, &topic, 4, &[]);
-    let req = CreatePartitionsRequest::default()
-        .with_timeout_ms(10_000)
-        .with_topics(vec![CreatePartitionsTopic::default().with_name(TopicName(StrBytes::from_string(topic.clone()))).with_count(2)]);
+    let req =
+        CreatePartitionsRequest::default().with_timeout_ms(10_000).with_topics(vec![CreatePartitionsTopic::default()
+            .with_name(TopicName(StrBytes::from_string(topic.clone())))
+            .with_count(2)]);
     let resp = call(&addr, 3, &req);
     assert_eq!(resp.results[0].error_code, INVALID_PARTITIONS);
     assert!(resp.results[0].error_message.is_some());
@@ -480,7 +575,9 @@ fn first_fetch(addr: &str, topic: &str, offset: i64) -> Result<i64, KafkaError> 
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, 0, Offset::Offset(offset)).expect("tpl");
     c.assign(&tpl).expect("assign");
-    wait_for("a record or an error", || c.poll(Duration::from_millis(200)).map(|r| r.map(|m| rdkafka::Message::offset(&m))))
+    wait_for("a record or an error", || {
+        c.poll(Duration::from_millis(200)).map(|r| r.map(|m| rdkafka::Message::offset(&m)))
+    })
 }
 
 /// Error code of a raw Fetch v4 of partition 0 at `offset`.
@@ -494,7 +591,10 @@ fn raw_fetch_error(addr: &str, topic: &str, offset: i64) -> i16 {
         .with_max_bytes(1 << 20)
         .with_topics(vec![FetchTopic::default()
             .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
-            .with_partitions(vec![FetchPartition::default().with_partition(0).with_fetch_offset(offset).with_partition_max_bytes(1 << 20)])]);
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(offset)
+                .with_partition_max_bytes(1 << 20)])]);
     let resp = call(addr, 4, &req);
     resp.responses[0].partitions[0].error_code
 }
@@ -505,7 +605,10 @@ fn assert_out_of_range(addr: &str, topic: &str, offset: i64) {
     assert_eq!(raw_fetch_error(addr, topic, offset), OFFSET_OUT_OF_RANGE, "raw fetch at {offset}");
     match first_fetch(addr, topic, offset) {
         Err(KafkaError::MessageConsumption(code)) => {
-            assert!(matches!(code, RDKafkaErrorCode::AutoOffsetReset | RDKafkaErrorCode::OffsetOutOfRange), "consumer at {offset}: {code:?}")
+            assert!(
+                matches!(code, RDKafkaErrorCode::AutoOffsetReset | RDKafkaErrorCode::OffsetOutOfRange),
+                "consumer at {offset}: {code:?}"
+            )
         }
         other => panic!("consumer at {offset} below the log start: {other:?}"),
     }
@@ -580,7 +683,11 @@ fn describe_cluster_answers_this_node_and_the_cluster_id() {
     let broker = Broker::start(BrokerOpts::default());
     let addr = broker.addr();
     for version in [0, 1, 2] {
-        let resp = call(&addr, version, &DescribeClusterRequest::default().with_endpoint_type(1).with_include_cluster_authorized_operations(true));
+        let resp = call(
+            &addr,
+            version,
+            &DescribeClusterRequest::default().with_endpoint_type(1).with_include_cluster_authorized_operations(true),
+        );
         assert_eq!(resp.error_code, 0, "v{version}");
         assert_eq!(resp.cluster_id.as_str(), "ringmq");
         assert_eq!(resp.controller_id.0, 0);
@@ -595,12 +702,21 @@ fn broker_configs_are_described_read_only() {
     let broker = Broker::start(BrokerOpts::default().default_partitions(3));
     let addr = broker.addr();
     let admin = admin(&addr);
-    let res = rt().block_on(admin.describe_configs(&[ResourceSpecifier::Broker(0)], &admin_opts())).expect("describe_configs");
+    let res = rt()
+        .block_on(admin.describe_configs(&[ResourceSpecifier::Broker(0)], &admin_opts()))
+        .expect("describe_configs");
     let resource = res.into_iter().next().expect("one").expect("broker 0 described");
     let partitions = resource.get("num.partitions").expect("num.partitions");
-    assert_eq!((partitions.value.as_deref(), partitions.is_read_only, source(&partitions.source)), (Some("3"), true, ConfigSource::StaticBroker));
+    assert_eq!(
+        (partitions.value.as_deref(), partitions.is_read_only, source(&partitions.source)),
+        (Some("3"), true, ConfigSource::StaticBroker)
+    );
     assert_eq!(resource.get("log.segment.bytes").and_then(|e| e.value.as_deref()), Some("16777216"));
-    assert_eq!(legacy_alter(&addr, 4, "0", &[("num.partitions", "5")]), INVALID_REQUEST, "altering a read-only broker config");
+    assert_eq!(
+        legacy_alter(&addr, 4, "0", &[("num.partitions", "5")]),
+        INVALID_REQUEST,
+        "altering a read-only broker config"
+    );
 }
 
 #[test]
@@ -612,7 +728,9 @@ fn metadata_v12_marks_topics_not_internal_with_authorized_operations() {
     let topic = unique_topic("md");
     create_topic(&addr, &topic, 2, &[]);
     let req = MetadataRequest::default()
-        .with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(TopicName(StrBytes::from_string(topic.clone()))))]))
+        .with_topics(Some(vec![
+            MetadataRequestTopic::default().with_name(Some(TopicName(StrBytes::from_string(topic.clone()))))
+        ]))
         .with_include_topic_authorized_operations(true);
     let resp = call(&addr, 12, &req);
     let t = &resp.topics[0];

@@ -134,7 +134,9 @@ fn malformed_barrage_never_disturbs_a_well_behaved_producer() {
     let mut acked = Vec::new();
     let started = Instant::now();
     while msgs.len() < 3000 || (sent.load(Ordering::Relaxed) < 300 && started.elapsed() < Duration::from_secs(120)) {
-        let round: Vec<_> = (msgs.len() as u64..msgs.len() as u64 + 500).map(|i| ((i % 2) as i32, None, random_bytes(i, 300))).collect();
+        let round: Vec<_> = (msgs.len() as u64..msgs.len() as u64 + 500)
+            .map(|i| ((i % 2) as i32, None, random_bytes(i, 300)))
+            .collect();
         acked.extend(produce_many(&producer, &topic, round.clone()));
         msgs.extend(round);
     }
@@ -219,20 +221,39 @@ fn metrics_parse_as_prometheus_text_and_counters_move_with_traffic() {
     let topic = unique_topic("metrics");
     create_topic(&addr, &topic, 2, &[]);
     let producer = producer(&addr, &[]);
-    let msgs: Vec<(i32, Option<Vec<u8>>, Vec<u8>)> = (0..500u64).map(|i| ((i % 2) as i32, None, random_bytes(i, 1000))).collect();
+    let msgs: Vec<(i32, Option<Vec<u8>>, Vec<u8>)> =
+        (0..500u64).map(|i| ((i % 2) as i32, None, random_bytes(i, 1000))).collect();
     produce_many(&producer, &topic, msgs);
     for p in 0..2 {
         assert_eq!(read_all(&addr, &topic, p, Duration::from_secs(30)).len(), 250);
     }
     let after = parse_prometheus(&broker.metrics());
-    for counter in ["ringmq_requests_total", "ringmq_produce_bytes_total", "ringmq_fetch_bytes_total", "ringmq_connections_accepted_total"] {
-        assert!(total(&after, counter) > total(&before, counter), "{counter} did not move: {} -> {}", total(&before, counter), total(&after, counter));
+    for counter in [
+        "ringmq_requests_total",
+        "ringmq_produce_bytes_total",
+        "ringmq_fetch_bytes_total",
+        "ringmq_connections_accepted_total",
+    ] {
+        assert!(
+            total(&after, counter) > total(&before, counter),
+            "{counter} did not move: {} -> {}",
+            total(&before, counter),
+            total(&after, counter)
+        );
     }
     assert!(total(&after, "ringmq_produce_bytes_total") >= 500_000.0);
-    assert_eq!(total(&after, &format!("ringmq_partition_high_watermark{{shard=\"0\",topic=\"{topic}\",partition=\"0\"}}")) + total(&after, &format!("ringmq_partition_high_watermark{{shard=\"1\",topic=\"{topic}\",partition=\"0\"}}")), 250.0);
+    assert_eq!(
+        total(&after, &format!("ringmq_partition_high_watermark{{shard=\"0\",topic=\"{topic}\",partition=\"0\"}}"))
+            + total(
+                &after,
+                &format!("ringmq_partition_high_watermark{{shard=\"1\",topic=\"{topic}\",partition=\"0\"}}")
+            ),
+        250.0
+    );
     assert!(total(&after, "ringmq_commit_seconds_count") > 0.0, "commit histogram is empty");
     // Every acks=all produce request is answered after at least its commit.
-    let produce_requests = total(&after, "ringmq_produce_seconds_count") - total(&before, "ringmq_produce_seconds_count");
+    let produce_requests =
+        total(&after, "ringmq_produce_seconds_count") - total(&before, "ringmq_produce_seconds_count");
     assert!(produce_requests >= 1.0, "produce latency histogram did not move");
     assert!(total(&after, "ringmq_produce_seconds_sum") > 0.0);
     assert!(total(&after, "ringmq_disk_free_bytes") > 0.0);

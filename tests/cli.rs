@@ -9,7 +9,11 @@ use common::*;
 
 fn ringmq(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(broker_bin()).args(args).output().expect("run ringmq");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -21,7 +25,12 @@ fn unknown_flag_is_refused_with_its_name_and_exit_2() {
 
 #[test]
 fn bad_flag_values_are_refused_with_the_setting_named() {
-    for (flag, value, name) in [("--flush", "sometimes", "flush"), ("--cores", "999", "cores"), ("--listen", "not-an-address", "listen"), ("--segment-bytes", "10", "segment_bytes")] {
+    for (flag, value, name) in [
+        ("--flush", "sometimes", "flush"),
+        ("--cores", "999", "cores"),
+        ("--listen", "not-an-address", "listen"),
+        ("--segment-bytes", "10", "segment_bytes"),
+    ] {
         let (code, _, err) = ringmq(&["serve", flag, value]);
         assert_eq!(code, 2, "{flag} {value}: {err}");
         assert!(err.contains(name), "{flag} {value}: {err}");
@@ -31,7 +40,15 @@ fn bad_flag_values_are_refused_with_the_setting_named() {
 #[test]
 fn data_dir_in_memory_is_refused_at_start_with_a_one_line_reason() {
     let dir = tempfile::Builder::new().prefix("ringmq-tmpfs-").tempdir_in("/dev/shm").expect("tmpfs dir in /dev/shm");
-    let (code, out, err) = ringmq(&["serve", "--data-dir", dir.path().to_str().expect("path"), "--listen", "127.0.0.1:0", "--metrics", "off"]);
+    let (code, out, err) = ringmq(&[
+        "serve",
+        "--data-dir",
+        dir.path().to_str().expect("path"),
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics",
+        "off",
+    ]);
     assert_eq!(code, 1, "{err}");
     assert!(!out.contains("ringmq ready"), "must not start: {out}");
     let reason = err.lines().find(|l| l.contains("O_DIRECT")).unwrap_or_else(|| panic!("no O_DIRECT line in: {err}"));
@@ -43,7 +60,8 @@ fn data_dir_that_is_a_file_is_refused() {
     let dir = test_tempdir("cli");
     let file = dir.path().join("plain-file");
     std::fs::write(&file, b"x").expect("file");
-    let (code, _, err) = ringmq(&["serve", "--data-dir", file.to_str().expect("path"), "--listen", "127.0.0.1:0", "--metrics", "off"]);
+    let (code, _, err) =
+        ringmq(&["serve", "--data-dir", file.to_str().expect("path"), "--listen", "127.0.0.1:0", "--metrics", "off"]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("data dir"), "{err}");
 }

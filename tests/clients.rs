@@ -65,7 +65,11 @@ fn python_script(name: &str, args: &[&str]) -> Command {
 fn kafka_python_with_default_settings_produces_and_consumes_in_a_group() {
     let broker = Broker::start(BrokerOpts::default().arg("--group-initial-rebalance-delay-ms").arg("0"));
     let topic = unique_topic("kafka-python");
-    let report = run_script(&broker, python_script("kafka_python_roundtrip.py", &[&broker.addr(), &topic, "kp-group", "2000"]), "kafka-python");
+    let report = run_script(
+        &broker,
+        python_script("kafka_python_roundtrip.py", &[&broker.addr(), &topic, "kp-group", "2000"]),
+        "kafka-python",
+    );
     assert_eq!(report["consumed"], 2000, "{report}");
     assert_eq!(report["assignment"], serde_json::json!([0, 1, 2]), "{report}");
 }
@@ -75,7 +79,11 @@ fn aiokafka_produces_and_consumes_in_a_group() {
     let broker = Broker::start(BrokerOpts::default().arg("--group-initial-rebalance-delay-ms").arg("0"));
     let topic = unique_topic("aiokafka");
     create_topic(&broker.addr(), &topic, 3, &[]);
-    let report = run_script(&broker, python_script("aiokafka_roundtrip.py", &[&broker.addr(), &topic, "aio-group", "2000"]), "aiokafka");
+    let report = run_script(
+        &broker,
+        python_script("aiokafka_roundtrip.py", &[&broker.addr(), &topic, "aio-group", "2000"]),
+        "aiokafka",
+    );
     assert_eq!(report["consumed"], 2000, "{report}");
     assert_eq!(report["assignment"], serde_json::json!([0, 1, 2]), "{report}");
 }
@@ -92,16 +100,26 @@ fn kafkajs_produces_and_consumes_in_a_group() {
 
 #[test]
 fn confluent_kafka_group_rebalances_and_resumes_at_committed_offsets_after_sigkill() {
-    let mut broker = Broker::start(BrokerOpts::default().arg("--group-initial-rebalance-delay-ms").arg("500").arg("--cores").arg("2"));
+    let mut broker = Broker::start(
+        BrokerOpts::default().arg("--group-initial-rebalance-delay-ms").arg("500").arg("--cores").arg("2"),
+    );
     let topic = unique_topic("confluent-group");
     create_topic(&broker.addr(), &topic, 6, &[]);
     let state = broker.root().join("confluent-group-state.json");
     let state = state.to_str().expect("utf-8 path");
-    let one = run_script(&broker, python_script("confluent_group.py", &[&broker.addr(), &topic, "cf-group", "phase1", state]), "confluent-kafka phase 1");
+    let one = run_script(
+        &broker,
+        python_script("confluent_group.py", &[&broker.addr(), &topic, "cf-group", "phase1", state]),
+        "confluent-kafka phase 1",
+    );
     assert_eq!(one["delivered"], 600, "{one}");
     broker.kill9();
     broker.restart();
-    let two = run_script(&broker, python_script("confluent_group.py", &[&broker.addr(), &topic, "cf-group", "phase2", state]), "confluent-kafka phase 2");
+    let two = run_script(
+        &broker,
+        python_script("confluent_group.py", &[&broker.addr(), &topic, "cf-group", "phase2", state]),
+        "confluent-kafka phase 2",
+    );
     assert_eq!(two["delivered"], 300, "{two}");
     assert_eq!(two["resumed_at"], one["committed"], "{one} {two}");
 }

@@ -23,7 +23,10 @@ fn records() -> Vec<(i32, Option<Vec<u8>>, Vec<u8>)> {
 fn stored_codecs(broker: &Broker, topic: &str, partition: i32) -> Vec<u8> {
     let (path, batches) = last_segment(broker.data_dir(), topic, partition);
     let bytes = std::fs::read(&path).expect("read segment");
-    batches.iter().map(|b| (i16::from_be_bytes([bytes[b.pos as usize + 21], bytes[b.pos as usize + 22]]) & 0b111) as u8).collect()
+    batches
+        .iter()
+        .map(|b| (i16::from_be_bytes([bytes[b.pos as usize + 21], bytes[b.pos as usize + 22]]) & 0b111) as u8)
+        .collect()
 }
 
 fn round_trip(codec: &str, codec_id: u8) {
@@ -46,7 +49,10 @@ fn round_trip(codec: &str, codec_id: u8) {
         }
         let codecs = stored_codecs(&broker, &topic, p);
         assert!(!codecs.is_empty());
-        assert!(codecs.iter().all(|&c| c == codec_id), "{codec}: batches on disk have codecs {codecs:?}, expected all {codec_id}");
+        assert!(
+            codecs.iter().all(|&c| c == codec_id),
+            "{codec}: batches on disk have codecs {codecs:?}, expected all {codec_id}"
+        );
     }
 }
 

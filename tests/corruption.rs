@@ -54,10 +54,7 @@ fn check_after_restart(broker: &mut Broker, topic: &str, dropped_base: i64) {
     broker.assert_running();
     let log = broker.log();
     let warn: Vec<&str> = log.lines().filter(|l| l.contains("recovery: dropped")).collect();
-    assert!(
-        !warn.is_empty(),
-        "broker.log has no `recovery: dropped` line after restarting on a damaged segment"
-    );
+    assert!(!warn.is_empty(), "broker.log has no `recovery: dropped` line after restarting on a damaged segment");
     assert!(
         warn.iter().any(|l| l.contains(topic)),
         "the `recovery: dropped` line does not name the topic {topic}: {warn:?}"

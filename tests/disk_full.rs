@@ -62,7 +62,8 @@ fn full_disk_refuses_writes_with_storage_error_keeps_reads_and_resumes_when_spac
     let filler = fs.mount.join("filler");
     std::fs::write(&filler, vec![7u8; 12 << 20]).expect("filler");
     let data = fs.mount.join("data");
-    let mut broker = Broker::start(BrokerOpts::default().data_dir(&data).segment_bytes(2 << 20).arg("--cores").arg("1"));
+    let mut broker =
+        Broker::start(BrokerOpts::default().data_dir(&data).segment_bytes(2 << 20).arg("--cores").arg("1"));
     let addr = broker.addr();
     let topic = unique_topic("full");
     create_topic(&addr, &topic, 1, &[]);

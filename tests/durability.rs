@@ -144,7 +144,13 @@ fn acknowledged_messages_survive_sigkill_with_two_commit_writes_in_flight() {
     // commit finds several batches queued: a write then ends on a page
     // boundary and the next one starts while it is in flight, so the kills
     // land with two writes outstanding (asserted from the metrics).
-    let opts = BrokerOpts::default().segment_bytes(8 << 20).flush("always").arg("--commit-max-bytes").arg("4096").arg("--commit-linger-us").arg("2000");
+    let opts = BrokerOpts::default()
+        .segment_bytes(8 << 20)
+        .flush("always")
+        .arg("--commit-max-bytes")
+        .arg("4096")
+        .arg("--commit-linger-us")
+        .arg("2000");
     survive_sigkills(opts, &[], None, true);
 }
 
@@ -154,7 +160,12 @@ fn acknowledged_messages_survive_sigkill_in_segments_that_reuse_retired_files() 
     // 256 KiB segments, 512 KiB kept, retention every 100 ms: at the test's
     // pace each partition rolls several times a second onto recycled files.
     let topic_configs = [("segment.bytes", "262144"), ("retention.bytes", "524288")];
-    survive_sigkills(opts().arg("--retention-check-ms").arg("100"), &topic_configs, Some(opts().arg("--retention-check-ms").arg("3600000")), false);
+    survive_sigkills(
+        opts().arg("--retention-check-ms").arg("100"),
+        &topic_configs,
+        Some(opts().arg("--retention-check-ms").arg("3600000")),
+        false,
+    );
 }
 
 /// The sum of a per-partition counter over the partitions of `topic`.
@@ -171,7 +182,12 @@ fn partition_counter(metrics: &str, name: &str, topic: &str) -> i64 {
 /// read-back (to stop retention), and that clean restart must not report a
 /// dropped tail. With `expect_overlapped_writes`, some run before a kill
 /// must have started commit writes while another was in flight.
-fn survive_sigkills(opts: BrokerOpts, topic_configs: &[(&str, &str)], readback_opts: Option<BrokerOpts>, expect_overlapped_writes: bool) {
+fn survive_sigkills(
+    opts: BrokerOpts,
+    topic_configs: &[(&str, &str)],
+    readback_opts: Option<BrokerOpts>,
+    expect_overlapped_writes: bool,
+) {
     let t0 = Instant::now();
     let under_retention = readback_opts.is_some();
     let mut broker = Broker::start(opts);
@@ -210,7 +226,8 @@ fn survive_sigkills(opts: BrokerOpts, topic_configs: &[(&str, &str)], readback_o
     let mut per_kill = Vec::new();
     let mut overlapped_writes = 0;
     for k in 0..KILLS {
-        overlapped_writes += partition_counter(&broker.metrics(), "ringmq_partition_commit_writes_overlapped_total", &topic);
+        overlapped_writes +=
+            partition_counter(&broker.metrics(), "ringmq_partition_commit_writes_overlapped_total", &topic);
         let acked_before = rec.acked.lock().unwrap().len();
         broker.kill9();
         per_kill.push((acked_before, next_seq.load(Ordering::SeqCst)));
@@ -288,7 +305,9 @@ fn survive_sigkills(opts: BrokerOpts, topic_configs: &[(&str, &str)], readback_o
         let recycled = partition_counter(&metrics, "ringmq_partition_segments_recycled_total", &topic);
         assert!(recycled > 0, "no segment reused a retired file in the last run:\n{metrics}");
         // After a clean stop nothing was cut off: no tail is dropped or zeroed.
-        let repairs = |log: String| log.lines().filter(|l| l.contains("recovery: dropped") || l.contains("after the valid end")).count();
+        let repairs = |log: String| {
+            log.lines().filter(|l| l.contains("recovery: dropped") || l.contains("after the valid end")).count()
+        };
         let before = repairs(broker.log());
         broker.stop();
         broker.restart_with(readback_opts);
@@ -307,10 +326,18 @@ fn survive_sigkills(opts: BrokerOpts, topic_configs: &[(&str, &str)], readback_o
     }
     for (&p, recs) in &log {
         for (n, r) in recs.iter().enumerate() {
-            assert_eq!(r.offset, starts[&p] + n as i64, "partition {p}: offsets not contiguous from the log start at position {n}");
+            assert_eq!(
+                r.offset,
+                starts[&p] + n as i64,
+                "partition {p}: offsets not contiguous from the log start at position {n}"
+            );
             let body = r.payload.as_deref().unwrap_or_default();
             let seq = seq_of(body).unwrap_or_else(|| {
-                panic!("partition {p} offset {}: payload is not one we sent: {:?}", r.offset, String::from_utf8_lossy(body))
+                panic!(
+                    "partition {p} offset {}: payload is not one we sent: {:?}",
+                    r.offset,
+                    String::from_utf8_lossy(body)
+                )
             });
             assert!(seq < final_from + 400, "partition {p} offset {}: seq {seq} was never sent", r.offset);
             assert_eq!(seq % PARTITIONS as u64, p as u64, "message {seq} found on the wrong partition {p}");

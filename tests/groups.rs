@@ -29,24 +29,34 @@ fn group_broker(extra: &[&str]) -> Broker {
 /// (the test decides what is committed) and reading from the start.
 fn group_consumer(addr: &str, group: &str) -> BaseConsumer {
     let mut c = client_config(addr);
-    c.set("group.id", group).set("enable.auto.commit", "false").set("auto.offset.reset", "earliest").set("enable.partition.eof", "false");
+    c.set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false");
     c.create().expect("create group consumer")
 }
 
 /// Produces `per_partition` messages to each partition; returns every (partition, offset).
 fn produce_round(addr: &str, topic: &str, partitions: i32, per_partition: usize, tag: &str) -> BTreeSet<(i32, i64)> {
     let p = producer(addr, &[]);
-    let msgs = (0..partitions).flat_map(|part| (0..per_partition).map(move |i| (part, None, format!("{tag}-{part}-{i}").into_bytes())));
+    let msgs = (0..partitions)
+        .flat_map(|part| (0..per_partition).map(move |i| (part, None, format!("{tag}-{part}-{i}").into_bytes())));
     produce_many(&p, topic, msgs).into_iter().collect()
 }
 
 /// Sum over shards of a metric from `GET /metrics` (address from broker.log).
 fn metric_sum(broker: &Broker, name: &str) -> u64 {
-    broker.metrics().lines().filter(|l| l.starts_with(&format!("{name}{{"))).filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok()).sum()
+    broker
+        .metrics()
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
 }
 
 fn assigned(c: &BaseConsumer) -> Vec<i32> {
-    let mut v: Vec<i32> = c.assignment().map(|tpl| tpl.elements().iter().map(|e| e.partition()).collect()).unwrap_or_default();
+    let mut v: Vec<i32> =
+        c.assignment().map(|tpl| tpl.elements().iter().map(|e| e.partition()).collect()).unwrap_or_default();
     v.sort();
     v
 }
@@ -90,10 +100,20 @@ impl Ledger {
     }
 
     /// Polls until `done` holds, panicking after DEADLINE.
-    fn poll_until(&mut self, consumers: &[BaseConsumer], what: &str, mut done: impl FnMut(&Ledger, &[BaseConsumer]) -> bool) {
+    fn poll_until(
+        &mut self,
+        consumers: &[BaseConsumer],
+        what: &str,
+        mut done: impl FnMut(&Ledger, &[BaseConsumer]) -> bool,
+    ) {
         let deadline = Instant::now() + DEADLINE;
         while !done(self, consumers) {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}: delivered {}, assignments {:?}", self.delivered.len(), consumers.iter().map(assigned).collect::<Vec<_>>());
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: delivered {}, assignments {:?}",
+                self.delivered.len(),
+                consumers.iter().map(assigned).collect::<Vec<_>>()
+            );
             self.poll_once(consumers);
         }
     }
@@ -152,7 +172,9 @@ fn cooperative_sticky_consumers_split_and_rebalance_incrementally() {
     };
     let mut consumers = vec![coop(&addr)];
     let mut ledger = Ledger::default();
-    ledger.poll_until(&consumers, "all 4 partitions on the only member", |l, cs| assigned(&cs[0]).len() == 4 && expected.is_subset(&l.delivered));
+    ledger.poll_until(&consumers, "all 4 partitions on the only member", |l, cs| {
+        assigned(&cs[0]).len() == 4 && expected.is_subset(&l.delivered)
+    });
     consumers.push(coop(&addr));
     expected.extend(produce_round(&addr, &topic, 4, 10, "b"));
     ledger.poll_until(&consumers, "2 partitions each after the second member joined", |l, cs| {
@@ -177,7 +199,9 @@ fn resume_after_sigkill(start_args: &[&str], restart_args: &[&str], groups: &[St
         c.subscribe(&[&topic]).expect("subscribe");
         let mut ledger = Ledger::default();
         let cs = [c];
-        ledger.poll_until(&cs, "half the messages", |l, _| l.committed.values().map(|&o| o as usize).sum::<usize>() >= expected.len() / 2);
+        ledger.poll_until(&cs, "half the messages", |l, _| {
+            l.committed.values().map(|&o| o as usize).sum::<usize>() >= expected.len() / 2
+        });
         // Closing leaves the group (membership is not durable anyway); what
         // must survive the kill is the committed offsets.
         drop(cs);
@@ -195,12 +219,17 @@ fn resume_after_sigkill(start_args: &[&str], restart_args: &[&str], groups: &[St
         c.subscribe(&[&topic]).expect("subscribe");
         let mut ledger = Ledger { committed: old.committed.clone(), ..Default::default() };
         let cs = [c];
-        let missing: BTreeSet<(i32, i64)> = expected.iter().filter(|(p, o)| *o >= old.committed.get(p).copied().unwrap_or(0)).copied().collect();
+        let missing: BTreeSet<(i32, i64)> =
+            expected.iter().filter(|(p, o)| *o >= old.committed.get(p).copied().unwrap_or(0)).copied().collect();
         ledger.poll_until(&cs, "the rest of the messages", |l, _| missing.is_subset(&l.delivered));
         for p in 0..3 {
             let committed = old.committed.get(&p).copied().unwrap_or(0);
             if committed < 40 {
-                assert_eq!(ledger.first.get(&p).copied(), Some(committed), "group {group} partition {p}: resumes exactly at its committed offset");
+                assert_eq!(
+                    ledger.first.get(&p).copied(),
+                    Some(committed),
+                    "group {group} partition {p}: resumes exactly at its committed offset"
+                );
             }
         }
         let mut all = old.delivered.clone();
@@ -312,13 +341,17 @@ mod raw {
             buf[..4].copy_from_slice(&size.to_be_bytes());
             self.stream.write_all(&buf).expect("send");
             let mut size = [0u8; 4];
-            self.stream.read_exact(&mut size).unwrap_or_else(|e| panic!("{api:?} v{version}: no response ({e}): the broker closed the connection?"));
+            self.stream
+                .read_exact(&mut size)
+                .unwrap_or_else(|e| panic!("{api:?} v{version}: no response ({e}): the broker closed the connection?"));
             let mut body = vec![0u8; i32::from_be_bytes(size) as usize];
             self.stream.read_exact(&mut body).expect("response body");
             let mut body = Bytes::from(body);
-            let header = ResponseHeader::decode(&mut body, api.response_header_version(version)).expect("response header");
+            let header =
+                ResponseHeader::decode(&mut body, api.response_header_version(version)).expect("response header");
             assert_eq!(header.correlation_id, self.correlation);
-            let resp = R::decode(&mut body, version).unwrap_or_else(|e| panic!("decode {api:?} v{version} response: {e}"));
+            let resp =
+                R::decode(&mut body, version).unwrap_or_else(|e| panic!("decode {api:?} v{version} response: {e}"));
             assert_eq!(body.remaining(), 0, "{api:?} v{version}: trailing bytes in the response");
             resp
         }
@@ -337,7 +370,9 @@ fn join_request(group: &str, member: &str) -> JoinGroupRequest {
         .with_rebalance_timeout_ms(10_000)
         .with_member_id(sb(member))
         .with_protocol_type(sb("consumer"))
-        .with_protocols(vec![JoinGroupRequestProtocol::default().with_name(sb("range")).with_metadata(bytes::Bytes::from_static(b"m"))])
+        .with_protocols(vec![JoinGroupRequestProtocol::default()
+            .with_name(sb("range"))
+            .with_metadata(bytes::Bytes::from_static(b"m"))])
 }
 
 /// Joins `group` as its only member (v5) and completes the sync; returns (member id, generation).
@@ -351,7 +386,9 @@ fn join_alone(conn: &mut Conn, group: &str) -> (String, i32) {
         .with_group_id(GroupId(sb(group)))
         .with_generation_id(joined.generation_id)
         .with_member_id(sb(&id))
-        .with_assignments(vec![SyncGroupRequestAssignment::default().with_member_id(sb(&id)).with_assignment(bytes::Bytes::from_static(b"a"))]);
+        .with_assignments(vec![SyncGroupRequestAssignment::default()
+            .with_member_id(sb(&id))
+            .with_assignment(bytes::Bytes::from_static(b"a"))]);
     let synced: SyncGroupResponse = conn.call(ApiKey::SyncGroup, 3, &sync);
     assert_eq!(synced.error_code, 0);
     assert_eq!(&synced.assignment[..], b"a");
@@ -359,7 +396,10 @@ fn join_alone(conn: &mut Conn, group: &str) -> (String, i32) {
 }
 
 fn heartbeat(conn: &mut Conn, group: &str, member: &str, generation: i32) -> i16 {
-    let req = HeartbeatRequest::default().with_group_id(GroupId(sb(group))).with_member_id(sb(member)).with_generation_id(generation);
+    let req = HeartbeatRequest::default()
+        .with_group_id(GroupId(sb(group)))
+        .with_member_id(sb(member))
+        .with_generation_id(generation);
     let resp: HeartbeatResponse = conn.call(ApiKey::Heartbeat, 3, &req);
     resp.error_code
 }
@@ -446,12 +486,18 @@ fn every_advertised_group_api_version_is_answered_decodably() {
         }
     }
     for v in 0..=5 {
-        let req = SyncGroupRequest::default().with_group_id(GroupId(sb("vers-none"))).with_member_id(sb("m")).with_generation_id(1);
+        let req = SyncGroupRequest::default()
+            .with_group_id(GroupId(sb("vers-none")))
+            .with_member_id(sb("m"))
+            .with_generation_id(1);
         let r: SyncGroupResponse = conn.call(ApiKey::SyncGroup, v, &req);
         assert_eq!(r.error_code, 25, "v{v}");
     }
     for v in 0..=4 {
-        let req = HeartbeatRequest::default().with_group_id(GroupId(sb("vers-none"))).with_member_id(sb("m")).with_generation_id(1);
+        let req = HeartbeatRequest::default()
+            .with_group_id(GroupId(sb("vers-none")))
+            .with_member_id(sb("m"))
+            .with_generation_id(1);
         let r: HeartbeatResponse = conn.call(ApiKey::Heartbeat, v, &req);
         assert_eq!(r.error_code, 25, "v{v}");
     }
@@ -472,30 +518,45 @@ fn every_advertised_group_api_version_is_answered_decodably() {
     }
     for v in 2..=8 {
         let group = format!("vers-commit-{v}");
-        let req = OffsetCommitRequest::default().with_group_id(GroupId(sb(&group))).with_topics(vec![offset_commit_request::OffsetCommitRequestTopic::default()
-            .with_name(TopicName(sb("t")))
-            .with_partitions(vec![offset_commit_request::OffsetCommitRequestPartition::default().with_partition_index(0).with_committed_offset(40 + v as i64)])]);
+        let req = OffsetCommitRequest::default().with_group_id(GroupId(sb(&group))).with_topics(vec![
+            offset_commit_request::OffsetCommitRequestTopic::default().with_name(TopicName(sb("t"))).with_partitions(
+                vec![offset_commit_request::OffsetCommitRequestPartition::default()
+                    .with_partition_index(0)
+                    .with_committed_offset(40 + v as i64)],
+            ),
+        ]);
         let r: OffsetCommitResponse = conn.call(ApiKey::OffsetCommit, v, &req);
         assert_eq!(r.topics[0].partitions[0].error_code, 0, "v{v}");
     }
     for v in 1..=8 {
         let group = format!("vers-commit-{}", v.max(2));
         let r: OffsetFetchResponse = if v >= 8 {
-            let req = OffsetFetchRequest::default().with_groups(vec![offset_fetch_request::OffsetFetchRequestGroup::default()
-                .with_group_id(GroupId(sb(&group)))
-                .with_topics(Some(vec![offset_fetch_request::OffsetFetchRequestTopics::default().with_name(TopicName(sb("t"))).with_partition_indexes(vec![0])]))]);
+            let req = OffsetFetchRequest::default().with_groups(vec![
+                offset_fetch_request::OffsetFetchRequestGroup::default()
+                    .with_group_id(GroupId(sb(&group)))
+                    .with_topics(Some(vec![offset_fetch_request::OffsetFetchRequestTopics::default()
+                        .with_name(TopicName(sb("t")))
+                        .with_partition_indexes(vec![0])])),
+            ]);
             conn.call(ApiKey::OffsetFetch, v, &req)
         } else {
-            let req = OffsetFetchRequest::default()
-                .with_group_id(GroupId(sb(&group)))
-                .with_topics(Some(vec![offset_fetch_request::OffsetFetchRequestTopic::default().with_name(TopicName(sb("t"))).with_partition_indexes(vec![0])]));
+            let req = OffsetFetchRequest::default().with_group_id(GroupId(sb(&group))).with_topics(Some(vec![
+                offset_fetch_request::OffsetFetchRequestTopic::default()
+                    .with_name(TopicName(sb("t")))
+                    .with_partition_indexes(vec![0]),
+            ]));
             conn.call(ApiKey::OffsetFetch, v, &req)
         };
-        let offset = if v >= 8 { r.groups[0].topics[0].partitions[0].committed_offset } else { r.topics[0].partitions[0].committed_offset };
+        let offset = if v >= 8 {
+            r.groups[0].topics[0].partitions[0].committed_offset
+        } else {
+            r.topics[0].partitions[0].committed_offset
+        };
         assert_eq!(offset, 40 + v.max(2) as i64, "v{v}");
     }
     for v in 0..=5 {
-        let req = DescribeGroupsRequest::default().with_groups(vec![GroupId(sb("vers-join-9")), GroupId(sb("vers-commit-2"))]);
+        let req = DescribeGroupsRequest::default()
+            .with_groups(vec![GroupId(sb("vers-join-9")), GroupId(sb("vers-commit-2"))]);
         let r: DescribeGroupsResponse = conn.call(ApiKey::DescribeGroups, v, &req);
         assert_eq!(r.groups.len(), 2, "v{v}");
         assert_eq!(r.groups[1].group_state.as_str(), "Empty", "v{v}");
@@ -503,12 +564,19 @@ fn every_advertised_group_api_version_is_answered_decodably() {
     for v in 0..=4 {
         let r: ListGroupsResponse = conn.call(ApiKey::ListGroups, v, &ListGroupsRequest::default());
         assert_eq!(r.error_code, 0, "v{v}");
-        assert!(r.groups.iter().any(|g| g.group_id.as_str() == "vers-commit-3"), "v{v}: groups on both shards are listed");
+        assert!(
+            r.groups.iter().any(|g| g.group_id.as_str() == "vers-commit-3"),
+            "v{v}: groups on both shards are listed"
+        );
         assert!(r.groups.iter().any(|g| g.group_id.as_str() == "vers-join-0"), "v{v}");
     }
     for v in 0..=2 {
         let group = format!("vers-commit-{}", v + 2);
-        let req = DeleteGroupsRequest::default().with_groups_names(vec![GroupId(sb(&group)), GroupId(sb("vers-join-9")), GroupId(sb("never-existed"))]);
+        let req = DeleteGroupsRequest::default().with_groups_names(vec![
+            GroupId(sb(&group)),
+            GroupId(sb("vers-join-9")),
+            GroupId(sb("never-existed")),
+        ]);
         let r: DeleteGroupsResponse = conn.call(ApiKey::DeleteGroups, v, &req);
         let codes: Vec<i16> = r.results.iter().map(|x| x.error_code).collect();
         assert_eq!(codes, vec![0, 68, 69], "v{v}: deleted, non-empty, unknown");
@@ -525,14 +593,27 @@ fn offsets_log_is_compacted_and_still_replays_the_last_commits() {
     let group = "compaction-group-with-a-rather-long-name-for-bigger-records";
     let dir = broker.data_dir().join("__consumer_offsets").join(ringmq::groups::offsets_partition(group).to_string());
     let commit = |conn: &mut Conn, round: i64| {
-        let parts = (0..2000).map(|p| offset_commit_request::OffsetCommitRequestPartition::default().with_partition_index(p).with_committed_offset(round * 10_000 + p as i64)).collect();
-        let req = OffsetCommitRequest::default()
-            .with_group_id(GroupId(sb(group)))
-            .with_topics(vec![offset_commit_request::OffsetCommitRequestTopic::default().with_name(TopicName(sb("compacted-topic"))).with_partitions(parts)]);
+        let parts = (0..2000)
+            .map(|p| {
+                offset_commit_request::OffsetCommitRequestPartition::default()
+                    .with_partition_index(p)
+                    .with_committed_offset(round * 10_000 + p as i64)
+            })
+            .collect();
+        let req = OffsetCommitRequest::default().with_group_id(GroupId(sb(group))).with_topics(vec![
+            offset_commit_request::OffsetCommitRequestTopic::default()
+                .with_name(TopicName(sb("compacted-topic")))
+                .with_partitions(parts),
+        ]);
         let r: OffsetCommitResponse = conn.call(ApiKey::OffsetCommit, 8, &req);
         assert!(r.topics[0].partitions.iter().all(|p| p.error_code == 0), "round {round}");
     };
-    let log_files = |dir: &std::path::Path| std::fs::read_dir(dir).expect("offsets log dir").filter(|e| e.as_ref().is_ok_and(|e| e.path().extension().is_some_and(|x| x == "log"))).count();
+    let log_files = |dir: &std::path::Path| {
+        std::fs::read_dir(dir)
+            .expect("offsets log dir")
+            .filter(|e| e.as_ref().is_ok_and(|e| e.path().extension().is_some_and(|x| x == "log")))
+            .count()
+    };
     let mut round = 0;
     let deadline = Instant::now() + DEADLINE;
     while !broker.log().contains("compacted consumer offsets log") {
@@ -542,18 +623,30 @@ fn offsets_log_is_compacted_and_still_replays_the_last_commits() {
     }
     // Compaction deleted the old segments: fewer files than the data written needs.
     let written_segments = round as usize * 2000 * 100 / (1024 * 1024);
-    eprintln!("[groups] compaction after {round} commits; {} segment files for ~{written_segments} segments written", log_files(&dir));
-    assert!(log_files(&dir) < written_segments, "{} segment files left after writing ~{written_segments} segments", log_files(&dir));
+    eprintln!(
+        "[groups] compaction after {round} commits; {} segment files for ~{written_segments} segments written",
+        log_files(&dir)
+    );
+    assert!(
+        log_files(&dir) < written_segments,
+        "{} segment files left after writing ~{written_segments} segments",
+        log_files(&dir)
+    );
     round += 1;
     commit(&mut conn, round);
     broker.kill9();
     broker.restart_with(BrokerOpts::default());
     let mut conn = Conn::new(&broker.addr());
-    let req = OffsetFetchRequest::default().with_groups(vec![offset_fetch_request::OffsetFetchRequestGroup::default().with_group_id(GroupId(sb(group))).with_topics(None)]);
+    let req = OffsetFetchRequest::default().with_groups(vec![offset_fetch_request::OffsetFetchRequestGroup::default()
+        .with_group_id(GroupId(sb(group)))
+        .with_topics(None)]);
     let r: OffsetFetchResponse = conn.call(ApiKey::OffsetFetch, 8, &req);
     let parts = &r.groups[0].topics[0].partitions;
     assert_eq!(parts.len(), 2000);
-    assert!(parts.iter().all(|p| p.committed_offset == round * 10_000 + p.partition_index as i64), "every partition at its last commit");
+    assert!(
+        parts.iter().all(|p| p.committed_offset == round * 10_000 + p.partition_index as i64),
+        "every partition at its last commit"
+    );
 }
 
 /// Static membership (group.instance.id): a member that restarts under the
@@ -580,19 +673,28 @@ fn static_member_restarting_gets_its_partitions_back_before_the_session_timeout(
     };
     let mut consumers = vec![member("static-a"), member("static-b")];
     let mut ledger = Ledger::default();
-    ledger.poll_until(&consumers, "2 partitions each", |l, cs| cs.iter().all(|c| assigned(c).len() == 2) && expected.is_subset(&l.delivered));
+    ledger.poll_until(&consumers, "2 partitions each", |l, cs| {
+        cs.iter().all(|c| assigned(c).len() == 2) && expected.is_subset(&l.delivered)
+    });
     // A static member closes without leaving the group (KIP-345) and comes back.
     drop(consumers.remove(0));
     let restarted = Instant::now();
     consumers.insert(0, member("static-a"));
     expected.extend(produce_round(&addr, &topic, 4, 10, "b"));
-    ledger.poll_until(&consumers, "2 partitions each after the restart", |l, cs| cs.iter().all(|c| assigned(c).len() == 2) && expected.is_subset(&l.delivered));
-    assert!(restarted.elapsed() < Duration::from_secs(30), "took {:?}: the restarted member waited for its old session to expire", restarted.elapsed());
+    ledger.poll_until(&consumers, "2 partitions each after the restart", |l, cs| {
+        cs.iter().all(|c| assigned(c).len() == 2) && expected.is_subset(&l.delivered)
+    });
+    assert!(
+        restarted.elapsed() < Duration::from_secs(30),
+        "took {:?}: the restarted member waited for its old session to expire",
+        restarted.elapsed()
+    );
     assert_eq!(ledger.delivered, expected);
 }
 
 fn describe_state(conn: &mut Conn, group: &str) -> (String, usize) {
-    let r: DescribeGroupsResponse = conn.call(ApiKey::DescribeGroups, 5, &DescribeGroupsRequest::default().with_groups(vec![GroupId(sb(group))]));
+    let r: DescribeGroupsResponse =
+        conn.call(ApiKey::DescribeGroups, 5, &DescribeGroupsRequest::default().with_groups(vec![GroupId(sb(group))]));
     (r.groups[0].group_state.to_string(), r.groups[0].members.len())
 }
 
@@ -614,7 +716,11 @@ fn member_that_stops_heartbeating_is_removed_after_its_session_timeout() {
         assert!(Instant::now() < deadline, "the silent member was never removed");
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(started.elapsed() >= Duration::from_millis(900), "removed after {:?}, before its 1 s session timeout", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "removed after {:?}, before its 1 s session timeout",
+        started.elapsed()
+    );
     assert_eq!(heartbeat(&mut conn, group, &joined.member_id.to_string(), joined.generation_id), 25);
 }
 
@@ -630,7 +736,10 @@ fn member_that_does_not_rejoin_within_the_rebalance_timeout_is_dropped() {
     req.member_id = first.member_id.clone();
     let joined: JoinGroupResponse = conn.call(ApiKey::JoinGroup, 5, &req);
     let a = joined.member_id.to_string();
-    let sync = SyncGroupRequest::default().with_group_id(GroupId(sb(group))).with_generation_id(joined.generation_id).with_member_id(sb(&a));
+    let sync = SyncGroupRequest::default()
+        .with_group_id(GroupId(sb(group)))
+        .with_generation_id(joined.generation_id)
+        .with_member_id(sb(&a));
     let _: SyncGroupResponse = conn.call(ApiKey::SyncGroup, 3, &sync);
     // B joins; A keeps heartbeating (so its session stays alive) but never rejoins.
     let joiner = std::thread::spawn(move || {

@@ -72,11 +72,7 @@ fn api_versions_v0(addr: &str, correlation_id: i32) {
     let keys: Vec<(i16, i16, i16)> = (0..n as usize)
         .map(|i| {
             let e = &body[10 + 6 * i..16 + 6 * i];
-            (
-                i16::from_be_bytes([e[0], e[1]]),
-                i16::from_be_bytes([e[2], e[3]]),
-                i16::from_be_bytes([e[4], e[5]]),
-            )
+            (i16::from_be_bytes([e[0], e[1]]), i16::from_be_bytes([e[2], e[3]]), i16::from_be_bytes([e[4], e[5]]))
         })
         .collect();
     for key in [0i16, 1, 3, 18] {
@@ -148,7 +144,8 @@ fn random_bytes_connection_is_closed_and_broker_keeps_serving() {
             } else {
                 // A size prefix larger than any request the broker accepts
                 // (default max 100 MiB) or negative.
-                let size: i32 = if round == 0 { rng.gen_range(200 << 20..i32::MAX) } else { rng.gen_range(i32::MIN..0) };
+                let size: i32 =
+                    if round == 0 { rng.gen_range(200 << 20..i32::MAX) } else { rng.gen_range(i32::MIN..0) };
                 buf[0..4].copy_from_slice(&size.to_be_bytes());
             }
             assert_closed_after(addr, &format!("64 KiB of random bytes (round {round})"), &buf);

@@ -20,8 +20,8 @@ use bytes::{Bytes, BytesMut};
 use common::*;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ApiKey, InitProducerIdRequest, InitProducerIdResponse, ProduceRequest, ProduceResponse, ProducerId, RequestHeader, ResponseHeader, TopicName,
-    TransactionalId,
+    ApiKey, InitProducerIdRequest, InitProducerIdResponse, ProduceRequest, ProduceResponse, ProducerId, RequestHeader,
+    ResponseHeader, TopicName, TransactionalId,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 use rdkafka::client::ClientContext;
@@ -86,7 +86,11 @@ impl Raw {
         Resp::decode(&mut buf, version).expect("decode response")
     }
 
-    fn init_producer_id(&mut self, current: Option<(i64, i16)>, transactional_id: Option<&str>) -> InitProducerIdResponse {
+    fn init_producer_id(
+        &mut self,
+        current: Option<(i64, i16)>,
+        transactional_id: Option<&str>,
+    ) -> InitProducerIdResponse {
         let (id, epoch) = current.unwrap_or((-1, -1));
         let req = InitProducerIdRequest::default()
             .with_transactional_id(transactional_id.map(|t| TransactionalId(StrBytes::from_string(t.to_string()))))
@@ -106,11 +110,15 @@ impl Raw {
     }
 
     fn send_produce(&mut self, topic: &str, partition: i32, records: Bytes) -> i32 {
-        let req = ProduceRequest::default().with_transactional_id(None).with_acks(-1).with_timeout_ms(30_000).with_topic_data(vec![
-            TopicProduceData::default()
+        let req = ProduceRequest::default()
+            .with_transactional_id(None)
+            .with_acks(-1)
+            .with_timeout_ms(30_000)
+            .with_topic_data(vec![TopicProduceData::default()
                 .with_name(TopicName(StrBytes::from_string(topic.to_string())))
-                .with_partition_data(vec![PartitionProduceData::default().with_index(partition).with_records(Some(records))]),
-        ]);
+                .with_partition_data(vec![PartitionProduceData::default()
+                    .with_index(partition)
+                    .with_records(Some(records))])]);
         self.send(ApiKey::Produce, PRODUCE_VERSION, &req)
     }
 
@@ -131,7 +139,9 @@ impl Raw {
 fn batch(id: i64, epoch: i16, base_sequence: i32, count: usize) -> Bytes {
     let entries: Vec<(Option<Bytes>, Bytes)> =
         (0..count).map(|i| (None, Bytes::from(format!("pid{id}-e{epoch}-s{}", base_sequence as usize + i)))).collect();
-    encode_idempotent_batch(&entries, 1_700_000_000_000, BatchProducer { id, epoch, base_sequence }).expect("encode batch").freeze()
+    encode_idempotent_batch(&entries, 1_700_000_000_000, BatchProducer { id, epoch, base_sequence })
+        .expect("encode batch")
+        .freeze()
 }
 
 fn high_watermark(addr: &str, topic: &str) -> i64 {
@@ -260,7 +270,11 @@ fn duplicate_is_still_detected_after_sigkill_and_restart() {
     assert_eq!(raw.produce(&topic, 0, batch(id, epoch, 30, 10)), (NONE, 30), "retry of the last batch");
     assert_eq!(raw.produce(&topic, 0, batch(id, epoch, 10, 10)), (NONE, 10), "retry of an earlier batch");
     assert_eq!(high_watermark(&addr, &topic), 40, "no duplicate appended after the restart");
-    assert_eq!(raw.produce(&topic, 0, batch(id, epoch, 41, 1)).0, OUT_OF_ORDER_SEQUENCE_NUMBER, "sequence state survived too");
+    assert_eq!(
+        raw.produce(&topic, 0, batch(id, epoch, 41, 1)).0,
+        OUT_OF_ORDER_SEQUENCE_NUMBER,
+        "sequence state survived too"
+    );
     assert_eq!(raw.produce(&topic, 0, batch(id, epoch, 40, 1)), (NONE, 40));
 }
 
@@ -279,7 +293,12 @@ fn producer_state_before_deleted_segments_is_restored_from_the_roll_snapshot() {
     let (b, b_epoch) = raw.new_producer();
     let filler: Vec<(Option<Bytes>, Bytes)> = (0..4).map(|_| (None, Bytes::from(vec![b'f'; 500]))).collect();
     for i in 0..150 {
-        let records = encode_idempotent_batch(&filler, 1_700_000_000_000, BatchProducer { id: b, epoch: b_epoch, base_sequence: i * 4 }).expect("encode");
+        let records = encode_idempotent_batch(
+            &filler,
+            1_700_000_000_000,
+            BatchProducer { id: b, epoch: b_epoch, base_sequence: i * 4 },
+        )
+        .expect("encode");
         assert_eq!(raw.produce(&topic, 0, records.freeze()).0, NONE);
     }
     let dir = partition_dir(broker.data_dir(), &topic, 0);
@@ -301,13 +320,18 @@ fn producer_state_before_deleted_segments_is_restored_from_the_roll_snapshot() {
     let mut raw = Raw::connect(&addr);
     let end = high_watermark(&addr, &topic);
     assert_eq!(raw.produce(&topic, 0, batch(a, a_epoch, 2, 1)), (NONE, 2), "retry recognised from the snapshot");
-    assert_eq!(raw.produce(&topic, 0, batch(a, a_epoch, 4, 1)).0, OUT_OF_ORDER_SEQUENCE_NUMBER, "sequence state from the snapshot");
+    assert_eq!(
+        raw.produce(&topic, 0, batch(a, a_epoch, 4, 1)).0,
+        OUT_OF_ORDER_SEQUENCE_NUMBER,
+        "sequence state from the snapshot"
+    );
     assert_eq!(high_watermark(&addr, &topic), end);
 }
 
 /// Shards that counted at least one request.
 fn shards_with_requests(broker: &Broker) -> BTreeSet<String> {
-    broker.metrics()
+    broker
+        .metrics()
         .lines()
         .filter(|l| l.starts_with("ringmq_requests_total{"))
         .filter(|l| l.rsplit(' ').next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) > 0)
@@ -334,7 +358,11 @@ fn producer_ids_are_distinct_across_shards_and_restarts() {
             if connections >= 8 && shards_with_requests(&broker).len() == 2 {
                 break;
             }
-            assert!(Instant::now() < deadline, "run {run}: both shards never answered ({:?})", shards_with_requests(&broker));
+            assert!(
+                Instant::now() < deadline,
+                "run {run}: both shards never answered ({:?})",
+                shards_with_requests(&broker)
+            );
         }
         match run {
             0 => {
@@ -366,8 +394,14 @@ fn transactional_producer_fails_init_transactions_with_an_error_instead_of_hangi
         .create()
         .expect("create transactional producer");
     let started = Instant::now();
-    let err = producer.init_transactions(Duration::from_secs(30)).expect_err("init_transactions must fail: ringmq has no transactions");
-    assert!(started.elapsed() < Duration::from_secs(20), "init_transactions took {:?}: it waited for a timeout", started.elapsed());
+    let err = producer
+        .init_transactions(Duration::from_secs(30))
+        .expect_err("init_transactions must fail: ringmq has no transactions");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "init_transactions took {:?}: it waited for a timeout",
+        started.elapsed()
+    );
     let code = err.rdkafka_error_code();
     eprintln!("init_transactions failed with {err} ({code:?})");
     assert!(
@@ -489,7 +523,10 @@ fn idempotent_librdkafka_producer_delivers_exactly_once_in_order_across_sigkill(
     let ends: Vec<(i32, i64)> = (0..PARTITIONS).map(|p| (p, watermarks(&addr, &topic, p).1)).collect();
     let log: BTreeMap<i32, Vec<Rec>> = read_partitions(&addr, &topic, &ends, Duration::from_secs(120));
     for (p, recs) in &log {
-        let got: Vec<String> = recs.iter().map(|r| String::from_utf8_lossy(r.payload.as_deref().unwrap_or_default()).into_owned()).collect();
+        let got: Vec<String> = recs
+            .iter()
+            .map(|r| String::from_utf8_lossy(r.payload.as_deref().unwrap_or_default()).into_owned())
+            .collect();
         let first_wrong = got.iter().enumerate().find(|(seq, body)| **body != payload(*p, *seq as u64));
         assert!(first_wrong.is_none(), "partition {p}: record {:?} breaks the order (duplicate or gap)", first_wrong);
         assert_eq!(got.len() as u64, per_partition, "partition {p}: every message exactly once");

@@ -27,11 +27,7 @@ fn run_kcat(args: &[&str], stdin: Option<Vec<u8>>) -> Vec<u8> {
     let mut cmd = kcat();
     cmd.args(args);
     let (st, out, err) = run_with_timeout(&mut cmd, stdin, KCAT_TIMEOUT);
-    assert!(
-        st.success(),
-        "kcat {args:?} exited with {st}\nstderr:\n{}",
-        String::from_utf8_lossy(&err)
-    );
+    assert!(st.success(), "kcat {args:?} exited with {st}\nstderr:\n{}", String::from_utf8_lossy(&err));
     out
 }
 
@@ -81,11 +77,8 @@ fn kcat_produced_lines_are_consumed_back_in_order() {
     let out = run_kcat(&["-C", "-b", &addr, "-t", &topic, "-p", "0", "-o", "beginning", "-e", "-q"], None);
     if out != input {
         let got: Vec<&[u8]> = out.split(|&b| b == b'\n').collect();
-        let first_diff = lines
-            .iter()
-            .zip(got.iter())
-            .position(|(a, b)| a.as_slice() != *b)
-            .unwrap_or(lines.len().min(got.len()));
+        let first_diff =
+            lines.iter().zip(got.iter()).position(|(a, b)| a.as_slice() != *b).unwrap_or(lines.len().min(got.len()));
         panic!(
             "kcat -C output differs: {} bytes vs {} expected, {} lines vs {}; first differing line {}: got {:?}, want {:?}",
             out.len(),
@@ -113,10 +106,8 @@ fn kcat_keyed_messages_are_consumed_back_with_their_keys() {
 
     run_kcat(&["-P", "-b", &addr, "-t", &topic, "-p", "0", "-K:"], Some(input.into_bytes()));
 
-    let out = run_kcat(
-        &["-C", "-b", &addr, "-t", &topic, "-p", "0", "-o", "beginning", "-e", "-q", "-f", "%k=%s\n"],
-        None,
-    );
+    let out =
+        run_kcat(&["-C", "-b", &addr, "-t", &topic, "-p", "0", "-o", "beginning", "-e", "-q", "-f", "%k=%s\n"], None);
     let out = String::from_utf8(out).expect("kcat output is UTF-8");
     let got: Vec<&str> = out.lines().collect();
     let want: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -150,7 +141,8 @@ fn kcat_metadata_lists_the_broker_topics_and_partitions() {
     assert_eq!(brokers[0]["name"], addr.as_str(), "{md}");
     let topics = md["topics"].as_array().expect("topics");
     for (name, partitions) in [(&a, 3), (&b, 5)] {
-        let t = topics.iter().find(|t| t["topic"] == name.as_str()).unwrap_or_else(|| panic!("{name} not listed: {md}"));
+        let t =
+            topics.iter().find(|t| t["topic"] == name.as_str()).unwrap_or_else(|| panic!("{name} not listed: {md}"));
         let ps = t["partitions"].as_array().expect("partitions");
         let mut ids: Vec<i64> = ps.iter().map(|p| p["partition"].as_i64().expect("partition id")).collect();
         ids.sort();

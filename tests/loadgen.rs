@@ -84,16 +84,7 @@ impl Broker {
         fs::create_dir_all(&data).expect("create data dir");
         let log = dir.join("broker.log");
         let mut child = Command::new(broker_bin())
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--metrics",
-                "off",
-                "--segment-bytes",
-                "16777216",
-                "--data-dir",
-            ])
+            .args(["serve", "--listen", "127.0.0.1:0", "--metrics", "off", "--segment-bytes", "16777216", "--data-dir"])
             .arg(&data)
             .args(extra)
             .stdin(Stdio::null())
@@ -126,11 +117,7 @@ impl Broker {
     }
 
     fn signal(&self, sig: &str) {
-        let st = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(self.pid().to_string())
-            .status()
-            .expect("run kill");
+        let st = Command::new("kill").arg(format!("-{sig}")).arg(self.pid().to_string()).status().expect("run kill");
         assert!(st.success(), "kill -{sig} {} failed", self.pid());
     }
 
@@ -278,7 +265,8 @@ fn a_ten_second_run_at_5000_msgs_per_s_produces_and_consumes_50000_and_writes_we
     }
     for (file, count) in [("produce.hgrm", produced), ("e2e.hgrm", consumed)] {
         let text = fs::read_to_string(out_dir.join(file)).expect("read hgrm");
-        let total = check_hgrm(&text).unwrap_or_else(|e| panic!("{file} is not a percentile distribution: {e}\n{text}"));
+        let total =
+            check_hgrm(&text).unwrap_or_else(|e| panic!("{file} is not a percentile distribution: {e}\n{text}"));
         assert_eq!(total as f64, count, "{file} total count");
     }
     let svg = fs::read_to_string(out_dir.join("latency.svg")).expect("read svg");
@@ -298,10 +286,7 @@ fn a_ten_second_run_at_5000_msgs_per_s_produces_and_consumes_50000_and_writes_we
         assert!(stdout.contains(col), "the final table lacks {col}:\n{stdout}");
     }
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let progress = stderr
-        .lines()
-        .filter(|l| l.contains("msg/s") && l.contains("MB/s") && l.contains("p99"))
-        .count();
+    let progress = stderr.lines().filter(|l| l.contains("msg/s") && l.contains("MB/s") && l.contains("p99")).count();
     assert!(progress >= 10, "expected a progress line per second on stderr:\n{stderr}");
 }
 
@@ -338,10 +323,7 @@ fn a_frozen_broker_shows_in_the_open_loop_tail_as_produce_p99_of_at_least_one_se
     assert!(e2e_p99 >= 1_000_000.0, "end-to-end p99 {e2e_p99} µs hides the 1.5 s stall");
     assert_eq!(s.get("coordinated_omission_corrected"), Some(&Json::Bool(true)));
     let produced = s.num("produced").expect("produced");
-    assert!(
-        within_pct(produced, 12_000.0, 1.0),
-        "a stall must not lose scheduled messages: produced {produced}"
-    );
+    assert!(within_pct(produced, 12_000.0, 1.0), "a stall must not lose scheduled messages: produced {produced}");
 }
 
 #[test]
@@ -443,7 +425,11 @@ fn a_run_given_a_baseline_reports_its_figures_as_ratios_to_it() {
     close("produce_p50_vs_fdatasync_4k", p50_us / 100.0);
     close("produce_p99_vs_fio_paced_p99", p99_us / 400.0);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("paced 4 KiB O_DSYNC writes (2000 writes/s over 4 files: p99 400 us)"), "{}", describe(&out));
+    assert!(
+        stdout.contains("paced 4 KiB O_DSYNC writes (2000 writes/s over 4 files: p99 400 us)"),
+        "{}",
+        describe(&out)
+    );
 }
 
 #[test]
@@ -487,13 +473,8 @@ fn plot_draws_several_runs_on_one_chart_with_their_labels() {
     let svg = fs::read_to_string(&chart).expect("read compare.svg");
     check_svg(&svg).unwrap_or_else(|e| panic!("compare.svg is not well-formed: {e}"));
     assert_eq!(svg.matches("<polyline").count(), 4, "two runs × produce and end-to-end");
-    for label in [
-        "acks=all: produce",
-        "acks=all: end-to-end",
-        "acks-1: produce",
-        "acks-1: end-to-end",
-        "acks compared",
-    ] {
+    for label in ["acks=all: produce", "acks=all: end-to-end", "acks-1: produce", "acks-1: end-to-end", "acks compared"]
+    {
         assert!(svg.contains(label), "compare.svg lacks the label {label}");
     }
     let missing = run_loadgen(
@@ -511,16 +492,7 @@ fn a_broker_that_is_down_gives_a_clear_error_a_nonzero_exit_and_a_summary() {
     let bootstrap = format!("127.0.0.1:{port}");
     let out_dir = dir.path().join("out");
     let out = run_loadgen(
-        &[
-            "--bootstrap",
-            &bootstrap,
-            "--topic",
-            "t",
-            "--duration",
-            "2s",
-            "--out",
-            out_dir.to_str().unwrap(),
-        ],
+        &["--bootstrap", &bootstrap, "--topic", "t", "--duration", "2s", "--out", out_dir.to_str().unwrap()],
         Duration::from_secs(30),
     );
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
@@ -533,8 +505,10 @@ fn a_broker_that_is_down_gives_a_clear_error_a_nonzero_exit_and_a_summary() {
     for f in ["produce.hgrm", "e2e.hgrm", "latency.svg"] {
         assert!(out_dir.join(f).is_file(), "{f} missing after a failed run");
     }
-    check_hgrm(&fs::read_to_string(out_dir.join("produce.hgrm")).expect("read")).expect("an empty .hgrm is still valid");
-    check_svg(&fs::read_to_string(out_dir.join("latency.svg")).expect("read")).expect("the SVG of a failed run is well-formed");
+    check_hgrm(&fs::read_to_string(out_dir.join("produce.hgrm")).expect("read"))
+        .expect("an empty .hgrm is still valid");
+    check_svg(&fs::read_to_string(out_dir.join("latency.svg")).expect("read"))
+        .expect("the SVG of a failed run is well-formed");
 }
 
 #[test]
@@ -569,13 +543,9 @@ fn an_unknown_topic_with_auto_create_off_fails_clearly_with_partial_results() {
 #[test]
 fn bad_flags_fail_with_a_message_naming_the_flag_and_exit_code_2() {
     let dir = TestDir::new("flags");
-    for (flag, value) in [
-        ("--acks", "2"),
-        ("--size", "3"),
-        ("--duration", "10parsecs"),
-        ("--rate", "-5"),
-        ("--bogus", "1"),
-    ] {
+    for (flag, value) in
+        [("--acks", "2"), ("--size", "3"), ("--duration", "10parsecs"), ("--rate", "-5"), ("--bogus", "1")]
+    {
         let out_dir = dir.path().join(flag.trim_start_matches('-'));
         let out = run_loadgen(
             &["--bootstrap", "127.0.0.1:9", "--topic", "t", flag, value, "--out", out_dir.to_str().unwrap()],
@@ -586,10 +556,7 @@ fn bad_flags_fail_with_a_message_naming_the_flag_and_exit_code_2() {
         assert!(stderr.contains(flag), "{flag} {value}: the message should name the flag\n{}", describe(&out));
         let s = read_summary(&out_dir);
         assert_eq!(s.get("complete"), Some(&Json::Bool(false)));
-        assert!(
-            s.get("error").and_then(Json::as_str).unwrap_or_default().contains(flag),
-            "{flag}: summary error"
-        );
+        assert!(s.get("error").and_then(Json::as_str).unwrap_or_default().contains(flag), "{flag}: summary error");
     }
 }
 
@@ -792,7 +759,8 @@ fn entities_ok(s: &str) -> bool {
         let ok = matches!(ent, "amp" | "lt" | "gt" | "quot" | "apos")
             || (ent.starts_with('#')
                 && ent.len() > 1
-                && (ent[1..].chars().all(|c| c.is_ascii_digit()) || (ent[1..].starts_with('x') && ent[2..].chars().all(|c| c.is_ascii_hexdigit()))));
+                && (ent[1..].chars().all(|c| c.is_ascii_digit())
+                    || (ent[1..].starts_with('x') && ent[2..].chars().all(|c| c.is_ascii_hexdigit()))));
         if !ok {
             return false;
         }
@@ -824,6 +792,9 @@ fn the_output_checkers_reject_malformed_files() {
     assert!(check_svg(r#"<html></html>"#).is_err());
     assert!(check_hgrm("       Value     Percentile TotalCount 1/(1-Percentile)\n\n#[Max     =        0.000, Total count    =            0]\n").is_ok());
     assert!(check_hgrm("garbage").is_err());
-    assert_eq!(serde_json::from_str::<Json>(r#"{"a": [1, -2.5e3, "x\"y"], "b": null}"#).ok().map(|j| j.num("a")), Some(None));
+    assert_eq!(
+        serde_json::from_str::<Json>(r#"{"a": [1, -2.5e3, "x\"y"], "b": null}"#).ok().map(|j| j.num("a")),
+        Some(None)
+    );
     assert!(serde_json::from_str::<Json>(r#"{"a": 1,}"#).is_err());
 }

@@ -37,10 +37,8 @@ fn hundred_thousand_messages_read_back_identical_in_order_with_contiguous_offset
     assert_eq!(partition_count(&addr, &topic), PARTITIONS as usize);
 
     let t0 = Instant::now();
-    let producer = producer(
-        &addr,
-        &[("queue.buffering.max.messages", "200000"), ("batch.size", "262144"), ("linger.ms", "10")],
-    );
+    let producer =
+        producer(&addr, &[("queue.buffering.max.messages", "200000"), ("batch.size", "262144"), ("linger.ms", "10")]);
     let msgs = (0..MESSAGES).map(|i| {
         let (k, v) = message(i);
         (partition_of(i), Some(k), v)
@@ -98,10 +96,10 @@ fn producing_to_unknown_topic_auto_creates_it_with_default_partitions() {
 
     let producer = producer(&addr, &[]);
     // No partition given: librdkafka looks the topic up, which creates it.
-    let res = rt().block_on(producer.send(
-        FutureRecord::<str, str>::to(&topic).key("k").payload("hello auto-create"),
-        Duration::from_secs(30),
-    ));
+    let res = rt().block_on(
+        producer
+            .send(FutureRecord::<str, str>::to(&topic).key("k").payload("hello auto-create"), Duration::from_secs(30)),
+    );
     let (part, off) = res.unwrap_or_else(|(e, _)| panic!("produce to new topic {topic}: {e}"));
     assert!((0..3).contains(&part), "delivered to partition {part}");
     assert_eq!(off, 0);

@@ -27,11 +27,7 @@ fn msg(topic_tag: u64, p: i32, i: usize) -> Vec<u8> {
 
 /// Segments of a partition that hold data: (base offset, logical length).
 fn data_segments(dir: &Path) -> Vec<(u64, u64)> {
-    segments(dir)
-        .into_iter()
-        .map(|(base, p)| (base, segment_data_len(&p)))
-        .filter(|&(_, len)| len > 0)
-        .collect()
+    segments(dir).into_iter().map(|(base, p)| (base, segment_data_len(&p))).filter(|&(_, len)| len > 0).collect()
 }
 
 fn produce_range(addr: &str, topic: &str, tag: u64, p: i32, range: std::ops::Range<usize>) {

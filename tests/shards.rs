@@ -15,7 +15,12 @@ use common::*;
 /// CPUs this test process may use (the broker's default shard set).
 fn usable_cpus() -> Vec<usize> {
     let status = std::fs::read_to_string("/proc/self/status").expect("status");
-    let list = status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")).expect("Cpus_allowed_list").trim().to_string();
+    let list = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .expect("Cpus_allowed_list")
+        .trim()
+        .to_string();
     parse_cpu_list(&list)
 }
 
@@ -53,7 +58,8 @@ fn each_shard_thread_is_pinned_to_its_own_cpu() {
         let Some(shard) = comm.strip_prefix("ringmq-shard-") else { continue };
         let shard = shard.trim_end_matches('-').to_string();
         let status = std::fs::read_to_string(task.path().join("status")).expect("status");
-        let allowed = status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")).expect("affinity").trim().to_string();
+        let allowed =
+            status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")).expect("affinity").trim().to_string();
         assert_eq!(parse_cpu_list(&allowed).len(), 1, "shard thread {comm} may run on {allowed}");
         pinned.entry(shard).or_default().insert(allowed);
     }
@@ -103,18 +109,34 @@ fn eight_partitions_through_one_connection_land_in_order_and_every_shard_reads_t
             assert_eq!(got.len(), want.len(), "round {round}: partition {p} count");
             for (i, rec) in got.iter().enumerate() {
                 assert_eq!(rec.offset, i as i64, "round {round}: partition {p} offsets must be contiguous from 0");
-                assert_eq!(rec.payload.as_deref(), Some(&want[i][..]), "round {round}: partition {p} offset {i} payload");
+                assert_eq!(
+                    rec.payload.as_deref(),
+                    Some(&want[i][..]),
+                    "round {round}: partition {p} offset {i} payload"
+                );
             }
         }
     }
     let m = broker.metrics();
     let hops = by_shard(&m, "ringmq_cross_shard_hops_total");
     let requests = by_shard(&m, "ringmq_requests_total");
-    assert!(requests.values().all(|&r| r > 0) && requests.len() == 2, "both shards must have served connections: {requests:?}");
-    assert!(hops.values().all(|&h| h > 0) && hops.len() == 2, "both shards must have reached the other's partitions: {hops:?}");
+    assert!(
+        requests.values().all(|&r| r > 0) && requests.len() == 2,
+        "both shards must have served connections: {requests:?}"
+    );
+    assert!(
+        hops.values().all(|&h| h > 0) && hops.len() == 2,
+        "both shards must have reached the other's partitions: {hops:?}"
+    );
 }
 
-fn produce_round(addr: &str, topic: &str, round: u64, per_partition: u64, sent: &mut BTreeMap<i32, Vec<(i64, Vec<u8>)>>) {
+fn produce_round(
+    addr: &str,
+    topic: &str,
+    round: u64,
+    per_partition: u64,
+    sent: &mut BTreeMap<i32, Vec<(i64, Vec<u8>)>>,
+) {
     let producer = producer(addr, &[]);
     for i in 0..per_partition * 8 {
         let p = (i % 8) as i32;
@@ -156,7 +178,13 @@ fn restart_with_another_shard_count_keeps_every_message_in_order() {
 
 /// Runs `kcat` with `input` on stdin; returns stdout.
 fn kcat(args: &[&str], input: &[u8]) -> Vec<u8> {
-    let mut child = Command::new("kcat").args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("kcat (tests/run installs it)");
+    let mut child = Command::new("kcat")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("kcat (tests/run installs it)");
     child.stdin.take().expect("stdin").write_all(input).expect("kcat stdin");
     let out = child.wait_with_output().expect("kcat");
     assert!(out.status.success(), "kcat {args:?} failed: {}", out.status);
@@ -173,7 +201,11 @@ fn non_root_broker_with_8_mib_memlock_serves_two_shards() {
     std::fs::copy(broker_bin(), &bin).expect("copy broker binary");
     std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let data = dir.path().join("data");
-    let serve = format!("ulimit -l 8192 && exec {} serve --data-dir {} --listen 127.0.0.1:0 --metrics off --cores 2", bin.display(), data.display());
+    let serve = format!(
+        "ulimit -l 8192 && exec {} serve --data-dir {} --listen 127.0.0.1:0 --metrics off --cores 2",
+        bin.display(),
+        data.display()
+    );
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     let mut cmd = if root {
@@ -192,11 +224,16 @@ fn non_root_broker_with_8_mib_memlock_serves_two_shards() {
     let deadline = Instant::now() + READY_TIMEOUT;
     let addr = loop {
         match lines.next() {
-            Some(Ok(line)) if line.starts_with("ringmq ready listen=") => break line["ringmq ready listen=".len()..].to_string(),
+            Some(Ok(line)) if line.starts_with("ringmq ready listen=") => {
+                break line["ringmq ready listen=".len()..].to_string()
+            }
             Some(Ok(_)) => continue,
             _ => {
                 let _ = child.kill();
-                panic!("non-root broker did not become ready:\n{}", std::fs::read_to_string(&log_path).unwrap_or_default());
+                panic!(
+                    "non-root broker did not become ready:\n{}",
+                    std::fs::read_to_string(&log_path).unwrap_or_default()
+                );
             }
         }
     };

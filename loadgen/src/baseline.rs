@@ -75,10 +75,8 @@ impl Baseline {
 
     pub fn load(path: &Path) -> Result<Baseline, Error> {
         let text = std::fs::read_to_string(path).map_err(Error::file("cannot read baseline", path))?;
-        serde_json::from_str(&text).map_err(|e| Error::Parse {
-            path: path.to_path_buf(),
-            detail: format!("not a baseline.json: {e}"),
-        })
+        serde_json::from_str(&text)
+            .map_err(|e| Error::Parse { path: path.to_path_buf(), detail: format!("not a baseline.json: {e}") })
     }
 }
 
@@ -96,7 +94,12 @@ fn tool_output(tool: &'static str, cmd: &mut Command) -> Result<String, Error> {
         let first = String::from_utf8_lossy(&out.stdout);
         return Err(Error::Tool {
             tool,
-            detail: format!("exited with {}: {}{}", out.status, err.trim(), first.chars().take(400).collect::<String>()),
+            detail: format!(
+                "exited with {}: {}{}",
+                out.status,
+                err.trim(),
+                first.chars().take(400).collect::<String>()
+            ),
         });
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
@@ -215,13 +218,9 @@ pub fn parse_iperf(json: &str, seconds: u64) -> Result<IperfResult, String> {
     if let Some(err) = v.get("error").and_then(Value::as_str) {
         return Err(format!("iperf3: {err}"));
     }
-    let bits = num(&v, &["end", "sum_received", "bits_per_second"]).ok_or("iperf3 JSON has no end.sum_received.bits_per_second")?;
-    Ok(IperfResult {
-        seconds,
-        bits_per_s: bits,
-        bytes_per_s: bits / 8.0,
-        gbytes_per_s: bits / 8.0 / 1e9,
-    })
+    let bits = num(&v, &["end", "sum_received", "bits_per_second"])
+        .ok_or("iperf3 JSON has no end.sum_received.bits_per_second")?;
+    Ok(IperfResult { seconds, bits_per_s: bits, bytes_per_s: bits / 8.0, gbytes_per_s: bits / 8.0 / 1e9 })
 }
 
 struct KillOnDrop(Child);
@@ -236,10 +235,7 @@ fn measure_iperf(seconds: u64) -> Result<IperfResult, Error> {
     let port = TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
-        .map_err(|e| Error::Tool {
-            tool: "iperf3",
-            detail: format!("no free port: {e}"),
-        })?;
+        .map_err(|e| Error::Tool { tool: "iperf3", detail: format!("no free port: {e}") })?;
     let server = Command::new("iperf3")
         .args(["-s", "-1", "-B", "127.0.0.1", "-p", &port.to_string()])
         .stdout(Stdio::null())
@@ -260,10 +256,7 @@ fn measure_iperf(seconds: u64) -> Result<IperfResult, Error> {
         let out = Command::new("iperf3")
             .args(["-c", "127.0.0.1", "-p", &port.to_string(), "-t", &seconds.to_string(), "-P", "1", "-J"])
             .output()
-            .map_err(|e| Error::Tool {
-                tool: "iperf3",
-                detail: e.to_string(),
-            })?;
+            .map_err(|e| Error::Tool { tool: "iperf3", detail: e.to_string() })?;
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         match parse_iperf(&text, seconds) {
             Ok(r) if out.status.success() => return Ok(r),
@@ -324,17 +317,12 @@ pub fn measure(args: &BaselineArgs) -> Result<Baseline, Error> {
     })();
     let _ = std::fs::remove_file(&file);
     result?;
-    let fio_paced = if args.paced_files > 0 {
-        Some(measure_fio_paced(&dir, args)?)
-    } else {
-        None
-    };
+    let fio_paced = if args.paced_files > 0 { Some(measure_fio_paced(&dir, args)?) } else { None };
     eprintln!("baseline: iperf3 loopback, one stream, {} s", args.iperf_seconds);
     let loopback_tcp = measure_iperf(args.iperf_seconds)?;
     eprintln!("baseline: iperf3 loopback {:.2} GB/s", loopback_tcp.gbytes_per_s);
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default();
+    let kernel =
+        std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default();
     Ok(Baseline {
         measured_at_unix_s: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
         kernel,
@@ -349,10 +337,8 @@ pub fn measure(args: &BaselineArgs) -> Result<Baseline, Error> {
 /// `ringmq-loadgen baseline`: measures and writes the JSON.
 pub fn command(args: &BaselineArgs) -> Result<(), Error> {
     let b = measure(args)?;
-    let json = serde_json::to_string_pretty(&b).map_err(|e| Error::Parse {
-        path: args.out.clone(),
-        detail: e.to_string(),
-    })?;
+    let json =
+        serde_json::to_string_pretty(&b).map_err(|e| Error::Parse { path: args.out.clone(), detail: e.to_string() })?;
     std::fs::write(&args.out, json + "\n").map_err(Error::file("cannot write", &args.out))?;
     println!("baseline written to {}", args.out.display());
     Ok(())

@@ -261,8 +261,16 @@ impl RunArgs {
             None => return usage("--bootstrap HOST:PORT is required".to_string()),
         };
         let topic = match &self.topic {
-            Some(t) if !t.is_empty() && t.len() <= 249 && t.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')) => t.clone(),
-            Some(t) => return usage(format!("--topic '{t}' is not a valid Kafka topic name (1-249 of [a-zA-Z0-9._-])")),
+            Some(t)
+                if !t.is_empty()
+                    && t.len() <= 249
+                    && t.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')) =>
+            {
+                t.clone()
+            }
+            Some(t) => {
+                return usage(format!("--topic '{t}' is not a valid Kafka topic name (1-249 of [a-zA-Z0-9._-])"))
+            }
             None => return usage("--topic is required".to_string()),
         };
         if self.partitions < 1 {
@@ -361,11 +369,24 @@ mod tests {
 
     #[test]
     fn run_flags_are_checked_with_the_flag_named() {
-        let cli = Cli::try_parse_from(["ringmq-loadgen", "--bootstrap", "127.0.0.1:9092", "--topic", "t", "--size", "10"]).expect("parse");
+        let cli =
+            Cli::try_parse_from(["ringmq-loadgen", "--bootstrap", "127.0.0.1:9092", "--topic", "t", "--size", "10"])
+                .expect("parse");
         let err = cli.run.validate().expect_err("size 10 is too small");
         assert!(err.to_string().contains("--size"), "{err}");
         assert_eq!(err.exit_code(), 2);
-        let cli = Cli::try_parse_from(["ringmq-loadgen", "--bootstrap", "h:1", "--topic", "t", "--acks", "all", "--rate", "0"]).expect("parse");
+        let cli = Cli::try_parse_from([
+            "ringmq-loadgen",
+            "--bootstrap",
+            "h:1",
+            "--topic",
+            "t",
+            "--acks",
+            "all",
+            "--rate",
+            "0",
+        ])
+        .expect("parse");
         let cfg = cli.run.validate().expect("valid");
         assert!(cfg.closed_loop());
         assert_eq!(cfg.acks, -1);

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{
-    ApiVersionsRequest, ApiVersionsResponse, CreateTopicsRequest, FetchRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest, RequestHeader,
-    ResponseHeader,
+    ApiVersionsRequest, ApiVersionsResponse, CreateTopicsRequest, FetchRequest, ListOffsetsRequest, MetadataRequest,
+    ProduceRequest, RequestHeader, ResponseHeader,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 
@@ -92,16 +92,10 @@ impl Connection {
     pub fn connect(addr: &str, opts: &ConnectOptions) -> Result<Connection, ClientError> {
         let addrs: Vec<SocketAddr> = addr
             .to_socket_addrs()
-            .map_err(|e| ClientError::Resolve {
-                addr: addr.to_string(),
-                detail: e.to_string(),
-            })?
+            .map_err(|e| ClientError::Resolve { addr: addr.to_string(), detail: e.to_string() })?
             .collect();
         if addrs.is_empty() {
-            return Err(ClientError::Resolve {
-                addr: addr.to_string(),
-                detail: "no addresses".to_string(),
-            });
+            return Err(ClientError::Resolve { addr: addr.to_string(), detail: "no addresses".to_string() });
         }
         let mut last_err = None;
         let mut stream = None;
@@ -128,12 +122,8 @@ impl Connection {
             move |source| ClientError::Io { addr, what, source }
         };
         stream.set_nodelay(true).map_err(io_err("configuring the socket to"))?;
-        stream
-            .set_read_timeout(Some(opts.request_timeout))
-            .map_err(io_err("configuring the socket to"))?;
-        stream
-            .set_write_timeout(Some(opts.request_timeout))
-            .map_err(io_err("configuring the socket to"))?;
+        stream.set_read_timeout(Some(opts.request_timeout)).map_err(io_err("configuring the socket to"))?;
+        stream.set_write_timeout(Some(opts.request_timeout)).map_err(io_err("configuring the socket to"))?;
         let read_half = stream.try_clone().map_err(io_err("cloning the socket to"))?;
         let mut conn = Connection {
             writer: FrameWriter {
@@ -143,11 +133,7 @@ impl Connection {
                 next_correlation: 1,
                 buf: BytesMut::with_capacity(64 * 1024),
             },
-            reader: FrameReader {
-                stream: read_half,
-                addr: addr.to_string(),
-                timeout: opts.request_timeout,
-            },
+            reader: FrameReader { stream: read_half, addr: addr.to_string(), timeout: opts.request_timeout },
             versions: Versions::default(),
         };
         conn.negotiate()?;
@@ -231,11 +217,7 @@ impl FrameWriter {
             .with_correlation_id(corr)
             .with_client_id(Some(self.client_id.clone()));
         let api = api_name(R::KEY);
-        let encode_err = |e: anyhow::Error| ClientError::Encode {
-            api,
-            version,
-            detail: e.to_string(),
-        };
+        let encode_err = |e: anyhow::Error| ClientError::Encode { api, version, detail: e.to_string() };
         self.buf.clear();
         self.buf.put_i32(0);
         header.encode(&mut self.buf, R::header_version(version)).map_err(encode_err)?;
@@ -248,11 +230,7 @@ impl FrameWriter {
                 api,
                 timeout: self.stream.write_timeout().ok().flatten().unwrap_or_default(),
             },
-            _ => ClientError::Io {
-                addr: self.addr.clone(),
-                what: "sending a request to",
-                source,
-            },
+            _ => ClientError::Io { addr: self.addr.clone(), what: "sending a request to", source },
         })?;
         if self.buf.capacity() > 4 << 20 {
             // Do not keep a huge buffer around after one large request.
@@ -276,13 +254,10 @@ impl FrameReader {
     pub fn recv<R: Request>(&mut self, version: i16, corr: i32) -> Result<R::Response, ClientError> {
         let api = api_name(R::KEY);
         let mut frame = self.read_frame(api)?;
-        let decode_err = |e: anyhow::Error| ClientError::Decode {
-            addr: self.addr.clone(),
-            api,
-            version,
-            detail: e.to_string(),
-        };
-        let header = ResponseHeader::decode(&mut frame, <R::Response as HeaderVersion>::header_version(version)).map_err(decode_err)?;
+        let decode_err =
+            |e: anyhow::Error| ClientError::Decode { addr: self.addr.clone(), api, version, detail: e.to_string() };
+        let header = ResponseHeader::decode(&mut frame, <R::Response as HeaderVersion>::header_version(version))
+            .map_err(decode_err)?;
         if header.correlation_id != corr {
             return Err(ClientError::Correlation {
                 addr: self.addr.clone(),
@@ -299,11 +274,7 @@ impl FrameReader {
         self.read_exact(&mut size, api, "waiting for a response")?;
         let size = i32::from_be_bytes(size) as i64;
         if size < 4 || size as usize > MAX_RESPONSE_FRAME {
-            return Err(ClientError::FrameSize {
-                addr: self.addr.clone(),
-                size,
-                limit: MAX_RESPONSE_FRAME,
-            });
+            return Err(ClientError::FrameSize { addr: self.addr.clone(), size, limit: MAX_RESPONSE_FRAME });
         }
         let mut body = BytesMut::zeroed(size as usize);
         self.read_exact(&mut body, api, "reading a response")?;
@@ -312,19 +283,13 @@ impl FrameReader {
 
     fn read_exact(&mut self, buf: &mut [u8], api: &'static str, what: &'static str) -> Result<(), ClientError> {
         self.stream.read_exact(buf).map_err(|source| match source.kind() {
-            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => ClientError::Timeout {
-                addr: self.addr.clone(),
-                api,
-                timeout: self.timeout,
-            },
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
+                ClientError::Timeout { addr: self.addr.clone(), api, timeout: self.timeout }
+            }
             io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted => {
                 ClientError::Closed { addr: self.addr.clone(), what }
             }
-            _ => ClientError::Io {
-                addr: self.addr.clone(),
-                what: "reading from",
-                source,
-            },
+            _ => ClientError::Io { addr: self.addr.clone(), what: "reading from", source },
         })
     }
 }

@@ -62,7 +62,8 @@ enum TopicState {
 }
 
 fn topic_state(resp: &MetadataResponse, topic: &str) -> Result<TopicState, Error> {
-    let brokers: BTreeMap<i32, String> = resp.brokers.iter().map(|b| (b.node_id.0, format!("{}:{}", b.host, b.port))).collect();
+    let brokers: BTreeMap<i32, String> =
+        resp.brokers.iter().map(|b| (b.node_id.0, format!("{}:{}", b.host, b.port))).collect();
     let Some(t) = resp.topics.iter().find(|t| t.name.as_ref().map(|n| n.0.as_str()) == Some(topic)) else {
         return Ok(TopicState::Missing);
     };
@@ -96,10 +97,7 @@ fn topic_state(resp: &MetadataResponse, topic: &str) -> Result<TopicState, Error
                 node_id: p.leader_id.0,
             });
         };
-        parts.push(PartitionInfo {
-            index: p.partition_index,
-            leader_addr: addr.clone(),
-        });
+        parts.push(PartitionInfo { index: p.partition_index, leader_addr: addr.clone() });
     }
     parts.sort_by_key(|p| p.index);
     Ok(TopicState::Ready(parts))
@@ -113,19 +111,10 @@ pub fn prepare_topic(conn: &mut Connection, req: &TopicRequest) -> Result<TopicL
     loop {
         let resp = metadata(conn, &req.topic)?;
         match topic_state(&resp, &req.topic)? {
-            TopicState::Ready(partitions) => {
-                return Ok(TopicLayout {
-                    topic: req.topic.clone(),
-                    partitions,
-                    created,
-                })
-            }
+            TopicState::Ready(partitions) => return Ok(TopicLayout { topic: req.topic.clone(), partitions, created }),
             TopicState::Missing if !created => {
                 if !req.create {
-                    return Err(Error::UnknownTopic {
-                        topic: req.topic.clone(),
-                        bootstrap: conn.addr().to_string(),
-                    });
+                    return Err(Error::UnknownTopic { topic: req.topic.clone(), bootstrap: conn.addr().to_string() });
                 }
                 create_topic(conn, req)?;
                 created = true;
@@ -140,10 +129,7 @@ pub fn prepare_topic(conn: &mut Connection, req: &TopicRequest) -> Result<TopicL
             }
             TopicState::NotReady(why) => {
                 if Instant::now() >= deadline {
-                    return Err(Error::TopicNotReady {
-                        topic: req.topic.clone(),
-                        detail: why,
-                    });
+                    return Err(Error::TopicNotReady { topic: req.topic.clone(), detail: why });
                 }
             }
         }
@@ -187,16 +173,14 @@ fn create_topic(conn: &mut Connection, req: &TopicRequest) -> Result<(), Error> 
 /// The latest offset (ListOffsets timestamp -1) of each given partition.
 pub fn latest_offsets(conn: &mut Connection, topic: &str, partitions: &[i32]) -> Result<BTreeMap<i32, i64>, Error> {
     let version = conn.versions.list_offsets;
-    let req = ListOffsetsRequest::default()
-        .with_replica_id((-1).into())
-        .with_topics(vec![ListOffsetsTopic::default()
-            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
-            .with_partitions(
-                partitions
-                    .iter()
-                    .map(|&p| ListOffsetsPartition::default().with_partition_index(p).with_timestamp(-1))
-                    .collect(),
-            )]);
+    let req = ListOffsetsRequest::default().with_replica_id((-1).into()).with_topics(vec![ListOffsetsTopic::default()
+        .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+        .with_partitions(
+            partitions
+                .iter()
+                .map(|&p| ListOffsetsPartition::default().with_partition_index(p).with_timestamp(-1))
+                .collect(),
+        )]);
     let resp = conn.call(&req, version)?;
     let mut out = BTreeMap::new();
     for t in &resp.topics {

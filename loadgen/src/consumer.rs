@@ -49,17 +49,17 @@ pub struct Consumer {
 
 /// Partitions of consumer `index` of `consumers` (round-robin).
 pub fn assignment(partitions: &[PartitionInfo], consumers: usize, index: usize) -> Vec<PartitionInfo> {
-    partitions
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| i % consumers.max(1) == index)
-        .map(|(_, p)| p.clone())
-        .collect()
+    partitions.iter().enumerate().filter(|(i, _)| i % consumers.max(1) == index).map(|(_, p)| p.clone()).collect()
 }
 
 impl Consumer {
     /// Connects to the leaders of its partitions and takes their latest offsets.
-    pub fn connect(index: usize, cfg: Arc<RunConfig>, layout: &TopicLayout, shared: Arc<Shared>) -> Result<Consumer, Error> {
+    pub fn connect(
+        index: usize,
+        cfg: Arc<RunConfig>,
+        layout: &TopicLayout,
+        shared: Arc<Shared>,
+    ) -> Result<Consumer, Error> {
         let opts = ConnectOptions {
             client_id: format!("{}-consumer-{index}", cfg.client_id),
             request_timeout: cfg.request_timeout,
@@ -79,21 +79,11 @@ impl Consumer {
             let offsets = latest_offsets(&mut conn, &layout.topic, &parts)?;
             let positions = offsets
                 .into_iter()
-                .map(|(partition, offset)| Position {
-                    partition,
-                    offset,
-                    max_bytes: start_max,
-                })
+                .map(|(partition, offset)| Position { partition, offset, max_bytes: start_max })
                 .collect();
             links.push(Link { conn, positions });
         }
-        Ok(Consumer {
-            index,
-            cfg,
-            topic: layout.topic.clone(),
-            shared,
-            links,
-        })
+        Ok(Consumer { index, cfg, topic: layout.topic.clone(), shared, links })
     }
 
     pub fn spawn(self) -> Result<JoinHandle<()>, Error> {
@@ -107,10 +97,7 @@ impl Consumer {
                     }
                 }
             })
-            .map_err(|e| Error::Panic {
-                role: "consumer",
-                detail: format!("cannot start thread: {e}"),
-            })
+            .map_err(|e| Error::Panic { role: "consumer", detail: format!("cannot start thread: {e}") })
     }
 
     fn run(mut self) -> Result<(), Error> {
@@ -161,11 +148,7 @@ impl Consumer {
         let received = shared.clock.now_ns();
         let resp = resp?;
         if resp.error_code != 0 {
-            return Err(Error::Fetch {
-                topic: self.topic.clone(),
-                partition: -1,
-                detail: code_name(resp.error_code),
-            });
+            return Err(Error::Fetch { topic: self.topic.clone(), partition: -1, detail: code_name(resp.error_code) });
         }
         samples.clear();
         for t in resp.responses {
@@ -204,7 +187,10 @@ impl Consumer {
                         if stamp.run_id != shared.run_id {
                             continue;
                         }
-                        samples.push(received.saturating_sub(stamp.intended_ns), shared.window().contains(stamp.intended_ns));
+                        samples.push(
+                            received.saturating_sub(stamp.intended_ns),
+                            shared.window().contains(stamp.intended_ns),
+                        );
                     }
                 }
                 if let Some(next) = next {

@@ -44,30 +44,15 @@ pub enum ClientError {
     #[error("cannot encode a {api} v{version} request: {detail}")]
     Encode { api: &'static str, version: i16, detail: String },
     #[error("cannot decode a {api} v{version} response from broker {addr}: {detail}")]
-    Decode {
-        addr: String,
-        api: &'static str,
-        version: i16,
-        detail: String,
-    },
+    Decode { addr: String, api: &'static str, version: i16, detail: String },
     #[error("broker {addr} answered correlation id {got} where {expected} was due (responses out of order)")]
     Correlation { addr: String, expected: i32, got: i32 },
     #[error("broker {addr} sent a response frame of {size} bytes, more than the {limit} allowed")]
     FrameSize { addr: String, size: i64, limit: usize },
     #[error("broker {addr} does not support {api} in versions {ours} (it offers {theirs})")]
-    Unsupported {
-        addr: String,
-        api: &'static str,
-        ours: String,
-        theirs: String,
-    },
+    Unsupported { addr: String, api: &'static str, ours: String, theirs: String },
     #[error("{api} failed on broker {addr}: {}{}", code_name(*code), message.as_deref().map(|m| format!(": {m}")).unwrap_or_default())]
-    Broker {
-        addr: String,
-        api: &'static str,
-        code: i16,
-        message: Option<String>,
-    },
+    Broker { addr: String, api: &'static str, code: i16, message: Option<String> },
 }
 
 /// Failures of a whole command.

@@ -196,11 +196,7 @@ pub fn hgrm_text(h: &Histogram<u64>) -> String {
             let _ = writeln!(s, "{value:>12.digits$} {:>2.12} {:>10}", 1.0, h.len());
         }
     }
-    let (mean, stdev) = if h.is_empty() {
-        (0.0, 0.0)
-    } else {
-        (h.mean() / HGRM_SCALE, h.stdev() / HGRM_SCALE)
-    };
+    let (mean, stdev) = if h.is_empty() { (0.0, 0.0) } else { (h.mean() / HGRM_SCALE, h.stdev() / HGRM_SCALE) };
     let _ = writeln!(s, "#[Mean    = {mean:>12.digits$}, StdDeviation   = {stdev:>12.digits$}]");
     let _ = writeln!(s, "#[Max     = {:>12.digits$}, Total count    = {:>12}]", h.max() as f64 / HGRM_SCALE, h.len());
     let _ = writeln!(
@@ -265,10 +261,7 @@ pub fn curve_of(h: &Histogram<u64>) -> Vec<CurvePoint> {
         })
         .collect();
     if pts.last().is_some_and(|p| p.quantile < 1.0) {
-        pts.push(CurvePoint {
-            quantile: 1.0,
-            value_ms: h.highest_equivalent(h.max()) as f64 / HGRM_SCALE,
-        });
+        pts.push(CurvePoint { quantile: 1.0, value_ms: h.highest_equivalent(h.max()) as f64 / HGRM_SCALE });
     }
     pts
 }

@@ -37,7 +37,8 @@ fn main() {
             if code != 0 && !raw.iter().skip(1).any(|a| a == "plot" || a == "baseline") {
                 if let Some(dir) = cli::out_dir_from_raw_args(&raw) {
                     let msg = e.to_string();
-                    let first = msg.lines().next().unwrap_or("invalid arguments").trim_start_matches("error: ").to_string();
+                    let first =
+                        msg.lines().next().unwrap_or("invalid arguments").trim_start_matches("error: ").to_string();
                     run::write_failure(&dir, Default::default(), &format!("invalid arguments: {first}"));
                 }
             }

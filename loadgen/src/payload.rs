@@ -142,13 +142,7 @@ impl KeyGen {
             }
             _ => Vec::new(),
         };
-        KeyGen {
-            dist,
-            keys,
-            next: seed % keys,
-            rng: StdRng::seed_from_u64(seed),
-            zipf_cdf,
-        }
+        KeyGen { dist, keys, next: seed % keys, rng: StdRng::seed_from_u64(seed), zipf_cdf }
     }
 
     /// The next key, or `None` for unkeyed records.
@@ -226,11 +220,7 @@ mod tests {
     #[test]
     fn a_value_carries_its_stamp_and_has_the_requested_size() {
         let mut p = Padding::new(100, 7);
-        let stamp = Stamp {
-            run_id: 9,
-            intended_ns: 123_456_789,
-            seq: (3 << 48) | 42,
-        };
+        let stamp = Stamp { run_id: 9, intended_ns: 123_456_789, seq: (3 << 48) | 42 };
         let v = p.value(stamp);
         assert_eq!(v.len(), 100);
         assert_eq!(Stamp::read(&v), Some(stamp));

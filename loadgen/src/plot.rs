@@ -34,10 +34,7 @@ pub fn label_and_dir(arg: &str) -> (String, PathBuf) {
 
 fn read_curve(path: &Path) -> Result<Vec<crate::histo::CurvePoint>, Error> {
     let text = std::fs::read_to_string(path).map_err(Error::file("cannot read", path))?;
-    parse_hgrm(&text).map_err(|detail| Error::Parse {
-        path: path.to_path_buf(),
-        detail,
-    })
+    parse_hgrm(&text).map_err(|detail| Error::Parse { path: path.to_path_buf(), detail })
 }
 
 /// The chart's series for the given runs.

@@ -59,13 +59,7 @@ pub struct Schedule {
 impl Schedule {
     pub fn new(start_ns: u64, end_ns: u64, rate: f64, producers: usize, index: usize) -> Schedule {
         if rate <= 0.0 {
-            return Schedule {
-                start_ns,
-                end_ns,
-                interval_ns: 0.0,
-                offset_ns: 0.0,
-                closed: true,
-            };
+            return Schedule { start_ns, end_ns, interval_ns: 0.0, offset_ns: 0.0, closed: true };
         }
         let per_msg = 1e9 / rate;
         Schedule {
@@ -138,7 +132,13 @@ pub struct Producer {
 
 impl Producer {
     /// Opens one connection per distinct leader.
-    pub fn connect(index: usize, cfg: Arc<RunConfig>, layout: Arc<TopicLayout>, shared: Arc<Shared>, schedule: Schedule) -> Result<Producer, Error> {
+    pub fn connect(
+        index: usize,
+        cfg: Arc<RunConfig>,
+        layout: Arc<TopicLayout>,
+        shared: Arc<Shared>,
+        schedule: Schedule,
+    ) -> Result<Producer, Error> {
         let opts = ConnectOptions {
             client_id: format!("{}-producer-{index}", cfg.client_id),
             request_timeout: cfg.request_timeout,
@@ -168,15 +168,7 @@ impl Producer {
             links[li].parts.push(pos);
             link_of.push(li);
         }
-        Ok(Producer {
-            index,
-            cfg,
-            layout,
-            shared,
-            links,
-            link_of,
-            schedule,
-        })
+        Ok(Producer { index, cfg, layout, shared, links, link_of, schedule })
     }
 
     /// Starts the producer's threads; the handle's thread ends when the
@@ -192,10 +184,7 @@ impl Producer {
                     shared.fail(e);
                 }
             })
-            .map_err(|e| Error::Panic {
-                role: "producer",
-                detail: format!("cannot start thread: {e}"),
-            })
+            .map_err(|e| Error::Panic { role: "producer", detail: format!("cannot start thread: {e}") })
     }
 
     fn run(mut self) -> Result<(), Error> {
@@ -217,10 +206,7 @@ impl Producer {
                         }
                     }
                 })
-                .map_err(|e| Error::Panic {
-                    role: "producer",
-                    detail: format!("cannot start thread: {e}"),
-                })?;
+                .map_err(|e| Error::Panic { role: "producer", detail: format!("cannot start thread: {e}") })?;
             link.reader_thread = Some(handle);
         }
         let result = self.write_loop();
@@ -255,7 +241,11 @@ impl Producer {
                     return Err(Error::Produce {
                         topic: self.layout.topic.clone(),
                         partition: -1,
-                        detail: format!("{} request(s) still unanswered {:?} after the last send", q.len(), self.cfg.request_timeout),
+                        detail: format!(
+                            "{} request(s) still unanswered {:?} after the last send",
+                            q.len(),
+                            self.cfg.request_timeout
+                        ),
                     });
                 }
                 q = link.inflight.cv.wait_timeout(q, POLL).map(|(g, _)| g).unwrap_or_else(|p| p.into_inner().0);
@@ -465,7 +455,13 @@ fn tight_timer_slack() {
 }
 
 /// Reads Produce responses in order and records each message's ack latency.
-fn read_acks(mut reader: FrameReader, version: i16, inflight: &InFlight, shared: &Shared, topic: &str) -> Result<(), Error> {
+fn read_acks(
+    mut reader: FrameReader,
+    version: i16,
+    inflight: &InFlight,
+    shared: &Shared,
+    topic: &str,
+) -> Result<(), Error> {
     let mut samples = Samples::default();
     loop {
         let corr = {
@@ -515,8 +511,14 @@ fn read_acks(mut reader: FrameReader, version: i16, inflight: &InFlight, shared:
 
 /// One RecordBatch v2 of `entries`, compressed with `compression`
 /// (ringmq's own batch encoder).
-pub fn encode_records(entries: &[(Option<Bytes>, Bytes)], timestamp_ms: i64, compression: Compression) -> Result<Bytes, Error> {
-    ringmq::kafka::record_batch::encode_batch_compressed(entries, timestamp_ms, compression).map(BytesMut::freeze).map_err(Error::Batch)
+pub fn encode_records(
+    entries: &[(Option<Bytes>, Bytes)],
+    timestamp_ms: i64,
+    compression: Compression,
+) -> Result<Bytes, Error> {
+    ringmq::kafka::record_batch::encode_batch_compressed(entries, timestamp_ms, compression)
+        .map(BytesMut::freeze)
+        .map_err(Error::Batch)
 }
 
 #[cfg(test)]
@@ -539,9 +541,8 @@ mod tests {
 
     #[test]
     fn every_codec_round_trips_through_the_decoder() {
-        let entries: Vec<(Option<Bytes>, Bytes)> = (0..20)
-            .map(|i| (Some(Bytes::from(format!("k{i}"))), Bytes::from(vec![b'A' + i as u8; 100])))
-            .collect();
+        let entries: Vec<(Option<Bytes>, Bytes)> =
+            (0..20).map(|i| (Some(Bytes::from(format!("k{i}"))), Bytes::from(vec![b'A' + i as u8; 100]))).collect();
         for c in [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd] {
             let mut bytes = encode_records(&entries, 1, c).expect("encode");
             let set = RecordBatchDecoder::decode(&mut bytes).expect("decode");

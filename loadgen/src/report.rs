@@ -161,7 +161,10 @@ pub fn ratios(file: &Path, b: &Baseline, s: &Summary) -> BaselineRatios {
         msgs_per_s_vs_fdatasync_4k_ops: f4.and_then(|f| div(s.throughput_msgs_per_s, f.ops_per_s)),
         produce_p50_vs_fdatasync_4k: f4.and_then(|f| div(s.produce_latency_us.p50 as f64, f.us_per_op)),
         produce_p99_vs_fdatasync_4k: f4.and_then(|f| div(s.produce_latency_us.p99 as f64, f.us_per_op)),
-        produce_p99_vs_fio_paced_p99: b.fio_paced.as_ref().and_then(|f| div(s.produce_latency_us.p99 as f64, f.lat_p99_us)),
+        produce_p99_vs_fio_paced_p99: b
+            .fio_paced
+            .as_ref()
+            .and_then(|f| div(s.produce_latency_us.p99 as f64, f.lat_p99_us)),
         baseline: Some(b.clone()),
     }
 }
@@ -260,7 +263,9 @@ pub fn table(s: &Summary) -> String {
             f(b.produce_p50_vs_fdatasync_4k),
             f(b.produce_p99_vs_fdatasync_4k)
         );
-        if let (Some(ratio), Some(paced)) = (b.produce_p99_vs_fio_paced_p99, b.baseline.as_ref().and_then(|b| b.fio_paced.as_ref())) {
+        if let (Some(ratio), Some(paced)) =
+            (b.produce_p99_vs_fio_paced_p99, b.baseline.as_ref().and_then(|b| b.fio_paced.as_ref()))
+        {
             let _ = writeln!(
                 t,
                 "vs baseline: produce p99 {ratio:.3}× the p99 of fio's paced 4 KiB O_DSYNC writes ({} writes/s over {} files: p99 {:.0} us)",
@@ -280,7 +285,12 @@ fn write_file(dir: &Path, name: &str, contents: &str) -> Result<(), Error> {
 }
 
 /// Writes summary.json, produce.hgrm, e2e.hgrm and latency.svg.
-pub fn write_outputs(dir: &Path, summary: &Summary, produce: &Histogram<u64>, e2e: &Histogram<u64>) -> Result<(), Error> {
+pub fn write_outputs(
+    dir: &Path,
+    summary: &Summary,
+    produce: &Histogram<u64>,
+    e2e: &Histogram<u64>,
+) -> Result<(), Error> {
     write_file(dir, "produce.hgrm", &hgrm_text(produce))?;
     write_file(dir, "e2e.hgrm", &hgrm_text(e2e))?;
     let c = &summary.config;
@@ -301,27 +311,15 @@ pub fn write_outputs(dir: &Path, summary: &Summary, produce: &Histogram<u64>, e2
         if summary.complete { "" } else { " · INCOMPLETE RUN" }
     );
     let series = vec![
-        Series {
-            label: format!("produce (acks={})", c.acks),
-            points: curve_of(produce),
-            color: 0,
-            dashed: false,
-        },
-        Series {
-            label: "end-to-end".to_string(),
-            points: curve_of(e2e),
-            color: 1,
-            dashed: true,
-        },
+        Series { label: format!("produce (acks={})", c.acks), points: curve_of(produce), color: 0, dashed: false },
+        Series { label: "end-to-end".to_string(), points: curve_of(e2e), color: 1, dashed: true },
     ];
     write_file(
         dir,
         "latency.svg",
         &svg::render(&format!("ringmq-loadgen: {} on {}", c.topic, c.bootstrap), &subtitle, &series),
     )?;
-    let json = serde_json::to_string_pretty(summary).map_err(|e| Error::Parse {
-        path: dir.join("summary.json"),
-        detail: e.to_string(),
-    })?;
+    let json = serde_json::to_string_pretty(summary)
+        .map_err(|e| Error::Parse { path: dir.join("summary.json"), detail: e.to_string() })?;
     write_file(dir, "summary.json", &(json + "\n"))
 }

@@ -58,15 +58,8 @@ pub fn command(cfg: RunConfig) -> Result<(), Error> {
         Ok(()) => shared.take_failure(),
     };
     let ended_ns = shared.clock.now_ns();
-    let summary = summarize(
-        &cfg,
-        &shared,
-        &monitor,
-        notes,
-        failure.as_ref().map(|e| e.to_string()),
-        ended_ns,
-        baseline.as_ref(),
-    );
+    let summary =
+        summarize(&cfg, &shared, &monitor, notes, failure.as_ref().map(|e| e.to_string()), ended_ns, baseline.as_ref());
     print!("{}", report::table(&summary));
     report::write_outputs(&cfg.out, &summary, &shared.produce.total(), &shared.e2e.total())?;
     eprintln!("ringmq-loadgen: results in {}", cfg.out.display());
@@ -76,11 +69,13 @@ pub fn command(cfg: RunConfig) -> Result<(), Error> {
     }
 }
 
-fn execute(cfg: &Arc<RunConfig>, shared: &Arc<Shared>, monitor: &mut Monitor, notes: &mut Vec<String>) -> Result<(), Error> {
-    let opts = ConnectOptions {
-        client_id: cfg.client_id.clone(),
-        request_timeout: cfg.request_timeout,
-    };
+fn execute(
+    cfg: &Arc<RunConfig>,
+    shared: &Arc<Shared>,
+    monitor: &mut Monitor,
+    notes: &mut Vec<String>,
+) -> Result<(), Error> {
+    let opts = ConnectOptions { client_id: cfg.client_id.clone(), request_timeout: cfg.request_timeout };
     let mut bootstrap = Connection::connect(&cfg.bootstrap, &opts)?;
     let layout = prepare_topic(
         &mut bootstrap,

@@ -149,13 +149,15 @@ pub fn render(title: &str, subtitle: &str, series: &[Series]) -> String {
             );
         }
     }
-    let mut x_ticks: Vec<(f64, String)> = X_TICKS.iter().filter(|(x, _)| *x <= x_finite_max).map(|(x, l)| (*x, l.to_string())).collect();
+    let mut x_ticks: Vec<(f64, String)> =
+        X_TICKS.iter().filter(|(x, _)| *x <= x_finite_max).map(|(x, l)| (*x, l.to_string())).collect();
     for extra in 6..=(x_finite_max as i32) {
         x_ticks.push((extra as f64, format!("99.{}%", "9".repeat(extra as usize - 2))));
     }
     x_ticks.push((x_max, "max".to_string()));
     for (x, label) in &x_ticks {
-        let _ = writeln!(s, r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{label}</text>"#, sx(*x), TOP + ph + 18.0);
+        let _ =
+            writeln!(s, r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{label}</text>"#, sx(*x), TOP + ph + 18.0);
     }
     let _ = writeln!(
         s,
@@ -231,10 +233,7 @@ mod tests {
     fn curve(scale: f64) -> Vec<CurvePoint> {
         [0.0, 0.5, 0.9, 0.99, 0.999, 0.9999, 1.0]
             .iter()
-            .map(|&q| CurvePoint {
-                quantile: q,
-                value_ms: scale * (1.0 + q * 10.0),
-            })
+            .map(|&q| CurvePoint { quantile: q, value_ms: scale * (1.0 + q * 10.0) })
             .collect()
     }
 
@@ -244,50 +243,24 @@ mod tests {
             "Run <1> & \"friends\"",
             "subtitle",
             &[
-                Series {
-                    label: "produce".into(),
-                    points: curve(0.2),
-                    color: 0,
-                    dashed: false,
-                },
-                Series {
-                    label: "end-to-end".into(),
-                    points: curve(1.5),
-                    color: 1,
-                    dashed: true,
-                },
+                Series { label: "produce".into(), points: curve(0.2), color: 0, dashed: false },
+                Series { label: "end-to-end".into(), points: curve(1.5), color: 1, dashed: true },
             ],
         );
         let doc = roxmltree::Document::parse(&svg).expect("well-formed XML");
         assert_eq!(doc.root_element().tag_name().name(), "svg");
         assert_eq!(doc.descendants().filter(|n| n.has_tag_name("polyline")).count(), 2);
         let texts: Vec<&str> = doc.descendants().filter_map(|n| n.text()).collect();
-        for tick in [
-            "50%",
-            "90%",
-            "99%",
-            "99.9%",
-            "99.99%",
-            "99.999%",
-            "latency (ms, log scale)",
-            "Run <1> & \"friends\"",
-        ] {
+        for tick in
+            ["50%", "90%", "99%", "99.9%", "99.99%", "99.999%", "latency (ms, log scale)", "Run <1> & \"friends\""]
+        {
             assert!(texts.contains(&tick), "missing {tick}");
         }
     }
 
     #[test]
     fn an_empty_chart_is_still_valid() {
-        let svg = render(
-            "t",
-            "",
-            &[Series {
-                label: "produce".into(),
-                points: vec![],
-                color: 0,
-                dashed: false,
-            }],
-        );
+        let svg = render("t", "", &[Series { label: "produce".into(), points: vec![], color: 0, dashed: false }]);
         roxmltree::Document::parse(&svg).expect("well-formed XML");
         assert!(svg.contains("no samples"));
     }

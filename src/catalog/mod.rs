@@ -17,7 +17,8 @@ pub const MAX_TOPIC_NAME_BYTES: usize = 249;
 pub const MAX_PARTITIONS: i32 = 10_000;
 
 /// Topic configs ringmq understands; others are rejected (INVALID_CONFIG).
-pub const SUPPORTED_CONFIGS: &[&str] = &["segment.bytes", "retention.ms", "retention.bytes", "max.message.bytes", "cleanup.policy"];
+pub const SUPPORTED_CONFIGS: &[&str] =
+    &["segment.bytes", "retention.ms", "retention.bytes", "max.message.bytes", "cleanup.policy"];
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct TopicMeta {
@@ -56,12 +57,23 @@ pub enum TopicError {
 /// One change of an IncrementalAlterConfigs request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConfigOp {
-    Set { key: String, value: String },
+    Set {
+        key: String,
+        value: String,
+    },
     /// Back to the broker default.
-    Delete { key: String },
+    Delete {
+        key: String,
+    },
     /// List configs only (`cleanup.policy`).
-    Append { key: String, value: String },
-    Subtract { key: String, value: String },
+    Append {
+        key: String,
+        value: String,
+    },
+    Subtract {
+        key: String,
+        value: String,
+    },
 }
 
 /// A change of a topic's catalog entry, made by the catalog shard.
@@ -97,12 +109,20 @@ pub fn apply_update(meta: &TopicMeta, update: &TopicUpdate, defaults: &LogConfig
                     }
                     ConfigOp::Delete { key } => {
                         if !SUPPORTED_CONFIGS.contains(&key.as_str()) {
-                            return Err(TopicError::InvalidConfig { key: key.clone(), value: String::new(), reason: "unknown topic config".into() });
+                            return Err(TopicError::InvalidConfig {
+                                key: key.clone(),
+                                value: String::new(),
+                                reason: "unknown topic config".into(),
+                            });
                         }
                         next.configs.remove(key);
                     }
                     ConfigOp::Append { key, value } | ConfigOp::Subtract { key, value } => {
-                        let bad = |reason: &str| TopicError::InvalidConfig { key: key.clone(), value: value.clone(), reason: reason.into() };
+                        let bad = |reason: &str| TopicError::InvalidConfig {
+                            key: key.clone(),
+                            value: value.clone(),
+                            reason: reason.into(),
+                        };
                         if key != "cleanup.policy" {
                             return Err(bad("APPEND and SUBTRACT apply to list configs only (cleanup.policy)"));
                         }
@@ -200,7 +220,10 @@ impl Catalog {
         };
         let corrupt = |reason: &str| CatalogError::Corrupt { path: path.clone(), reason: reason.into() };
         let (first, body) = text.split_once('\n').ok_or_else(|| corrupt("no checksum line"))?;
-        let stored = first.strip_prefix("crc32c=").and_then(|h| u32::from_str_radix(h, 16).ok()).ok_or_else(|| corrupt("bad checksum line"))?;
+        let stored = first
+            .strip_prefix("crc32c=")
+            .and_then(|h| u32::from_str_radix(h, 16).ok())
+            .ok_or_else(|| corrupt("bad checksum line"))?;
         if crc32c::crc32c(body.as_bytes()) != stored {
             return Err(corrupt("checksum mismatch"));
         }
@@ -210,7 +233,8 @@ impl Catalog {
     /// Writes the catalog durably (blocking: call from a helper thread).
     pub fn store(&self, data_dir: &Path) -> Result<(), CatalogError> {
         let io = |context: String| move |source| CatalogError::Io { context, source };
-        let body = toml::to_string(self).map_err(|e| CatalogError::Io { context: "encode catalog".into(), source: std::io::Error::other(e) })?;
+        let body = toml::to_string(self)
+            .map_err(|e| CatalogError::Io { context: "encode catalog".into(), source: std::io::Error::other(e) })?;
         let text = format!("crc32c={:08x}\n{body}", crc32c::crc32c(body.as_bytes()));
         let tmp = data_dir.join("catalog.tmp");
         let path = data_dir.join(CATALOG_FILE_NAME);
@@ -221,7 +245,9 @@ impl Catalog {
             f.sync_all().map_err(io(format!("fsync {}", tmp.display())))?;
         }
         std::fs::rename(&tmp, &path).map_err(io(format!("rename {}", tmp.display())))?;
-        std::fs::File::open(data_dir).and_then(|d| d.sync_all()).map_err(io(format!("fsync {}", data_dir.display())))?;
+        std::fs::File::open(data_dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io(format!("fsync {}", data_dir.display())))?;
         Ok(())
     }
 }

@@ -52,7 +52,10 @@ impl From<ProducerIdError> for super::CatalogError {
         match e {
             ProducerIdError::Io { context, source } => super::CatalogError::Io { context, source },
             ProducerIdError::Corrupt { path, reason } => super::CatalogError::Corrupt { path, reason },
-            other => super::CatalogError::Io { context: "producer ids".into(), source: std::io::Error::other(other.to_string()) },
+            other => super::CatalogError::Io {
+                context: "producer ids".into(),
+                source: std::io::Error::other(other.to_string()),
+            },
         }
     }
 }
@@ -82,7 +85,9 @@ impl ProducerIdStore {
         let path = data_dir.join(PRODUCER_IDS_FILE_NAME);
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(ProducerIdStore { dir: data_dir.to_path_buf(), next_block: 0 }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(ProducerIdStore { dir: data_dir.to_path_buf(), next_block: 0 })
+            }
             Err(source) => return Err(ProducerIdError::Io { context: format!("read {}", path.display()), source }),
         };
         let corrupt = |reason: &str| ProducerIdError::Corrupt { path: path.clone(), reason: reason.to_string() };

@@ -32,7 +32,10 @@ use indexmap::IndexMap;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::leave_group_response::MemberResponse;
-use kafka_protocol::messages::{GroupId, HeartbeatRequest, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, OffsetCommitRequest, SyncGroupRequest, SyncGroupResponse};
+use kafka_protocol::messages::{
+    GroupId, HeartbeatRequest, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, OffsetCommitRequest,
+    SyncGroupRequest, SyncGroupResponse,
+};
 use kafka_protocol::protocol::StrBytes;
 
 use crate::kafka::codes;
@@ -103,17 +106,42 @@ fn sb(s: &str) -> StrBytes {
 
 /// One group operation, owned and `Send`: it travels to the group's shard.
 pub enum GroupCall {
-    Join { version: i16, client_id: String, req: JoinGroupRequest },
-    Sync { version: i16, req: SyncGroupRequest },
-    Heartbeat { req: HeartbeatRequest },
-    Leave { version: i16, req: LeaveGroupRequest },
-    Commit { version: i16, req: OffsetCommitRequest },
+    Join {
+        version: i16,
+        client_id: String,
+        req: JoinGroupRequest,
+    },
+    Sync {
+        version: i16,
+        req: SyncGroupRequest,
+    },
+    Heartbeat {
+        req: HeartbeatRequest,
+    },
+    Leave {
+        version: i16,
+        req: LeaveGroupRequest,
+    },
+    Commit {
+        version: i16,
+        req: OffsetCommitRequest,
+    },
     /// `topics` None: every committed offset of the group.
-    Fetch { group: String, topics: Option<Vec<(String, Vec<i32>)>> },
-    Describe { version: i16, group: String },
+    Fetch {
+        group: String,
+        topics: Option<Vec<(String, Vec<i32>)>>,
+    },
+    Describe {
+        version: i16,
+        group: String,
+    },
     /// Groups of this shard, in any of `states` (all when empty).
-    List { states: Vec<String> },
-    Delete { group: String },
+    List {
+        states: Vec<String>,
+    },
+    Delete {
+        group: String,
+    },
 }
 
 /// A committed offset as OffsetFetch answers it.
@@ -142,7 +170,10 @@ pub enum GroupAnswer {
     Leave(i16, Vec<MemberResponse>),
     /// Per topic, per partition error codes.
     Commit(Vec<(String, Vec<(i32, i16)>)>),
-    Fetch { error: i16, topics: Vec<(String, Vec<FetchedOffset>)> },
+    Fetch {
+        error: i16,
+        topics: Vec<(String, Vec<FetchedOffset>)>,
+    },
     Describe(DescribedGroup),
     List(i16, Vec<(String, String, &'static str)>),
     Delete(i16),
@@ -371,7 +402,8 @@ impl Group {
         self.deadline = Some(now + self.max_rebalance_timeout());
         let protocol = self.protocol.clone().unwrap_or_default();
         let leader = self.leader.clone().unwrap_or_default();
-        let all: Vec<(String, Option<String>, Bytes)> = self.members.values().map(|m| (m.id.clone(), m.instance_id.clone(), m.metadata_for(&protocol))).collect();
+        let all: Vec<(String, Option<String>, Bytes)> =
+            self.members.values().map(|m| (m.id.clone(), m.instance_id.clone(), m.metadata_for(&protocol))).collect();
         tracing::info!(group = %self.id, generation = self.generation, members = all.len(), protocol = %protocol, leader = %leader, "rebalance: join phase complete");
         let (generation, protocol_type) = (self.generation, self.protocol_type.clone());
         for m in self.members.values_mut() {
@@ -379,7 +411,16 @@ impl Group {
             m.assignment = Bytes::new();
             if let Some(w) = m.join.take() {
                 let members = if m.id == leader { all.as_slice() } else { &[] };
-                let resp = join_response(w.version, codes::NONE, generation, protocol_type.as_deref(), Some(&protocol), &leader, &m.id, members);
+                let resp = join_response(
+                    w.version,
+                    codes::NONE,
+                    generation,
+                    protocol_type.as_deref(),
+                    Some(&protocol),
+                    &leader,
+                    &m.id,
+                    members,
+                );
                 let _ = w.tx.send(resp);
             }
         }
@@ -387,7 +428,16 @@ impl Group {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn join_response(version: i16, error: i16, generation: i32, protocol_type: Option<&str>, protocol: Option<&str>, leader: &str, member_id: &str, members: &[(String, Option<String>, Bytes)]) -> JoinGroupResponse {
+fn join_response(
+    version: i16,
+    error: i16,
+    generation: i32,
+    protocol_type: Option<&str>,
+    protocol: Option<&str>,
+    leader: &str,
+    member_id: &str,
+    members: &[(String, Option<String>, Bytes)],
+) -> JoinGroupResponse {
     let protocol_name = match protocol {
         None if version >= 7 => None,
         p => Some(sb(p.unwrap_or(""))),
@@ -416,7 +466,13 @@ pub fn join_error(version: i16, error: i16, member_id: &str) -> JoinGroupRespons
     join_response(version, error, -1, None, None, "", member_id, &[])
 }
 
-pub fn sync_response(version: i16, error: i16, protocol_type: Option<&str>, protocol: Option<&str>, assignment: Bytes) -> SyncGroupResponse {
+pub fn sync_response(
+    version: i16,
+    error: i16,
+    protocol_type: Option<&str>,
+    protocol: Option<&str>,
+    assignment: Bytes,
+) -> SyncGroupResponse {
     let mut r = SyncGroupResponse::default().with_error_code(error).with_assignment(assignment);
     if version >= 5 {
         r.protocol_type = protocol_type.map(sb);
@@ -445,7 +501,10 @@ impl CoordinatorError {
     pub fn into_storage(self) -> crate::storage::StorageError {
         match self {
             CoordinatorError::Store { source: StoreError::Storage(s), .. } => s,
-            other => crate::storage::StorageError::Io { context: other.to_string(), source: std::io::Error::other("consumer group offsets cannot be replayed") },
+            other => crate::storage::StorageError::Io {
+                context: other.to_string(),
+                source: std::io::Error::other("consumer group offsets cannot be replayed"),
+            },
         }
     }
 }
@@ -460,7 +519,11 @@ struct Limits {
 
 impl Default for Limits {
     fn default() -> Limits {
-        Limits { max_groups: MAX_GROUPS_PER_SHARD, max_offsets: MAX_OFFSETS_PER_SHARD, max_pending_members: MAX_PENDING_MEMBERS_PER_SHARD }
+        Limits {
+            max_groups: MAX_GROUPS_PER_SHARD,
+            max_offsets: MAX_OFFSETS_PER_SHARD,
+            max_pending_members: MAX_PENDING_MEMBERS_PER_SHARD,
+        }
     }
 }
 
@@ -530,7 +593,11 @@ impl Coordinator {
 
     pub fn gauges(&self) -> GroupGauges {
         let groups = self.groups.borrow();
-        GroupGauges { groups: groups.len() as u64, members: groups.values().map(|g| g.members.len() as u64).sum(), committed_offsets: self.offsets_count.get() as u64 }
+        GroupGauges {
+            groups: groups.len() as u64,
+            members: groups.values().map(|g| g.members.len() as u64).sum(),
+            committed_offsets: self.offsets_count.get() as u64,
+        }
     }
 
     pub fn is_loaded(&self) -> bool {
@@ -540,7 +607,11 @@ impl Coordinator {
     /// Opens and replays the offsets logs this shard owns (those that exist:
     /// the others are created on first commit), then starts the sweep. Until
     /// it finishes, group calls answer COORDINATOR_LOAD_IN_PROGRESS.
-    pub async fn load(self: &Rc<Self>, data_dir: &std::path::Path, base: &crate::storage::LogConfig) -> Result<(), CoordinatorError> {
+    pub async fn load(
+        self: &Rc<Self>,
+        data_dir: &std::path::Path,
+        base: &crate::storage::LogConfig,
+    ) -> Result<(), CoordinatorError> {
         let started = Instant::now();
         let mut records = 0usize;
         *self.storage.borrow_mut() = Some((data_dir.to_path_buf(), base.clone()));
@@ -548,11 +619,18 @@ impl Coordinator {
             if shard_of(OFFSETS_TOPIC, p, self.shard_count) != self.shard_id || !store::exists(data_dir, p) {
                 continue;
             }
-            let log = store::open(data_dir, p, base).await.map_err(|source| CoordinatorError::Store { partition: p, source })?;
+            let log = store::open(data_dir, p, base)
+                .await
+                .map_err(|source| CoordinatorError::Store { partition: p, source })?;
             let replayed = store::replay(&log).map_err(|source| CoordinatorError::Store { partition: p, source })?;
             records += replayed.records.len();
             if !replayed.is_lossless() {
-                tracing::warn!(partition = p, skipped = replayed.skipped, unread = replayed.unread, "offsets log not fully understood; it will not be compacted");
+                tracing::warn!(
+                    partition = p,
+                    skipped = replayed.skipped,
+                    unread = replayed.unread,
+                    "offsets log not fully understood; it will not be compacted"
+                );
                 self.lossy.borrow_mut().insert(p);
             }
             self.restore(replayed.records);
@@ -564,7 +642,14 @@ impl Coordinator {
             // Fewer cores than when they were written: kept, but no new ones until below the caps.
             tracing::warn!(shard = self.shard_id, groups, max_groups = self.limits.max_groups, offsets, max_offsets = self.limits.max_offsets, "replayed consumer groups exceed this shard's caps; new groups and offsets are refused until below them");
         }
-        tracing::info!(shard = self.shard_id, groups, offsets, records, elapsed_ms = started.elapsed().as_millis() as u64, "consumer group offsets loaded");
+        tracing::info!(
+            shard = self.shard_id,
+            groups,
+            offsets,
+            records,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "consumer group offsets loaded"
+        );
         let me = self.clone();
         glommio::spawn_local(async move {
             while !me.stopping.get() {
@@ -665,7 +750,8 @@ impl Coordinator {
                 State::PreparingRebalance => g.maybe_complete_join(now, overdue),
                 State::CompletingRebalance if overdue => {
                     // The leader never sent its assignment (or members never synced).
-                    let silent: Vec<String> = g.members.values().filter(|m| m.sync.is_none()).map(|m| m.id.clone()).collect();
+                    let silent: Vec<String> =
+                        g.members.values().filter(|m| m.sync.is_none()).map(|m| m.id.clone()).collect();
                     for id in &silent {
                         tracing::info!(group = %g.id, member = %id, "member did not sync in time; removed");
                         g.remove_member(id);
@@ -675,7 +761,13 @@ impl Coordinator {
                 _ => {}
             }
         }
-        groups.retain(|_, g| !(g.state == State::Empty && g.members.is_empty() && g.offsets.is_empty() && g.pending.is_empty() && g.writes_in_flight == 0));
+        groups.retain(|_, g| {
+            !(g.state == State::Empty
+                && g.members.is_empty()
+                && g.offsets.is_empty()
+                && g.pending.is_empty()
+                && g.writes_in_flight == 0)
+        });
     }
 
     /// Handles one group call on this (the group's) shard.
@@ -734,7 +826,12 @@ impl Coordinator {
 
     /// The synchronous part of a join: either an immediate answer, or a
     /// receiver completed when the join phase ends.
-    fn join_start(&self, version: i16, client_id: String, req: JoinGroupRequest) -> Result<oneshot::Receiver<JoinGroupResponse>, JoinGroupResponse> {
+    fn join_start(
+        &self,
+        version: i16,
+        client_id: String,
+        req: JoinGroupRequest,
+    ) -> Result<oneshot::Receiver<JoinGroupResponse>, JoinGroupResponse> {
         let member_id = req.member_id.to_string();
         let fail = |code: i16| Err(join_error(version, code, &member_id));
         if let Some(code) = self.not_ready() {
@@ -748,7 +845,8 @@ impl Coordinator {
             return fail(codes::INVALID_SESSION_TIMEOUT);
         }
         let protocol_type = req.protocol_type.to_string();
-        let protocols: Vec<(String, Bytes)> = req.protocols.iter().map(|p| (p.name.to_string(), p.metadata.clone())).collect();
+        let protocols: Vec<(String, Bytes)> =
+            req.protocols.iter().map(|p| (p.name.to_string(), p.metadata.clone())).collect();
         if protocol_type.is_empty() || protocols.is_empty() {
             return fail(codes::INCONSISTENT_GROUP_PROTOCOL);
         }
@@ -758,7 +856,11 @@ impl Coordinator {
         }
         let session_timeout = Duration::from_millis(req.session_timeout_ms as u64);
         // v0 has no rebalance timeout: Kafka uses the session timeout.
-        let rebalance_timeout = if version == 0 || req.rebalance_timeout_ms <= 0 { session_timeout } else { Duration::from_millis(req.rebalance_timeout_ms as u64) };
+        let rebalance_timeout = if version == 0 || req.rebalance_timeout_ms <= 0 {
+            session_timeout
+        } else {
+            Duration::from_millis(req.rebalance_timeout_ms as u64)
+        };
         let instance = req.group_instance_id.as_ref().map(|s| s.to_string());
         let now = Instant::now();
 
@@ -775,7 +877,9 @@ impl Coordinator {
         }
         let Some(g) = groups.get_mut(&group_id) else { return fail(codes::UNKNOWN_SERVER_ERROR) };
         if !g.members.is_empty() {
-            if g.protocol_type.as_deref().is_some_and(|t| t != protocol_type) || g.common_protocols(Some(&protocols)).is_empty() {
+            if g.protocol_type.as_deref().is_some_and(|t| t != protocol_type)
+                || g.common_protocols(Some(&protocols)).is_empty()
+            {
                 return fail(codes::INCONSISTENT_GROUP_PROTOCOL);
             }
         }
@@ -792,7 +896,8 @@ impl Coordinator {
                         let _ = w.tx.send(join_error(w.version, codes::FENCED_INSTANCE_ID, &old));
                     }
                     if let Some(w) = m.sync.take() {
-                        let _ = w.tx.send(sync_response(w.version, codes::FENCED_INSTANCE_ID, None, None, Bytes::new()));
+                        let _ =
+                            w.tx.send(sync_response(w.version, codes::FENCED_INSTANCE_ID, None, None, Bytes::new()));
                     }
                     if g.leader.as_deref() == Some(old.as_str()) {
                         g.leader = Some(new_id.clone());
@@ -862,7 +967,18 @@ impl Coordinator {
             None => {
                 g.members.insert(
                     id.clone(),
-                    Member { id: id.clone(), instance_id: instance, client_id, protocols, session_timeout, rebalance_timeout, last_seen: now, assignment: Bytes::new(), join: Some(waiter), sync: None },
+                    Member {
+                        id: id.clone(),
+                        instance_id: instance,
+                        client_id,
+                        protocols,
+                        session_timeout,
+                        rebalance_timeout,
+                        last_seen: now,
+                        assignment: Bytes::new(),
+                        join: Some(waiter),
+                        sync: None,
+                    },
                 );
             }
         }
@@ -872,7 +988,8 @@ impl Coordinator {
                 // A new member extends the initial delay (bounded by the rebalance timeout).
                 if !known {
                     if let (Some(until), Some(deadline)) = (g.initial_delay_until, g.deadline) {
-                        g.initial_delay_until = Some((until.max(now + self.initial_delay.min(rebalance_timeout))).min(deadline));
+                        g.initial_delay_until =
+                            Some((until.max(now + self.initial_delay.min(rebalance_timeout))).min(deadline));
                     }
                     if let Some(d) = g.deadline {
                         g.deadline = Some(d.max(now + rebalance_timeout));
@@ -880,19 +997,35 @@ impl Coordinator {
                 }
                 g.maybe_complete_join(now, false);
             }
-            State::CompletingRebalance | State::Stable if known && !changed && !(g.state == State::Stable && is_leader) => {
+            State::CompletingRebalance | State::Stable
+                if known && !changed && !(g.state == State::Stable && is_leader) =>
+            {
                 // A rejoin that changes nothing: the current generation.
                 let protocol = g.protocol.clone();
                 let leader = g.leader.clone().unwrap_or_default();
                 let members: Vec<(String, Option<String>, Bytes)> = if is_leader {
-                    g.members.values().map(|m| (m.id.clone(), m.instance_id.clone(), m.metadata_for(protocol.as_deref().unwrap_or("")))).collect()
+                    g.members
+                        .values()
+                        .map(|m| {
+                            (m.id.clone(), m.instance_id.clone(), m.metadata_for(protocol.as_deref().unwrap_or("")))
+                        })
+                        .collect()
                 } else {
                     Vec::new()
                 };
                 let (generation, ptype) = (g.generation, g.protocol_type.clone());
                 if let Some(m) = g.members.get_mut(&id) {
                     if let Some(w) = m.join.take() {
-                        let _ = w.tx.send(join_response(w.version, codes::NONE, generation, ptype.as_deref(), protocol.as_deref(), &leader, &id, &members));
+                        let _ = w.tx.send(join_response(
+                            w.version,
+                            codes::NONE,
+                            generation,
+                            ptype.as_deref(),
+                            protocol.as_deref(),
+                            &leader,
+                            &id,
+                            &members,
+                        ));
                     }
                 }
             }
@@ -915,7 +1048,11 @@ impl Coordinator {
         }
     }
 
-    fn sync_start(&self, version: i16, req: SyncGroupRequest) -> Result<oneshot::Receiver<SyncGroupResponse>, SyncGroupResponse> {
+    fn sync_start(
+        &self,
+        version: i16,
+        req: SyncGroupRequest,
+    ) -> Result<oneshot::Receiver<SyncGroupResponse>, SyncGroupResponse> {
         let fail = |code: i16| Err(sync_response(version, code, None, None, Bytes::new()));
         if let Some(code) = self.not_ready() {
             return fail(code);
@@ -965,11 +1102,18 @@ impl Coordinator {
                         }
                         return fail(codes::INVALID_REQUEST);
                     }
-                    let mut given: HashMap<String, Bytes> = req.assignments.into_iter().map(|a| (a.member_id.to_string(), a.assignment)).collect();
+                    let mut given: HashMap<String, Bytes> =
+                        req.assignments.into_iter().map(|a| (a.member_id.to_string(), a.assignment)).collect();
                     for m in g.members.values_mut() {
                         m.assignment = given.remove(&m.id).unwrap_or_default();
                         if let Some(w) = m.sync.take() {
-                            let _ = w.tx.send(sync_response(w.version, codes::NONE, ptype.as_deref(), proto.as_deref(), m.assignment.clone()));
+                            let _ = w.tx.send(sync_response(
+                                w.version,
+                                codes::NONE,
+                                ptype.as_deref(),
+                                proto.as_deref(),
+                                m.assignment.clone(),
+                            ));
                         }
                     }
                     g.state = State::Stable;
@@ -1017,13 +1161,24 @@ impl Coordinator {
             return (code, Vec::new());
         }
         let who: Vec<(String, Option<String>)> = if version >= 3 {
-            req.members.iter().map(|m| (m.member_id.to_string(), m.group_instance_id.as_ref().map(|s| s.to_string()))).collect()
+            req.members
+                .iter()
+                .map(|m| (m.member_id.to_string(), m.group_instance_id.as_ref().map(|s| s.to_string())))
+                .collect()
         } else {
             vec![(req.member_id.to_string(), None)]
         };
         let mut groups = self.groups.borrow_mut();
         let Some(g) = groups.get_mut(req.group_id.as_str()) else {
-            let per = who.iter().map(|(id, inst)| MemberResponse::default().with_member_id(sb(id)).with_group_instance_id(inst.as_deref().map(sb)).with_error_code(codes::UNKNOWN_MEMBER_ID)).collect();
+            let per = who
+                .iter()
+                .map(|(id, inst)| {
+                    MemberResponse::default()
+                        .with_member_id(sb(id))
+                        .with_group_instance_id(inst.as_deref().map(sb))
+                        .with_error_code(codes::UNKNOWN_MEMBER_ID)
+                })
+                .collect();
             return (if version >= 3 { codes::NONE } else { codes::UNKNOWN_MEMBER_ID }, per);
         };
         let now = Instant::now();
@@ -1054,7 +1209,12 @@ impl Coordinator {
             if code == codes::NONE {
                 tracing::info!(group = %g.id, member = %id, "member left");
             }
-            results.push(MemberResponse::default().with_member_id(sb(id)).with_group_instance_id(instance.as_deref().map(sb)).with_error_code(code));
+            results.push(
+                MemberResponse::default()
+                    .with_member_id(sb(id))
+                    .with_group_instance_id(instance.as_deref().map(sb))
+                    .with_error_code(code),
+            );
         }
         if removed {
             g.members_changed(now);
@@ -1065,7 +1225,10 @@ impl Coordinator {
 
     async fn commit(&self, _version: i16, req: OffsetCommitRequest) -> Vec<(String, Vec<(i32, i16)>)> {
         let all = |code: i16, req: &OffsetCommitRequest| -> Vec<(String, Vec<(i32, i16)>)> {
-            req.topics.iter().map(|t| (t.name.to_string(), t.partitions.iter().map(|p| (p.partition_index, code)).collect())).collect()
+            req.topics
+                .iter()
+                .map(|t| (t.name.to_string(), t.partitions.iter().map(|p| (p.partition_index, code)).collect()))
+                .collect()
         };
         if let Some(code) = self.not_ready() {
             return all(code, &req);
@@ -1087,7 +1250,11 @@ impl Coordinator {
                 Some(g) => match g.members.get_mut(&member_id) {
                     None => codes::UNKNOWN_MEMBER_ID,
                     Some(_) if generation != g.generation => codes::ILLEGAL_GENERATION,
-                    Some(m) if req.group_instance_id.as_deref().is_some_and(|i| m.instance_id.as_deref() != Some(i)) => codes::FENCED_INSTANCE_ID,
+                    Some(m)
+                        if req.group_instance_id.as_deref().is_some_and(|i| m.instance_id.as_deref() != Some(i)) =>
+                    {
+                        codes::FENCED_INSTANCE_ID
+                    }
                     Some(m) => {
                         m.last_seen = Instant::now();
                         codes::NONE
@@ -1185,7 +1352,11 @@ impl Coordinator {
         let new_keys: HashSet<(&str, i32)> = records
             .iter()
             .filter_map(|r| match r {
-                OffsetRecord::Commit { topic, partition, .. } if !g.offsets.contains_key(&(topic.clone(), *partition)) => Some((topic.as_str(), *partition)),
+                OffsetRecord::Commit { topic, partition, .. }
+                    if !g.offsets.contains_key(&(topic.clone(), *partition)) =>
+                {
+                    Some((topic.as_str(), *partition))
+                }
                 _ => None,
             })
             .collect();
@@ -1255,7 +1426,9 @@ impl Coordinator {
         logs.iter()
             .filter(|(p, log)| {
                 let sealed_bytes = log.sealed_segments() as u64 * store::SEGMENT_BYTES;
-                !compacting.contains(p) && !lossy.contains(p) && sealed_bytes >= COMPACT_AFTER_BYTES + 2 * snapshots.get(p).copied().unwrap_or(0)
+                !compacting.contains(p)
+                    && !lossy.contains(p)
+                    && sealed_bytes >= COMPACT_AFTER_BYTES + 2 * snapshots.get(p).copied().unwrap_or(0)
             })
             .map(|(p, _)| *p)
             .collect()
@@ -1269,7 +1442,15 @@ impl Coordinator {
         let mut live: BTreeMap<(String, String, i32), (u64, OffsetRecord)> = BTreeMap::new();
         for g in groups.values().filter(|g| offsets_partition(&g.id) == p) {
             for ((t, part), c) in &g.offsets {
-                let rec = OffsetRecord::Commit { group: g.id.clone(), topic: t.clone(), partition: *part, offset: c.offset, leader_epoch: c.leader_epoch, metadata: c.metadata.clone(), commit_ms: now_ms };
+                let rec = OffsetRecord::Commit {
+                    group: g.id.clone(),
+                    topic: t.clone(),
+                    partition: *part,
+                    offset: c.offset,
+                    leader_epoch: c.leader_epoch,
+                    metadata: c.metadata.clone(),
+                    commit_ms: now_ms,
+                };
                 live.insert((g.id.clone(), t.clone(), *part), (c.seq, rec));
             }
         }
@@ -1285,7 +1466,9 @@ impl Coordinator {
                             live.insert(key, (seq, r.clone()));
                         }
                     }
-                    OffsetRecord::GroupDeleted { group } if offsets_partition(group) == p => live.retain(|(g, _, _), (s, _)| g != group || *s > seq),
+                    OffsetRecord::GroupDeleted { group } if offsets_partition(group) == p => {
+                        live.retain(|(g, _, _), (s, _)| g != group || *s > seq)
+                    }
                     _ => {}
                 }
             }
@@ -1314,7 +1497,11 @@ impl Coordinator {
                 let bytes = store::encode(&records, now_ms)?;
                 written = bytes.len() as u64;
                 if bytes.len() > store::PENDING_MAX_BYTES {
-                    tracing::warn!(partition = p, bytes = bytes.len(), "offsets log too large to compact in one write; left as is");
+                    tracing::warn!(
+                        partition = p,
+                        bytes = bytes.len(),
+                        "offsets log too large to compact in one write; left as is"
+                    );
                     return Ok((0, written));
                 }
                 log.append(bytes, AckWait::Commit).await?;
@@ -1325,7 +1512,13 @@ impl Coordinator {
         .await;
         match result {
             Ok((deleted, written)) => {
-                tracing::info!(partition = p, offsets = records.len(), bytes = written, segments_deleted = deleted, "compacted consumer offsets log");
+                tracing::info!(
+                    partition = p,
+                    offsets = records.len(),
+                    bytes = written,
+                    segments_deleted = deleted,
+                    "compacted consumer offsets log"
+                );
                 self.snapshot_bytes.borrow_mut().insert(p, written);
             }
             Err(e) => tracing::warn!(partition = p, error = %e, "compacting consumer offsets log failed"),
@@ -1341,20 +1534,33 @@ impl Coordinator {
         let g = groups.get(group);
         let lookup = |t: &str, p: i32| -> FetchedOffset {
             match g.and_then(|g| g.offsets.get(&(t.to_string(), p))) {
-                Some(c) => FetchedOffset { partition: p, offset: c.offset, leader_epoch: c.leader_epoch, metadata: c.metadata.clone() },
+                Some(c) => FetchedOffset {
+                    partition: p,
+                    offset: c.offset,
+                    leader_epoch: c.leader_epoch,
+                    metadata: c.metadata.clone(),
+                },
                 None => FetchedOffset { partition: p, offset: -1, leader_epoch: -1, metadata: Some(String::new()) },
             }
         };
         let out = match topics {
-            Some(ts) => ts.into_iter().map(|(t, ps)| {
-                let fetched = ps.into_iter().map(|p| lookup(&t, p)).collect();
-                (t, fetched)
-            }).collect(),
+            Some(ts) => ts
+                .into_iter()
+                .map(|(t, ps)| {
+                    let fetched = ps.into_iter().map(|p| lookup(&t, p)).collect();
+                    (t, fetched)
+                })
+                .collect(),
             None => {
                 let mut by_topic: BTreeMap<String, Vec<FetchedOffset>> = BTreeMap::new();
                 if let Some(g) = g {
                     for ((t, p), c) in &g.offsets {
-                        by_topic.entry(t.clone()).or_default().push(FetchedOffset { partition: *p, offset: c.offset, leader_epoch: c.leader_epoch, metadata: c.metadata.clone() });
+                        by_topic.entry(t.clone()).or_default().push(FetchedOffset {
+                            partition: *p,
+                            offset: c.offset,
+                            leader_epoch: c.leader_epoch,
+                            metadata: c.metadata.clone(),
+                        });
                     }
                 }
                 by_topic.into_iter().collect()

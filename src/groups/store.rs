@@ -42,8 +42,18 @@ pub enum StoreError {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OffsetRecord {
-    Commit { group: String, topic: String, partition: i32, offset: i64, leader_epoch: i32, metadata: Option<String>, commit_ms: i64 },
-    GroupDeleted { group: String },
+    Commit {
+        group: String,
+        topic: String,
+        partition: i32,
+        offset: i64,
+        leader_epoch: i32,
+        metadata: Option<String>,
+        commit_ms: i64,
+    },
+    GroupDeleted {
+        group: String,
+    },
 }
 
 fn put_str16(buf: &mut BytesMut, field: &'static str, s: &str) -> Result<(), StoreError> {
@@ -67,7 +77,9 @@ fn encode_record(r: &OffsetRecord) -> Result<(Bytes, Bytes), StoreError> {
             match metadata {
                 None => value.put_i32(-1),
                 Some(m) => {
-                    value.put_i32(i32::try_from(m.len()).map_err(|_| StoreError::TooLong { field: "metadata", len: m.len() })?);
+                    value.put_i32(
+                        i32::try_from(m.len()).map_err(|_| StoreError::TooLong { field: "metadata", len: m.len() })?,
+                    );
                     value.put_slice(m.as_bytes());
                 }
             }
@@ -92,7 +104,9 @@ pub fn encode(records: &[OffsetRecord], now_ms: i64) -> Result<BytesMut, StoreEr
         chunk_bytes += k.len() + v.len() + 16;
         chunk.push((Some(k), v));
         if chunk_bytes >= BATCH_MAX_BYTES {
-            out.extend_from_slice(&crate::kafka::record_batch::encode_batch(&chunk, now_ms).map_err(StoreError::Encode)?);
+            out.extend_from_slice(
+                &crate::kafka::record_batch::encode_batch(&chunk, now_ms).map_err(StoreError::Encode)?,
+            );
             chunk.clear();
             chunk_bytes = 0;
         }
@@ -142,7 +156,8 @@ pub fn decode_record(key: &[u8], value: &[u8]) -> Option<OffsetRecord> {
             let offset = v.i64()?;
             let leader_epoch = v.i32()?;
             let md_len = v.i32()?;
-            let metadata = if md_len < 0 { None } else { Some(std::str::from_utf8(v.take(md_len as usize)?).ok()?.to_string()) };
+            let metadata =
+                if md_len < 0 { None } else { Some(std::str::from_utf8(v.take(md_len as usize)?).ok()?.to_string()) };
             let commit_ms = v.i64()?;
             Some(OffsetRecord::Commit { group, topic, partition, offset, leader_epoch, metadata, commit_ms })
         }
@@ -177,7 +192,8 @@ pub fn exists(data_dir: &Path, partition: i32) -> bool {
 
 /// Opens (recovers) offsets log `partition` under `data_dir`.
 pub async fn open(data_dir: &Path, partition: i32, base: &LogConfig) -> Result<Rc<PartitionLog>, StoreError> {
-    Ok(PartitionLog::open(dir(data_dir, partition), super::OFFSETS_TOPIC.to_string(), partition, log_config(base)).await?)
+    Ok(PartitionLog::open(dir(data_dir, partition), super::OFFSETS_TOPIC.to_string(), partition, log_config(base))
+        .await?)
 }
 
 /// What replaying an offsets log found.
@@ -208,13 +224,22 @@ pub fn replay(log: &PartitionLog) -> Result<Replayed, StoreError> {
     while next < offsets.high_watermark {
         let read = log.read(next, 1024 * 1024)?;
         if read.records.is_empty() {
-            tracing::warn!(partition = log.partition, offset = next, high_watermark = offsets.high_watermark, "offsets log: nothing readable up to the high watermark");
+            tracing::warn!(
+                partition = log.partition,
+                offset = next,
+                high_watermark = offsets.high_watermark,
+                "offsets log: nothing readable up to the high watermark"
+            );
             break;
         }
         let before = next;
         for chunk in read.records {
             let mut buf = chunk;
-            let sets = RecordBatchDecoder::decode_all(&mut buf).map_err(|e| StoreError::Decode { partition: log.partition, offset: next, message: e.to_string() })?;
+            let sets = RecordBatchDecoder::decode_all(&mut buf).map_err(|e| StoreError::Decode {
+                partition: log.partition,
+                offset: next,
+                message: e.to_string(),
+            })?;
             for set in sets {
                 for rec in set.records {
                     next = next.max(rec.offset + 1);
@@ -230,7 +255,11 @@ pub fn replay(log: &PartitionLog) -> Result<Replayed, StoreError> {
             }
         }
         if next == before {
-            return Err(StoreError::Decode { partition: log.partition, offset: next, message: "a batch without records".into() });
+            return Err(StoreError::Decode {
+                partition: log.partition,
+                offset: next,
+                message: "a batch without records".into(),
+            });
         }
     }
     if skipped > 0 {
@@ -246,8 +275,24 @@ mod tests {
     #[test]
     fn records_round_trip_through_batches() {
         let recs = vec![
-            OffsetRecord::Commit { group: "g".into(), topic: "t".into(), partition: 3, offset: 42, leader_epoch: -1, metadata: Some("m".into()), commit_ms: 7 },
-            OffsetRecord::Commit { group: "g".into(), topic: "t".into(), partition: 4, offset: 1, leader_epoch: 5, metadata: None, commit_ms: 8 },
+            OffsetRecord::Commit {
+                group: "g".into(),
+                topic: "t".into(),
+                partition: 3,
+                offset: 42,
+                leader_epoch: -1,
+                metadata: Some("m".into()),
+                commit_ms: 7,
+            },
+            OffsetRecord::Commit {
+                group: "g".into(),
+                topic: "t".into(),
+                partition: 4,
+                offset: 1,
+                leader_epoch: 5,
+                metadata: None,
+                commit_ms: 8,
+            },
             OffsetRecord::GroupDeleted { group: "g".into() },
         ];
         let mut bytes = encode(&recs, 1).expect("encode").freeze();
@@ -265,14 +310,31 @@ mod tests {
         assert_eq!(decode_record(&[], &[]), None);
         assert_eq!(decode_record(&[9, 0, 0], &[]), None);
         assert_eq!(decode_record(&[1, 0, 5, b'a'], &[]), None);
-        let (k, v) = encode_record(&OffsetRecord::Commit { group: "g".into(), topic: "t".into(), partition: 0, offset: 1, leader_epoch: 0, metadata: None, commit_ms: 0 }).expect("encode");
+        let (k, v) = encode_record(&OffsetRecord::Commit {
+            group: "g".into(),
+            topic: "t".into(),
+            partition: 0,
+            offset: 1,
+            leader_epoch: 0,
+            metadata: None,
+            commit_ms: 0,
+        })
+        .expect("encode");
         assert_eq!(decode_record(&k, &v[..v.len() - 1]), None);
     }
 
     #[test]
     fn large_commits_are_split_into_several_batches() {
         let recs: Vec<OffsetRecord> = (0..20_000)
-            .map(|p| OffsetRecord::Commit { group: "g".into(), topic: "a-rather-long-topic-name".into(), partition: p, offset: 1, leader_epoch: -1, metadata: None, commit_ms: 0 })
+            .map(|p| OffsetRecord::Commit {
+                group: "g".into(),
+                topic: "a-rather-long-topic-name".into(),
+                partition: p,
+                offset: 1,
+                leader_epoch: -1,
+                metadata: None,
+                commit_ms: 0,
+            })
             .collect();
         let mut bytes = encode(&recs, 0).expect("encode").freeze();
         let sets = RecordBatchDecoder::decode_all(&mut bytes).expect("decode");

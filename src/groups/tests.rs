@@ -28,7 +28,9 @@ fn join_req_in(group: &str, member: &str) -> JoinGroupRequest {
         .with_rebalance_timeout_ms(10_000)
         .with_member_id(sb(member))
         .with_protocol_type(sb("consumer"))
-        .with_protocols(vec![JoinGroupRequestProtocol::default().with_name(sb("range")).with_metadata(Bytes::from_static(b"meta"))])
+        .with_protocols(vec![JoinGroupRequestProtocol::default()
+            .with_name(sb("range"))
+            .with_metadata(Bytes::from_static(b"meta"))])
 }
 
 fn now_answer(r: Result<oneshot::Receiver<JoinGroupResponse>, JoinGroupResponse>) -> JoinGroupResponse {
@@ -39,7 +41,12 @@ fn now_answer(r: Result<oneshot::Receiver<JoinGroupResponse>, JoinGroupResponse>
 }
 
 fn heartbeat(c: &Coordinator, member: &str, generation: i32) -> i16 {
-    c.heartbeat(HeartbeatRequest::default().with_group_id(GroupId(sb(G))).with_member_id(sb(member)).with_generation_id(generation))
+    c.heartbeat(
+        HeartbeatRequest::default()
+            .with_group_id(GroupId(sb(G)))
+            .with_member_id(sb(member))
+            .with_generation_id(generation),
+    )
 }
 
 /// One member joins (v4: MEMBER_ID_REQUIRED first), syncs, and is Stable.
@@ -56,7 +63,9 @@ fn stable_single_member(c: &Coordinator) -> (String, i32) {
         .with_group_id(GroupId(sb(G)))
         .with_generation_id(joined.generation_id)
         .with_member_id(sb(&id))
-        .with_assignments(vec![SyncGroupRequestAssignment::default().with_member_id(sb(&id)).with_assignment(Bytes::from_static(b"all"))]);
+        .with_assignments(vec![SyncGroupRequestAssignment::default()
+            .with_member_id(sb(&id))
+            .with_assignment(Bytes::from_static(b"all"))]);
     let resp = block_on(c.sync(3, sync));
     assert_eq!(resp.error_code, codes::NONE);
     assert_eq!(&resp.assignment[..], b"all");
@@ -76,7 +85,10 @@ fn heartbeat_of_unknown_member_is_unknown_member_id() {
     let c = coordinator();
     let (_, generation) = stable_single_member(&c);
     assert_eq!(heartbeat(&c, "nobody", generation), codes::UNKNOWN_MEMBER_ID);
-    assert_eq!(c.heartbeat(HeartbeatRequest::default().with_group_id(GroupId(sb("other"))).with_member_id(sb("x"))), codes::UNKNOWN_MEMBER_ID);
+    assert_eq!(
+        c.heartbeat(HeartbeatRequest::default().with_group_id(GroupId(sb("other"))).with_member_id(sb("x"))),
+        codes::UNKNOWN_MEMBER_ID
+    );
 }
 
 #[test]
@@ -148,17 +160,34 @@ fn pending_member_ids_are_capped_per_shard() {
     let mut c = coordinator();
     c.limits.max_pending_members = 2;
     for group in ["a", "b"] {
-        assert_eq!(now_answer(c.join_start(5, "client".into(), join_req_in(group, ""))).error_code, codes::MEMBER_ID_REQUIRED);
+        assert_eq!(
+            now_answer(c.join_start(5, "client".into(), join_req_in(group, ""))).error_code,
+            codes::MEMBER_ID_REQUIRED
+        );
     }
-    assert_eq!(now_answer(c.join_start(5, "client".into(), join_req_in("c", ""))).error_code, codes::GROUP_MAX_SIZE_REACHED);
+    assert_eq!(
+        now_answer(c.join_start(5, "client".into(), join_req_in("c", ""))).error_code,
+        codes::GROUP_MAX_SIZE_REACHED
+    );
     // Expired ids give their places back.
     c.sweep(Instant::now() + Duration::from_secs(11));
     assert_eq!(c.pending_count.get(), 0);
-    assert_eq!(now_answer(c.join_start(5, "client".into(), join_req_in("c", ""))).error_code, codes::MEMBER_ID_REQUIRED);
+    assert_eq!(
+        now_answer(c.join_start(5, "client".into(), join_req_in("c", ""))).error_code,
+        codes::MEMBER_ID_REQUIRED
+    );
 }
 
 fn commit_rec(group: &str, topic: &str, partition: i32, offset: i64) -> OffsetRecord {
-    OffsetRecord::Commit { group: group.into(), topic: topic.into(), partition, offset, leader_epoch: -1, metadata: None, commit_ms: 0 }
+    OffsetRecord::Commit {
+        group: group.into(),
+        topic: topic.into(),
+        partition,
+        offset,
+        leader_epoch: -1,
+        metadata: None,
+        commit_ms: 0,
+    }
 }
 
 /// Every committed offset in memory: (group, topic, partition) → offset.
@@ -234,12 +263,16 @@ async fn on_disk(dir: &std::path::Path, limits: Limits) -> Rc<Coordinator> {
 fn commit_req(group: &str, topic: &str, offsets: &[(i32, i64)], metadata: &str) -> OffsetCommitRequest {
     let partitions = offsets
         .iter()
-        .map(|(p, o)| OffsetCommitRequestPartition::default().with_partition_index(*p).with_committed_offset(*o).with_committed_metadata(Some(sb(metadata))))
+        .map(|(p, o)| {
+            OffsetCommitRequestPartition::default()
+                .with_partition_index(*p)
+                .with_committed_offset(*o)
+                .with_committed_metadata(Some(sb(metadata)))
+        })
         .collect();
-    OffsetCommitRequest::default()
-        .with_group_id(GroupId(sb(group)))
-        .with_generation_id_or_member_epoch(-1)
-        .with_topics(vec![OffsetCommitRequestTopic::default().with_name(TopicName(sb(topic))).with_partitions(partitions)])
+    OffsetCommitRequest::default().with_group_id(GroupId(sb(group))).with_generation_id_or_member_epoch(-1).with_topics(
+        vec![OffsetCommitRequestTopic::default().with_name(TopicName(sb(topic))).with_partitions(partitions)],
+    )
 }
 
 fn codes_of(answer: Vec<(String, Vec<(i32, i16)>)>) -> Vec<i16> {
@@ -259,10 +292,16 @@ fn offsets_replayed_beyond_the_caps_survive_compaction() {
         let small: Vec<String> = (0..).map(|i| format!("g{i}")).filter(|g| offsets_partition(g) == p).take(3).collect();
         let written = on_disk(&path, Limits::default()).await;
         for g in &small {
-            assert_eq!(codes_of(written.commit(8, commit_req(g, "t", &[(0, 10), (1, 11)], "")).await), vec![codes::NONE; 2]);
+            assert_eq!(
+                codes_of(written.commit(8, commit_req(g, "t", &[(0, 10), (1, 11)], "")).await),
+                vec![codes::NONE; 2]
+            );
         }
         let big: Vec<(i32, i64)> = (0..300).map(|i| (i, 1000 + i64::from(i))).collect();
-        assert_eq!(codes_of(written.commit(8, commit_req("big", "t", &big, &"m".repeat(4000))).await), vec![codes::NONE; 300]);
+        assert_eq!(
+            codes_of(written.commit(8, commit_req("big", "t", &big, &"m".repeat(4000))).await),
+            vec![codes::NONE; 300]
+        );
         let expected = offsets_of(&written);
         assert_eq!(expected.len(), 306);
         written.close().await;
@@ -289,7 +328,10 @@ fn commit_beyond_the_offsets_cap_is_refused_and_not_written() {
     run(async move {
         let c = on_disk(&path, Limits { max_groups: 10, ..TIGHT }).await;
         assert_eq!(codes_of(c.commit(8, commit_req(G, "t", &[(0, 5), (1, 6)], "")).await), vec![codes::NONE; 2]);
-        assert_eq!(codes_of(c.commit(8, commit_req(G, "t", &[(2, 7)], "")).await), vec![codes::INVALID_COMMIT_OFFSET_SIZE]);
+        assert_eq!(
+            codes_of(c.commit(8, commit_req(G, "t", &[(2, 7)], "")).await),
+            vec![codes::INVALID_COMMIT_OFFSET_SIZE]
+        );
         // At the cap, committed offsets still move.
         assert_eq!(codes_of(c.commit(8, commit_req(G, "t", &[(0, 9)], "")).await), vec![codes::NONE]);
         let accepted = offsets_of(&c);
@@ -307,7 +349,10 @@ fn commit_for_a_group_beyond_the_groups_cap_is_refused_and_not_written() {
     run(async move {
         let c = on_disk(&path, Limits { max_offsets: 100, ..TIGHT }).await;
         assert_eq!(codes_of(c.commit(8, commit_req("first", "t", &[(0, 5)], "")).await), vec![codes::NONE]);
-        assert_eq!(codes_of(c.commit(8, commit_req("second", "t", &[(0, 6)], "")).await), vec![codes::INVALID_COMMIT_OFFSET_SIZE]);
+        assert_eq!(
+            codes_of(c.commit(8, commit_req("second", "t", &[(0, 6)], "")).await),
+            vec![codes::INVALID_COMMIT_OFFSET_SIZE]
+        );
         assert!(c.groups.borrow().get("second").is_none());
         let accepted = offsets_of(&c);
         c.close().await;
@@ -325,7 +370,9 @@ fn offsets_log_with_records_not_understood_is_not_compacted() {
         let p = offsets_partition(G);
         let log = store::open(&path, p, &crate::storage::LogConfig::default()).await.expect("open");
         let mut bytes = store::encode(&[commit_rec(G, "t", 0, 1)], 0).expect("encode");
-        let foreign = crate::kafka::record_batch::encode_batch(&[(Some(Bytes::from_static(&[9, 0, 0])), Bytes::new())], 0).expect("encode");
+        let foreign =
+            crate::kafka::record_batch::encode_batch(&[(Some(Bytes::from_static(&[9, 0, 0])), Bytes::new())], 0)
+                .expect("encode");
         bytes.extend_from_slice(&foreign);
         log.append(bytes, AckWait::Commit).await.expect("append");
         log.close().await;

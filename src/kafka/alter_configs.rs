@@ -20,11 +20,24 @@ use crate::catalog::TopicUpdate;
 use crate::runtime::shard::Shard;
 
 /// Applies `update` to topic `name`: (error code, message) on failure.
-pub(crate) async fn alter_topic(shard: &Rc<Shard>, resource_type: i8, name: &str, update: Result<TopicUpdate, String>, validate_only: bool) -> (i16, Option<String>) {
+pub(crate) async fn alter_topic(
+    shard: &Rc<Shard>,
+    resource_type: i8,
+    name: &str,
+    update: Result<TopicUpdate, String>,
+    validate_only: bool,
+) -> (i16, Option<String>) {
     match resource_type {
         RESOURCE_TOPIC => {}
-        RESOURCE_BROKER => return (codes::INVALID_REQUEST, Some("broker configs are read-only in ringmq (set them with flags at start)".into())),
-        other => return (codes::INVALID_REQUEST, Some(format!("resource type {other} is not supported (topics only)"))),
+        RESOURCE_BROKER => {
+            return (
+                codes::INVALID_REQUEST,
+                Some("broker configs are read-only in ringmq (set them with flags at start)".into()),
+            )
+        }
+        other => {
+            return (codes::INVALID_REQUEST, Some(format!("resource type {other} is not supported (topics only)")))
+        }
     }
     let update = match update {
         Ok(u) => u,
@@ -50,7 +63,9 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, body: Bytes) -> Res
                 configs.insert(c.name.to_string(), v.to_string());
             }
         }
-        let (code, message) = alter_topic(shard, r.resource_type, &name, Ok(TopicUpdate::ReplaceConfigs(configs)), req.validate_only).await;
+        let (code, message) =
+            alter_topic(shard, r.resource_type, &name, Ok(TopicUpdate::ReplaceConfigs(configs)), req.validate_only)
+                .await;
         shard.counters.error(code);
         responses.push(
             AlterConfigsResourceResponse::default()

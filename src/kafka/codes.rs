@@ -60,7 +60,9 @@ pub fn for_producer(e: &ProducerError) -> i16 {
     match e {
         ProducerError::FencedEpoch { .. } => INVALID_PRODUCER_EPOCH,
         ProducerError::OutOfOrder { .. } | ProducerError::NewEpochNotAtZero { .. } => OUT_OF_ORDER_SEQUENCE_NUMBER,
-        ProducerError::MultipleBatches { .. } | ProducerError::Transactional { .. } | ProducerError::InvalidFields { .. } => INVALID_RECORD,
+        ProducerError::MultipleBatches { .. }
+        | ProducerError::Transactional { .. }
+        | ProducerError::InvalidFields { .. } => INVALID_RECORD,
         ProducerError::OriginalFailed { .. } => KAFKA_STORAGE_ERROR,
     }
 }
@@ -73,7 +75,9 @@ pub fn for_topic_op(e: &crate::runtime::shard::TopicOpError) -> i16 {
         TopicOpError::AlreadyExists(_) => TOPIC_ALREADY_EXISTS,
         TopicOpError::Unknown(_) => UNKNOWN_TOPIC_OR_PARTITION,
         TopicOpError::Invalid(TopicError::InvalidName(_)) => INVALID_TOPIC_EXCEPTION,
-        TopicOpError::Invalid(TopicError::InvalidPartitions(_) | TopicError::PartitionsNotIncreased { .. }) => INVALID_PARTITIONS,
+        TopicOpError::Invalid(TopicError::InvalidPartitions(_) | TopicError::PartitionsNotIncreased { .. }) => {
+            INVALID_PARTITIONS
+        }
         TopicOpError::Invalid(TopicError::InvalidConfig { .. }) => INVALID_CONFIG,
         TopicOpError::Storage(e) => for_storage(e),
         TopicOpError::Catalog(_) => KAFKA_STORAGE_ERROR,

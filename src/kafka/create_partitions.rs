@@ -23,7 +23,11 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, body: Bytes) -> Res
         let outcome = if t.assignments.as_ref().is_some_and(|a| !a.is_empty()) {
             Err((codes::INVALID_REPLICA_ASSIGNMENT, "manual replica assignment is not supported".to_string()))
         } else {
-            shard.update_topic(&name, TopicUpdate::Partitions(t.count), req.validate_only).await.map(drop).map_err(|e| (codes::for_topic_op(&e), e.to_string()))
+            shard
+                .update_topic(&name, TopicUpdate::Partitions(t.count), req.validate_only)
+                .await
+                .map(drop)
+                .map_err(|e| (codes::for_topic_op(&e), e.to_string()))
         };
         let mut result = CreatePartitionsTopicResult::default().with_name(t.name);
         if let Err((code, message)) = outcome {

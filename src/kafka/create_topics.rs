@@ -23,7 +23,10 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, body: Bytes) -> Res
         let outcome = if !t.assignments.is_empty() {
             Err((codes::INVALID_REPLICA_ASSIGNMENT, "manual replica assignment is not supported".to_string()))
         } else if !matches!(t.replication_factor, -1 | 1) {
-            Err((codes::INVALID_REPLICATION_FACTOR, format!("replication factor {} is larger than the 1 available broker", t.replication_factor)))
+            Err((
+                codes::INVALID_REPLICATION_FACTOR,
+                format!("replication factor {} is larger than the 1 available broker", t.replication_factor),
+            ))
         } else {
             let mut configs = BTreeMap::new();
             for c in &t.configs {
@@ -35,7 +38,9 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, body: Bytes) -> Res
                 let code = match &e {
                     TopicOpError::AlreadyExists(_) => codes::TOPIC_ALREADY_EXISTS,
                     TopicOpError::Invalid(TopicError::InvalidName(_)) => codes::INVALID_TOPIC_EXCEPTION,
-                    TopicOpError::Invalid(TopicError::InvalidPartitions(_) | TopicError::PartitionsNotIncreased { .. }) => codes::INVALID_PARTITIONS,
+                    TopicOpError::Invalid(
+                        TopicError::InvalidPartitions(_) | TopicError::PartitionsNotIncreased { .. },
+                    ) => codes::INVALID_PARTITIONS,
                     TopicOpError::Invalid(TopicError::InvalidConfig { .. }) => codes::INVALID_CONFIG,
                     TopicOpError::Unknown(_) => codes::UNKNOWN_TOPIC_OR_PARTITION,
                     TopicOpError::Storage(e) => codes::for_storage(e),

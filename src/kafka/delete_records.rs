@@ -21,7 +21,8 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, body: Bytes) -> Res
         let meta = shard.topic(&name);
         let mut partitions = Vec::with_capacity(t.partitions.len());
         for p in t.partitions {
-            let mut out = DeleteRecordsPartitionResult::default().with_partition_index(p.partition_index).with_low_watermark(-1);
+            let mut out =
+                DeleteRecordsPartitionResult::default().with_partition_index(p.partition_index).with_low_watermark(-1);
             if meta.as_ref().is_none_or(|m| p.partition_index < 0 || p.partition_index >= m.partitions) {
                 out.error_code = codes::UNKNOWN_TOPIC_OR_PARTITION;
             } else {

@@ -9,7 +9,9 @@
 use std::rc::Rc;
 
 use bytes::Bytes;
-use kafka_protocol::messages::describe_configs_response::{DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym};
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
+};
 use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 use kafka_protocol::protocol::StrBytes;
 
@@ -40,7 +42,13 @@ struct TopicConfig {
 }
 
 const TOPIC_CONFIGS: &[TopicConfig] = &[
-    TopicConfig { name: "cleanup.policy", broker_name: "log.cleanup.policy", config_type: TYPE_LIST, value: |_| "delete".into(), doc: "Only `delete` (retention by time and size); no compaction." },
+    TopicConfig {
+        name: "cleanup.policy",
+        broker_name: "log.cleanup.policy",
+        config_type: TYPE_LIST,
+        value: |_| "delete".into(),
+        doc: "Only `delete` (retention by time and size); no compaction.",
+    },
     TopicConfig {
         name: "max.message.bytes",
         broker_name: "message.max.bytes",
@@ -62,7 +70,13 @@ const TOPIC_CONFIGS: &[TopicConfig] = &[
         value: |c| c.retention_ms.to_string(),
         doc: "Age after which a segment whose newest record is older is deleted; -1 for no limit.",
     },
-    TopicConfig { name: "segment.bytes", broker_name: "log.segment.bytes", config_type: TYPE_INT, value: |c| c.segment_bytes.to_string(), doc: "Size of a segment file; applies from the next segment." },
+    TopicConfig {
+        name: "segment.bytes",
+        broker_name: "log.segment.bytes",
+        config_type: TYPE_INT,
+        value: |c| c.segment_bytes.to_string(),
+        doc: "Size of a segment file; applies from the next segment.",
+    },
 ];
 
 fn s(v: impl Into<String>) -> StrBytes {
@@ -81,7 +95,14 @@ fn wanted(keys: &Option<Vec<StrBytes>>, name: &str) -> bool {
     keys.as_ref().is_none_or(|k| k.is_empty() || k.iter().any(|k| k.as_str() == name))
 }
 
-fn describe_topic(shard: &Shard, meta: &TopicMeta, keys: &Option<Vec<StrBytes>>, synonyms: bool, docs: bool, version: i16) -> Vec<DescribeConfigsResourceResult> {
+fn describe_topic(
+    shard: &Shard,
+    meta: &TopicMeta,
+    keys: &Option<Vec<StrBytes>>,
+    synonyms: bool,
+    docs: bool,
+    version: i16,
+) -> Vec<DescribeConfigsResourceResult> {
     let builtin = LogConfig::default();
     let mut out = Vec::new();
     for c in TOPIC_CONFIGS.iter().filter(|c| wanted(keys, c.name)) {
@@ -92,13 +113,27 @@ fn describe_topic(shard: &Shard, meta: &TopicMeta, keys: &Option<Vec<StrBytes>>,
             Some(v) => (v.clone(), SOURCE_DYNAMIC_TOPIC_CONFIG),
             None => (broker_value.clone(), broker_src),
         };
-        let mut entry = DescribeConfigsResourceResult::default().with_name(s(c.name)).with_value(Some(s(value.clone()))).with_read_only(false).with_config_source(source);
+        let mut entry = DescribeConfigsResourceResult::default()
+            .with_name(s(c.name))
+            .with_value(Some(s(value.clone())))
+            .with_read_only(false)
+            .with_config_source(source);
         if synonyms {
             let mut list = Vec::new();
             if overridden.is_some() {
-                list.push(DescribeConfigsSynonym::default().with_name(s(c.name)).with_value(Some(s(value))).with_source(SOURCE_DYNAMIC_TOPIC_CONFIG));
+                list.push(
+                    DescribeConfigsSynonym::default()
+                        .with_name(s(c.name))
+                        .with_value(Some(s(value)))
+                        .with_source(SOURCE_DYNAMIC_TOPIC_CONFIG),
+                );
             }
-            list.push(DescribeConfigsSynonym::default().with_name(s(c.broker_name)).with_value(Some(s(broker_value))).with_source(broker_src));
+            list.push(
+                DescribeConfigsSynonym::default()
+                    .with_name(s(c.broker_name))
+                    .with_value(Some(s(broker_value)))
+                    .with_source(broker_src),
+            );
             entry.synonyms = list;
         }
         if version >= 3 {
@@ -132,7 +167,11 @@ fn describe_broker(shard: &Shard, keys: &Option<Vec<StrBytes>>, version: i16) ->
     rows.into_iter()
         .filter(|(name, ..)| wanted(keys, name))
         .map(|(name, value, config_type, source)| {
-            let mut e = DescribeConfigsResourceResult::default().with_name(s(name)).with_value(Some(s(value))).with_read_only(true).with_config_source(source);
+            let mut e = DescribeConfigsResourceResult::default()
+                .with_name(s(name))
+                .with_value(Some(s(value)))
+                .with_read_only(true)
+                .with_config_source(source);
             if version >= 3 {
                 e.config_type = config_type;
             }
@@ -146,16 +185,29 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, body: Bytes) -> Res
     let mut results = Vec::with_capacity(req.resources.len());
     for r in req.resources {
         let name = r.resource_name.to_string();
-        let mut result = DescribeConfigsResult::default().with_resource_type(r.resource_type).with_resource_name(r.resource_name.clone());
+        let mut result = DescribeConfigsResult::default()
+            .with_resource_type(r.resource_type)
+            .with_resource_name(r.resource_name.clone());
         match r.resource_type {
             RESOURCE_TOPIC => match shard.topic(&name) {
-                Some(meta) => result.configs = describe_topic(shard, &meta, &r.configuration_keys, req.include_synonyms, req.include_documentation, ctx.api_version),
+                Some(meta) => {
+                    result.configs = describe_topic(
+                        shard,
+                        &meta,
+                        &r.configuration_keys,
+                        req.include_synonyms,
+                        req.include_documentation,
+                        ctx.api_version,
+                    )
+                }
                 None => {
                     result.error_code = codes::UNKNOWN_TOPIC_OR_PARTITION;
                     result.error_message = Some(s(format!("unknown topic `{name}`")));
                 }
             },
-            RESOURCE_BROKER if name == NODE_ID.to_string() => result.configs = describe_broker(shard, &r.configuration_keys, ctx.api_version),
+            RESOURCE_BROKER if name == NODE_ID.to_string() => {
+                result.configs = describe_broker(shard, &r.configuration_keys, ctx.api_version)
+            }
             // The cluster-wide dynamic broker defaults: ringmq has none.
             RESOURCE_BROKER if name.is_empty() => {}
             RESOURCE_BROKER => {
@@ -164,7 +216,8 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, body: Bytes) -> Res
             }
             other => {
                 result.error_code = codes::INVALID_REQUEST;
-                result.error_message = Some(s(format!("resource type {other} is not supported (topics and this broker only)")));
+                result.error_message =
+                    Some(s(format!("resource type {other} is not supported (topics and this broker only)")));
             }
         }
         shard.counters.error(result.error_code);

@@ -38,7 +38,14 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, body: Bytes) -> Res
             let meta = shard.topic(&name);
             let mut partitions = Vec::with_capacity(t.partitions.len());
             for p in &t.partitions {
-                let mut out = FetchPartition { partition_index: p.partition, error_code: codes::NONE, high_watermark: -1, last_stable_offset: -1, log_start_offset: -1, records: Vec::new() };
+                let mut out = FetchPartition {
+                    partition_index: p.partition,
+                    error_code: codes::NONE,
+                    high_watermark: -1,
+                    last_stable_offset: -1,
+                    log_start_offset: -1,
+                    records: Vec::new(),
+                };
                 if !meta.as_ref().is_some_and(|m| p.partition >= 0 && p.partition < m.partitions) {
                     out.error_code = codes::UNKNOWN_TOPIC_OR_PARTITION;
                     any_error = true;
@@ -53,7 +60,11 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, body: Bytes) -> Res
                     shard.read(&name, p.partition, p.fetch_offset, budget).await
                 } else {
                     match shard.offsets(&name, p.partition).await {
-                        Some(o) => Ok(ReadResult { high_watermark: o.high_watermark, log_start_offset: o.log_start_offset, ..Default::default() }),
+                        Some(o) => Ok(ReadResult {
+                            high_watermark: o.high_watermark,
+                            log_start_offset: o.log_start_offset,
+                            ..Default::default()
+                        }),
                         None => Err(StorageError::Closed),
                     }
                 };
@@ -87,8 +98,10 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, body: Bytes) -> Res
             for p in topics.iter().flat_map(|t| t.partitions.iter()) {
                 shard.counters.error(p.error_code);
             }
-            let frame = fetch_response::encode(ctx.api_version, ctx.correlation_id, 0, codes::NONE, 0, &topics)
-                .map_err(|e| RequestError::Encode { api: ctx.api_key, version: ctx.api_version, message: format!("{e:?}") })?;
+            let frame =
+                fetch_response::encode(ctx.api_version, ctx.correlation_id, 0, codes::NONE, 0, &topics).map_err(
+                    |e| RequestError::Encode { api: ctx.api_key, version: ctx.api_version, message: format!("{e:?}") },
+                )?;
             return Ok(Reply::Frame(frame.chunks));
         }
         drop(topics);
@@ -99,6 +112,9 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, body: Bytes) -> Res
 /// Waits until any watched partition's high watermark moves past the value
 /// seen, wherever the partition lives, or until `timeout`.
 async fn wait_for_any(shard: &Rc<Shard>, watch: &[(String, i32, i64)], timeout: Duration) {
-    let waits: Vec<Pin<Box<dyn Future<Output = ()> + '_>>> = watch.iter().map(|(t, p, hw)| Box::pin(shard.wait_for_data(t, *p, *hw, timeout)) as Pin<Box<dyn Future<Output = ()>>>).collect();
+    let waits: Vec<Pin<Box<dyn Future<Output = ()> + '_>>> = watch
+        .iter()
+        .map(|(t, p, hw)| Box::pin(shard.wait_for_data(t, *p, *hw, timeout)) as Pin<Box<dyn Future<Output = ()>>>)
+        .collect();
     futures_util::future::select_all(waits).await;
 }

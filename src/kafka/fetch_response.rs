@@ -189,8 +189,7 @@ pub fn encode(
     w.array_len(topics.len(), "topics")?;
     for (topic_index, topic) in topics.iter().enumerate() {
         if version < FIRST_TOPIC_ID_VERSION {
-            w.string(&topic.name)
-                .map_err(|len| FetchEncodeError::TopicNameTooLong { topic_index, len })?;
+            w.string(&topic.name).map_err(|len| FetchEncodeError::TopicNameTooLong { topic_index, len })?;
         } else {
             w.meta.put_slice(topic.topic_id.as_bytes());
         }
@@ -254,7 +253,14 @@ impl FrameWriter {
         }
         let mut chunks = Vec::with_capacity(chunk_capacity);
         chunks.push(Bytes::new());
-        FrameWriter { flexible, meta: BytesMut::with_capacity(meta_capacity), head: BytesMut::new(), head_cut: false, chunks, total: 0 }
+        FrameWriter {
+            flexible,
+            meta: BytesMut::with_capacity(meta_capacity),
+            head: BytesMut::new(),
+            head_cut: false,
+            chunks,
+            total: 0,
+        }
     }
 
     fn uvarint(&mut self, mut v: u32) {
@@ -456,7 +462,11 @@ mod tests {
     }
 
     /// Pairs of (given, decoded) partitions, checking the shape matches.
-    fn partition_pairs(version: i16, topics: &[FetchTopic], body: &FetchResponse) -> Vec<(FetchPartition, PartitionData)> {
+    fn partition_pairs(
+        version: i16,
+        topics: &[FetchTopic],
+        body: &FetchResponse,
+    ) -> Vec<(FetchPartition, PartitionData)> {
         assert_eq!(body.responses.len(), topics.len(), "v{version}");
         let mut pairs = Vec::new();
         for (t, r) in topics.iter().zip(&body.responses) {
@@ -588,7 +598,11 @@ mod tests {
 
     #[test]
     fn partition_without_records_gets_empty_not_null_records() {
-        let topics = vec![FetchTopic { name: "t".into(), topic_id: Uuid::from_u128(7), partitions: vec![partition(0, 0, vec![])] }];
+        let topics = vec![FetchTopic {
+            name: "t".into(),
+            topic_id: Uuid::from_u128(7),
+            partitions: vec![partition(0, 0, vec![])],
+        }];
         for v in versions() {
             let body = decode_frame(v, &encode_sample(v, &topics)).body;
             assert_eq!(body.responses[0].partitions[0].records, Some(Bytes::new()), "v{v}");
@@ -608,7 +622,11 @@ mod tests {
                         .iter()
                         .map(|t| {
                             FetchableTopicResponse::default()
-                                .with_topic(if v <= 12 { TopicName(StrBytes::from_string(t.name.clone())) } else { TopicName::default() })
+                                .with_topic(if v <= 12 {
+                                    TopicName(StrBytes::from_string(t.name.clone()))
+                                } else {
+                                    TopicName::default()
+                                })
                                 .with_topic_id(if v >= 13 { t.topic_id } else { Uuid::nil() })
                                 .with_partitions(
                                     t.partitions
@@ -645,7 +663,11 @@ mod tests {
     /// v11 (last non-flexible version), one topic "t", one partition without records.
     #[test]
     fn v11_frame_is_laid_out_field_by_field() {
-        let topics = vec![FetchTopic { name: "t".into(), topic_id: Uuid::from_u128(7), partitions: vec![partition(0, 0, vec![])] }];
+        let topics = vec![FetchTopic {
+            name: "t".into(),
+            topic_id: Uuid::from_u128(7),
+            partitions: vec![partition(0, 0, vec![])],
+        }];
         let mut body = BytesMut::new();
         body.put_i32(CORRELATION_ID); // header v0
         body.put_i32(THROTTLE_TIME_MS);
@@ -673,7 +695,11 @@ mod tests {
     /// v12 (first flexible version), one topic "t", one partition without records.
     #[test]
     fn v12_frame_is_laid_out_field_by_field() {
-        let topics = vec![FetchTopic { name: "t".into(), topic_id: Uuid::from_u128(7), partitions: vec![partition(0, 0, vec![])] }];
+        let topics = vec![FetchTopic {
+            name: "t".into(),
+            topic_id: Uuid::from_u128(7),
+            partitions: vec![partition(0, 0, vec![])],
+        }];
         let mut body = BytesMut::new();
         body.put_i32(CORRELATION_ID); // header v1
         body.put_u8(0); // header tagged fields
@@ -737,12 +763,8 @@ mod tests {
     #[test]
     fn record_chunks_are_shared_not_copied() {
         let topics = sample_topics();
-        let given: Vec<&Bytes> = topics
-            .iter()
-            .flat_map(|t| &t.partitions)
-            .flat_map(|p| &p.records)
-            .filter(|c| !c.is_empty())
-            .collect();
+        let given: Vec<&Bytes> =
+            topics.iter().flat_map(|t| &t.partitions).flat_map(|p| &p.records).filter(|c| !c.is_empty()).collect();
         for v in versions() {
             let frame = encode_sample(v, &topics);
             let shared: Vec<&Bytes> = frame
@@ -783,7 +805,9 @@ mod tests {
     #[test]
     fn metadata_chunks_are_consecutive_pieces_of_one_allocation() {
         let topics = sample_topics();
-        let is_record = |c: &Bytes| topics.iter().flat_map(|t| &t.partitions).flat_map(|p| &p.records).any(|r| r.as_ptr() == c.as_ptr());
+        let is_record = |c: &Bytes| {
+            topics.iter().flat_map(|t| &t.partitions).flat_map(|p| &p.records).any(|r| r.as_ptr() == c.as_ptr())
+        };
         for v in versions() {
             let frame = encode_sample(v, &topics);
             let metadata: Vec<&Bytes> = frame.chunks.iter().filter(|c| !is_record(c)).collect();
@@ -825,7 +849,11 @@ mod tests {
         for v in versions() {
             let result = encode(v, 1, 0, 0, 0, &topics);
             if v <= 12 {
-                assert_eq!(result.err(), Some(FetchEncodeError::TopicNameTooLong { topic_index: 0, len: 32_768 }), "v{v}");
+                assert_eq!(
+                    result.err(),
+                    Some(FetchEncodeError::TopicNameTooLong { topic_index: 0, len: 32_768 }),
+                    "v{v}"
+                );
             } else {
                 assert!(result.is_ok(), "v{v}");
             }

@@ -14,7 +14,10 @@ use kafka_protocol::messages::describe_groups_response::DescribedGroup;
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
-use kafka_protocol::messages::offset_fetch_response::{OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions, OffsetFetchResponseTopic, OffsetFetchResponseTopics};
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions, OffsetFetchResponseTopic,
+    OffsetFetchResponseTopics,
+};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 
@@ -54,13 +57,21 @@ pub async fn find_coordinator(shard: &Rc<Shard>, ctx: &RequestContext, body: Byt
     // would make it retry until its transaction timeout.
     let error = if matches!(req.key_type, 0 | 1) { codes::NONE } else { codes::INVALID_REQUEST };
     count(shard, error);
-    let (node, host, port) = if error == codes::NONE { (NODE_ID, host, i32::from(port)) } else { (-1, String::new(), -1) };
+    let (node, host, port) =
+        if error == codes::NONE { (NODE_ID, host, i32::from(port)) } else { (-1, String::new(), -1) };
     let mut resp = FindCoordinatorResponse::default();
     if ctx.api_version >= 4 {
         resp.coordinators = req
             .coordinator_keys
             .iter()
-            .map(|k| Coordinator::default().with_key(k.clone()).with_node_id(BrokerId(node)).with_host(sb(&host)).with_port(port).with_error_code(error))
+            .map(|k| {
+                Coordinator::default()
+                    .with_key(k.clone())
+                    .with_node_id(BrokerId(node))
+                    .with_host(sb(&host))
+                    .with_port(port)
+                    .with_error_code(error)
+            })
             .collect();
     } else {
         resp.error_code = error;
@@ -125,8 +136,16 @@ pub async fn leave_group(shard: &Rc<Shard>, ctx: &RequestContext, body: Bytes) -
 pub async fn offset_commit(shard: &Rc<Shard>, ctx: &RequestContext, body: Bytes) -> Result<Reply, RequestError> {
     let req: OffsetCommitRequest = decode_body(ctx, body)?;
     let group = req.group_id.to_string();
-    let fallback: Vec<(String, Vec<(i32, i16)>)> =
-        req.topics.iter().map(|t| (t.name.to_string(), t.partitions.iter().map(|p| (p.partition_index, codes::COORDINATOR_NOT_AVAILABLE)).collect())).collect();
+    let fallback: Vec<(String, Vec<(i32, i16)>)> = req
+        .topics
+        .iter()
+        .map(|t| {
+            (
+                t.name.to_string(),
+                t.partitions.iter().map(|p| (p.partition_index, codes::COORDINATOR_NOT_AVAILABLE)).collect(),
+            )
+        })
+        .collect();
     let results = match call(shard, &group, GroupCall::Commit { version: ctx.api_version, req }).await {
         Some(GroupAnswer::Commit(r)) => r,
         _ => fallback,
@@ -135,14 +154,25 @@ pub async fn offset_commit(shard: &Rc<Shard>, ctx: &RequestContext, body: Bytes)
         .into_iter()
         .map(|(t, parts)| {
             OffsetCommitResponseTopic::default().with_name(TopicName(sb(&t))).with_partitions(
-                parts.into_iter().map(|(p, code)| OffsetCommitResponsePartition::default().with_partition_index(p).with_error_code(count(shard, code))).collect(),
+                parts
+                    .into_iter()
+                    .map(|(p, code)| {
+                        OffsetCommitResponsePartition::default()
+                            .with_partition_index(p)
+                            .with_error_code(count(shard, code))
+                    })
+                    .collect(),
             )
         })
         .collect();
     encode_response(ctx, &OffsetCommitResponse::default().with_topics(topics))
 }
 
-async fn fetch_group(shard: &Rc<Shard>, group: &str, topics: Option<Vec<(String, Vec<i32>)>>) -> (i16, Vec<(String, Vec<FetchedOffset>)>) {
+async fn fetch_group(
+    shard: &Rc<Shard>,
+    group: &str,
+    topics: Option<Vec<(String, Vec<i32>)>>,
+) -> (i16, Vec<(String, Vec<FetchedOffset>)>) {
     match call(shard, group, GroupCall::Fetch { group: group.to_string(), topics }).await {
         Some(GroupAnswer::Fetch { error, topics }) => (count(shard, error), topics),
         _ => (count(shard, codes::COORDINATOR_NOT_AVAILABLE), Vec::new()),
@@ -176,15 +206,37 @@ pub async fn offset_fetch(shard: &Rc<Shard>, ctx: &RequestContext, body: Bytes) 
                     )
                 })
                 .collect();
-            resp.groups.push(OffsetFetchResponseGroup::default().with_group_id(g.group_id).with_error_code(error).with_topics(topics));
+            resp.groups.push(
+                OffsetFetchResponseGroup::default()
+                    .with_group_id(g.group_id)
+                    .with_error_code(error)
+                    .with_topics(topics),
+            );
         }
     } else {
         let group = req.group_id.to_string();
-        let asked: Option<Vec<(String, Vec<i32>)>> = req.topics.map(|ts| ts.into_iter().map(|t| (t.name.to_string(), t.partition_indexes)).collect());
+        let asked: Option<Vec<(String, Vec<i32>)>> =
+            req.topics.map(|ts| ts.into_iter().map(|t| (t.name.to_string(), t.partition_indexes)).collect());
         let (error, fetched) = fetch_group(shard, &group, asked.clone()).await;
         // On a group error, v1 has only per-partition codes to say it.
         let fetched = if error != codes::NONE {
-            asked.unwrap_or_default().into_iter().map(|(t, ps)| (t, ps.into_iter().map(|p| FetchedOffset { partition: p, offset: -1, leader_epoch: -1, metadata: Some(String::new()) }).collect())).collect()
+            asked
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(t, ps)| {
+                    (
+                        t,
+                        ps.into_iter()
+                            .map(|p| FetchedOffset {
+                                partition: p,
+                                offset: -1,
+                                leader_epoch: -1,
+                                metadata: Some(String::new()),
+                            })
+                            .collect(),
+                    )
+                })
+                .collect()
         } else {
             fetched
         };
@@ -218,10 +270,11 @@ pub async fn describe_groups(shard: &Rc<Shard>, ctx: &RequestContext, body: Byte
     let mut out = Vec::with_capacity(req.groups.len());
     for g in req.groups {
         let group = g.to_string();
-        let described = match call(shard, &group, GroupCall::Describe { version: ctx.api_version, group: group.clone() }).await {
-            Some(GroupAnswer::Describe(d)) => d,
-            _ => DescribedGroup::default().with_group_id(g).with_error_code(codes::COORDINATOR_NOT_AVAILABLE),
-        };
+        let described =
+            match call(shard, &group, GroupCall::Describe { version: ctx.api_version, group: group.clone() }).await {
+                Some(GroupAnswer::Describe(d)) => d,
+                _ => DescribedGroup::default().with_group_id(g).with_error_code(codes::COORDINATOR_NOT_AVAILABLE),
+            };
         count(shard, described.error_code);
         out.push(described);
     }

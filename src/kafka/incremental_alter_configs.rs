@@ -31,7 +31,9 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, body: Bytes) -> Res
             .iter()
             .map(|c| {
                 let key = c.name.to_string();
-                let value = || c.value.as_ref().map(|v| v.to_string()).ok_or_else(|| format!("config {key}: a value is required"));
+                let value = || {
+                    c.value.as_ref().map(|v| v.to_string()).ok_or_else(|| format!("config {key}: a value is required"))
+                };
                 Ok(match c.config_operation {
                     OP_SET => ConfigOp::Set { key: key.clone(), value: value()? },
                     OP_DELETE => ConfigOp::Delete { key },
@@ -41,7 +43,8 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, body: Bytes) -> Res
                 })
             })
             .collect();
-        let (code, message) = alter_topic(shard, r.resource_type, &name, ops.map(TopicUpdate::Configs), req.validate_only).await;
+        let (code, message) =
+            alter_topic(shard, r.resource_type, &name, ops.map(TopicUpdate::Configs), req.validate_only).await;
         shard.counters.error(code);
         responses.push(
             AlterConfigsResourceResponse::default()

@@ -29,7 +29,9 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, body: Bytes) -> Res
         resp.error_code = codes::TRANSACTIONAL_ID_AUTHORIZATION_FAILED;
     } else {
         let (current_id, current_epoch) = (req.producer_id.0, req.producer_epoch);
-        let bump = current_id >= 0 && (0..i16::MAX - 1).contains(&current_epoch) && shard.producer_ids.was_allocated(current_id);
+        let bump = current_id >= 0
+            && (0..i16::MAX - 1).contains(&current_epoch)
+            && shard.producer_ids.was_allocated(current_id);
         if bump {
             resp.producer_id = ProducerId(current_id);
             resp.producer_epoch = current_epoch + 1;

@@ -24,27 +24,30 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, body: Bytes) -> Res
         for p in t.partitions {
             // timestamp and leader epoch keep their defaults (-1): fields a
             // version lacks must hold their default for the encoder.
-            let mut out = ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index).with_timestamp(-1).with_offset(-1);
+            let mut out = ListOffsetsPartitionResponse::default()
+                .with_partition_index(p.partition_index)
+                .with_timestamp(-1)
+                .with_offset(-1);
             let known = shard.topic(&name).is_some_and(|m| p.partition_index >= 0 && p.partition_index < m.partitions);
             let offsets = if known { shard.offsets(&name, p.partition_index).await } else { None };
             match offsets {
                 None => out.error_code = codes::UNKNOWN_TOPIC_OR_PARTITION,
-                Some(o) => {
-                    match p.timestamp {
-                        LATEST => out.offset = o.high_watermark,
-                        EARLIEST => out.offset = o.log_start_offset,
-                        MAX_TIMESTAMP if ctx.api_version < 7 => out.error_code = codes::UNSUPPORTED_VERSION,
-                        ts if ts >= 0 || ts == MAX_TIMESTAMP => match shard.offset_for_timestamp(&name, p.partition_index, ts).await {
+                Some(o) => match p.timestamp {
+                    LATEST => out.offset = o.high_watermark,
+                    EARLIEST => out.offset = o.log_start_offset,
+                    MAX_TIMESTAMP if ctx.api_version < 7 => out.error_code = codes::UNSUPPORTED_VERSION,
+                    ts if ts >= 0 || ts == MAX_TIMESTAMP => {
+                        match shard.offset_for_timestamp(&name, p.partition_index, ts).await {
                             Ok(Some((offset, timestamp))) => {
                                 out.offset = offset;
                                 out.timestamp = timestamp;
                             }
                             Ok(None) => {}
                             Err(e) => out.error_code = codes::for_storage(&e),
-                        },
-                        _ => out.error_code = codes::INVALID_REQUEST,
+                        }
                     }
-                }
+                    _ => out.error_code = codes::INVALID_REQUEST,
+                },
             }
             shard.counters.error(out.error_code);
             partitions.push(out);

@@ -7,7 +7,9 @@
 use std::rc::Rc;
 
 use bytes::Bytes;
-use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
@@ -18,7 +20,8 @@ use crate::runtime::shard::Shard;
 /// Authorized operations (bit `1 << AclOperation`) reported when a client
 /// asks: ringmq has no authorization, so these are the operations it serves.
 /// Topic: READ, WRITE, CREATE, DELETE, ALTER, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS.
-pub const TOPIC_AUTHORIZED_OPERATIONS: i32 = (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 10) | (1 << 11);
+pub const TOPIC_AUTHORIZED_OPERATIONS: i32 =
+    (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 10) | (1 << 11);
 /// Cluster: CREATE, DESCRIBE, DESCRIBE_CONFIGS.
 pub const CLUSTER_AUTHORIZED_OPERATIONS: i32 = (1 << 5) | (1 << 8) | (1 << 10);
 
@@ -51,7 +54,10 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, body: Bytes) -> Res
         }
     }
     let (host, port) = shard.advertised.borrow().clone();
-    let broker = MetadataResponseBroker::default().with_node_id(BrokerId(NODE_ID)).with_host(StrBytes::from_string(host)).with_port(i32::from(port));
+    let broker = MetadataResponseBroker::default()
+        .with_node_id(BrokerId(NODE_ID))
+        .with_host(StrBytes::from_string(host))
+        .with_port(i32::from(port));
     if ctx.api_version >= 8 && req.include_topic_authorized_operations {
         for t in topics.iter_mut().filter(|t| t.error_code == codes::NONE) {
             t.topic_authorized_operations = TOPIC_AUTHORIZED_OPERATIONS;

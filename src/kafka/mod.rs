@@ -1,20 +1,20 @@
 //! Kafka protocol: the version table (what ringmq advertises is exactly what
 //! it handles), request dispatch and response framing. One file per API.
 
+pub mod alter_configs;
 pub mod api_versions;
 pub mod codes;
-pub mod alter_configs;
 pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
-pub mod incremental_alter_configs;
 pub mod fetch;
 pub mod fetch_response;
-pub mod init_producer_id;
 pub mod groups;
+pub mod incremental_alter_configs;
+pub mod init_producer_id;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
@@ -119,7 +119,10 @@ pub fn parse_header(frame: &Bytes) -> Result<(RequestContext, usize), RequestErr
     if version < lo || version > hi {
         // ApiVersions answers any version with its error and the table (KIP-511).
         if api == ApiKey::ApiVersions {
-            return Ok((RequestContext { api_key: api, api_version: version, correlation_id, client_id: None }, frame.len()));
+            return Ok((
+                RequestContext { api_key: api, api_version: version, correlation_id, client_id: None },
+                frame.len(),
+            ));
         }
         return Err(RequestError::UnsupportedVersion { api, version });
     }
@@ -128,19 +131,30 @@ pub fn parse_header(frame: &Bytes) -> Result<(RequestContext, usize), RequestErr
         .map_err(|e| RequestError::Malformed { api, version, message: e.to_string() })?;
     let body_start = frame.len() - cursor.len();
     let client_id = header.client_id.as_ref().map(|s| s.to_string());
-    Ok((RequestContext { api_key: api, api_version: version, correlation_id: header.correlation_id, client_id }, body_start))
+    Ok((
+        RequestContext { api_key: api, api_version: version, correlation_id: header.correlation_id, client_id },
+        body_start,
+    ))
 }
 
 /// Decodes a request body, mapping errors to `RequestError::Malformed`.
 pub fn decode_body<T: Decodable>(ctx: &RequestContext, body: Bytes) -> Result<T, RequestError> {
     let mut cursor = body;
-    let req = T::decode(&mut cursor, ctx.api_version).map_err(|e| RequestError::Malformed { api: ctx.api_key, version: ctx.api_version, message: e.to_string() })?;
+    let req = T::decode(&mut cursor, ctx.api_version).map_err(|e| RequestError::Malformed {
+        api: ctx.api_key,
+        version: ctx.api_version,
+        message: e.to_string(),
+    })?;
     Ok(req)
 }
 
 /// Encodes a whole response frame: size prefix, header, body.
 pub fn encode_response<T: Encodable + HeaderVersion>(ctx: &RequestContext, body: &T) -> Result<Reply, RequestError> {
-    let err = |e: kafka_protocol_error::Error| RequestError::Encode { api: ctx.api_key, version: ctx.api_version, message: e.to_string() };
+    let err = |e: kafka_protocol_error::Error| RequestError::Encode {
+        api: ctx.api_key,
+        version: ctx.api_version,
+        message: e.to_string(),
+    };
     let mut buf = BytesMut::with_capacity(128);
     buf.put_i32(0);
     ResponseHeader::default()
@@ -165,7 +179,9 @@ pub fn decode_request(frame: &Bytes) -> Result<RequestContext, RequestError> {
     let (ctx, start) = parse_header(frame)?;
     let body = frame.slice(start..);
     match ctx.api_key {
-        ApiKey::ApiVersions if supported_range(ApiKey::ApiVersions).is_some_and(|(lo, hi)| (lo..=hi).contains(&ctx.api_version)) => {
+        ApiKey::ApiVersions
+            if supported_range(ApiKey::ApiVersions).is_some_and(|(lo, hi)| (lo..=hi).contains(&ctx.api_version)) =>
+        {
             decode_body::<ApiVersionsRequest>(&ctx, body).map(drop)
         }
         ApiKey::ApiVersions => Ok(()),
@@ -214,7 +230,9 @@ pub async fn handle(shard: &Rc<Shard>, frame: Bytes) -> Reply {
         ApiKey::DeleteTopics => delete_topics::handle(shard, &ctx, frame.slice(body_start..)).await,
         ApiKey::DescribeConfigs => describe_configs::handle(shard, &ctx, frame.slice(body_start..)).await,
         ApiKey::AlterConfigs => alter_configs::handle(shard, &ctx, frame.slice(body_start..)).await,
-        ApiKey::IncrementalAlterConfigs => incremental_alter_configs::handle(shard, &ctx, frame.slice(body_start..)).await,
+        ApiKey::IncrementalAlterConfigs => {
+            incremental_alter_configs::handle(shard, &ctx, frame.slice(body_start..)).await
+        }
         ApiKey::CreatePartitions => create_partitions::handle(shard, &ctx, frame.slice(body_start..)).await,
         ApiKey::DeleteRecords => delete_records::handle(shard, &ctx, frame.slice(body_start..)).await,
         ApiKey::DescribeCluster => describe_cluster::handle(shard, &ctx, frame.slice(body_start..)).await,

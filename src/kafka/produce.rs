@@ -28,7 +28,12 @@ struct TopicPlan {
     partitions: Vec<PartitionPlan>,
 }
 
-pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, frame: Bytes, body_start: usize) -> Result<Reply, RequestError> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    ctx: &RequestContext,
+    frame: Bytes,
+    body_start: usize,
+) -> Result<Reply, RequestError> {
     let req: ProduceRequest = decode_body(ctx, frame.slice(body_start..))?;
     let acks = req.acks;
     let transactional = req.transactional_id.is_some();
@@ -57,10 +62,14 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, frame: Bytes, body_
     let mut responses = Vec::with_capacity(plan.len());
     let mut appends = Vec::new();
     for (ti, topic) in plan.iter().enumerate() {
-        let meta = if transactional || !matches!(acks, 0 | 1 | -1) { None } else { shard.ensure_topic(&topic.name).await };
+        let meta =
+            if transactional || !matches!(acks, 0 | 1 | -1) { None } else { shard.ensure_topic(&topic.name).await };
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for (pi, p) in topic.partitions.iter().enumerate() {
-            let mut resp = PartitionProduceResponse::default().with_index(p.index).with_base_offset(-1).with_log_append_time_ms(-1);
+            let mut resp = PartitionProduceResponse::default()
+                .with_index(p.index)
+                .with_base_offset(-1)
+                .with_log_append_time_ms(-1);
             let records = pieces.get_mut(ti).and_then(|v| v.get_mut(pi)).and_then(Option::take);
             let error = if transactional {
                 Some((codes::TRANSACTIONAL_ID_AUTHORIZATION_FAILED, "transactions are not supported by ringmq"))
@@ -85,7 +94,11 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, frame: Bytes, body_
             }
             partitions.push(resp);
         }
-        responses.push(TopicProduceResponse::default().with_name(TopicName(StrBytes::from_string(topic.name.clone()))).with_partition_responses(partitions));
+        responses.push(
+            TopicProduceResponse::default()
+                .with_name(TopicName(StrBytes::from_string(topic.name.clone())))
+                .with_partition_responses(partitions),
+        );
     }
 
     let wait = if acks == 0 { AckWait::None } else { AckWait::Commit };
@@ -128,7 +141,8 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, frame: Bytes, body_
 /// Splits the frame into one owned buffer per partition's records. When the
 /// frame's memory is not exclusively ours, the records are copied once.
 fn split_records(frame: Bytes, plan: &[TopicPlan]) -> Vec<Vec<Option<BytesMut>>> {
-    let mut out: Vec<Vec<Option<BytesMut>>> = plan.iter().map(|t| t.partitions.iter().map(|_| None).collect()).collect();
+    let mut out: Vec<Vec<Option<BytesMut>>> =
+        plan.iter().map(|t| t.partitions.iter().map(|_| None).collect()).collect();
     match frame.try_into_mut() {
         Ok(mut rest) => {
             // Ranges come in frame order; cut them off the front one by one.

@@ -13,7 +13,11 @@ pub fn encode_batch(entries: &[(Option<Bytes>, Bytes)], timestamp_ms: i64) -> Re
 
 /// As `encode_batch`, compressed with `compression` (a codec needs its
 /// kafka-protocol feature, which the load generator enables).
-pub fn encode_batch_compressed(entries: &[(Option<Bytes>, Bytes)], timestamp_ms: i64, compression: Compression) -> Result<BytesMut, String> {
+pub fn encode_batch_compressed(
+    entries: &[(Option<Bytes>, Bytes)],
+    timestamp_ms: i64,
+    compression: Compression,
+) -> Result<BytesMut, String> {
     encode(entries, timestamp_ms, compression, Producer { id: -1, epoch: -1, base_sequence: 0 })
 }
 
@@ -28,11 +32,20 @@ pub struct Producer {
 
 /// As `encode_batch`, from an idempotent producer: the records are numbered
 /// from `producer.base_sequence`.
-pub fn encode_idempotent_batch(entries: &[(Option<Bytes>, Bytes)], timestamp_ms: i64, producer: Producer) -> Result<BytesMut, String> {
+pub fn encode_idempotent_batch(
+    entries: &[(Option<Bytes>, Bytes)],
+    timestamp_ms: i64,
+    producer: Producer,
+) -> Result<BytesMut, String> {
     encode(entries, timestamp_ms, Compression::None, producer)
 }
 
-fn encode(entries: &[(Option<Bytes>, Bytes)], timestamp_ms: i64, compression: Compression, producer: Producer) -> Result<BytesMut, String> {
+fn encode(
+    entries: &[(Option<Bytes>, Bytes)],
+    timestamp_ms: i64,
+    compression: Compression,
+    producer: Producer,
+) -> Result<BytesMut, String> {
     let records: Vec<Record> = entries
         .iter()
         .enumerate()
@@ -55,12 +68,14 @@ fn encode(entries: &[(Option<Bytes>, Bytes)], timestamp_ms: i64, compression: Co
         })
         .collect();
     let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(&mut buf, records.iter(), &RecordEncodeOptions { version: 2, compression }).map_err(|e| e.to_string())?;
+    RecordBatchEncoder::encode(&mut buf, records.iter(), &RecordEncodeOptions { version: 2, compression })
+        .map_err(|e| e.to_string())?;
     Ok(buf)
 }
 
 /// A batch of `count` records of `value_bytes` each (value bytes = record index pattern).
 pub fn synthetic_batch(count: usize, value_bytes: usize, timestamp_ms: i64) -> BytesMut {
-    let entries: Vec<(Option<Bytes>, Bytes)> = (0..count).map(|i| (None, Bytes::from(vec![(i % 251) as u8; value_bytes]))).collect();
+    let entries: Vec<(Option<Bytes>, Bytes)> =
+        (0..count).map(|i| (None, Bytes::from(vec![(i % 251) as u8; value_bytes]))).collect();
     encode_batch(&entries, timestamp_ms).unwrap_or_default()
 }

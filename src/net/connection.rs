@@ -21,7 +21,6 @@ use super::framing::{read_frame_body, read_frame_size, FrameError};
 use crate::kafka::{self, Reply};
 use crate::runtime::shard::Shard;
 
-
 /// A half of a stream shared by one reader and one writer on the same
 /// thread; each borrow lasts a single poll.
 struct Half(Rc<RefCell<TcpStream>>);
@@ -70,7 +69,9 @@ async fn serve(shard: &Rc<Shard>, stream: TcpStream) {
     let stream = Rc::new(RefCell::new(stream));
     // Each handler's reply, with when a Produce request was read (its
     // latency is recorded once the response is written).
-    let (tx, rx) = local_channel::new_bounded::<(glommio::task::JoinHandle<Reply>, Option<Instant>)>(shard.config.max_in_flight_per_connection);
+    let (tx, rx) = local_channel::new_bounded::<(glommio::task::JoinHandle<Reply>, Option<Instant>)>(
+        shard.config.max_in_flight_per_connection,
+    );
 
     let writer_peer = peer.clone();
     let writer_shard = shard.clone();
@@ -79,7 +80,10 @@ async fn serve(shard: &Rc<Shard>, stream: TcpStream) {
     let writer_task = glommio::spawn_local(async move {
         while let Some((handle, produce_read_at)) = rx.recv().await {
             let reply = handle.await.unwrap_or_else(|| Reply::Close("request handler was cancelled".into()));
-            writer_shard.counters.requests_in_flight.set(writer_shard.counters.requests_in_flight.get().saturating_sub(1));
+            writer_shard
+                .counters
+                .requests_in_flight
+                .set(writer_shard.counters.requests_in_flight.get().saturating_sub(1));
             match reply {
                 Reply::Frame(chunks) => {
                     for chunk in chunks {
@@ -90,7 +94,11 @@ async fn serve(shard: &Rc<Shard>, stream: TcpStream) {
                         }
                     }
                     if let Some(read_at) = produce_read_at {
-                        writer_shard.counters.produce_latency_us.borrow_mut().record(read_at.elapsed().as_micros() as u64);
+                        writer_shard
+                            .counters
+                            .produce_latency_us
+                            .borrow_mut()
+                            .record(read_at.elapsed().as_micros() as u64);
                     }
                 }
                 Reply::Nothing => {}
@@ -129,7 +137,11 @@ async fn serve(shard: &Rc<Shard>, stream: TcpStream) {
             Ok(Some(frame)) => {
                 let is_produce = kafka::frame_api_key(&frame) == Some(kafka_protocol::messages::ApiKey::Produce);
                 let shard = shard.clone();
-                (glommio::spawn_local(async move { kafka::handle(&shard, frame).await }).detach(), is_produce.then(Instant::now), false)
+                (
+                    glommio::spawn_local(async move { kafka::handle(&shard, frame).await }).detach(),
+                    is_produce.then(Instant::now),
+                    false,
+                )
             }
             Ok(None) => break,
             Err(e) => {

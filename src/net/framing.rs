@@ -34,7 +34,10 @@ pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R, max_bytes: usize) 
 
 /// Reads and checks a frame's size prefix. `Ok(None)` when the peer closed
 /// between frames.
-pub async fn read_frame_size<R: AsyncRead + Unpin>(reader: &mut R, max_bytes: usize) -> Result<Option<usize>, FrameError> {
+pub async fn read_frame_size<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    max_bytes: usize,
+) -> Result<Option<usize>, FrameError> {
     let mut size_buf = [0u8; 4];
     let mut got = 0;
     while got < 4 {

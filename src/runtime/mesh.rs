@@ -58,39 +58,106 @@ pub struct ShardReport {
 }
 
 pub enum ShardMsg {
-    Append { topic: String, partition: i32, records: BytesMut, wait: AckWait, reply: ReplyTo<Result<AppendOutcome, StorageError>> },
-    Read { topic: String, partition: i32, offset: i64, max_bytes: usize, reply: ReplyTo<Result<ReadResult, StorageError>> },
-    Offsets { topic: String, partition: i32, reply: ReplyTo<Option<Offsets>> },
+    Append {
+        topic: String,
+        partition: i32,
+        records: BytesMut,
+        wait: AckWait,
+        reply: ReplyTo<Result<AppendOutcome, StorageError>>,
+    },
+    Read {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        max_bytes: usize,
+        reply: ReplyTo<Result<ReadResult, StorageError>>,
+    },
+    Offsets {
+        topic: String,
+        partition: i32,
+        reply: ReplyTo<Option<Offsets>>,
+    },
     /// Replies once the high watermark passes `offset`, after `timeout`, or
     /// never when the asker gave up (dropped its receiver).
-    WaitForData { topic: String, partition: i32, offset: i64, timeout: Duration, reply: ReplyTo<()> },
+    WaitForData {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        timeout: Duration,
+        reply: ReplyTo<()>,
+    },
     /// To shard 0, the catalog's owner.
-    CreateTopic { name: String, partitions: i32, configs: BTreeMap<String, String>, validate_only: bool, reply: ReplyTo<Result<TopicMeta, TopicOpError>> },
+    CreateTopic {
+        name: String,
+        partitions: i32,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+        reply: ReplyTo<Result<TopicMeta, TopicOpError>>,
+    },
     /// To shard 0, the catalog's owner.
-    DeleteTopic { name: String, reply: ReplyTo<Result<(), TopicOpError>> },
+    DeleteTopic {
+        name: String,
+        reply: ReplyTo<Result<(), TopicOpError>>,
+    },
     /// From shard 0 after the catalog change is durable: open the partitions
     /// this shard owns, then show the topic to clients.
-    TopicCreated { name: String, meta: TopicMeta, reply: ReplyTo<Result<(), TopicOpError>> },
+    TopicCreated {
+        name: String,
+        meta: TopicMeta,
+        reply: ReplyTo<Result<(), TopicOpError>>,
+    },
     /// From shard 0 after the catalog change is durable: hide the topic and
     /// close this shard's logs of it.
-    TopicDeleted { name: String, reply: ReplyTo<()> },
+    TopicDeleted {
+        name: String,
+        reply: ReplyTo<()>,
+    },
     /// To shard 0, the catalog's owner: change a topic's configs or partition count.
-    UpdateTopic { name: String, update: TopicUpdate, validate_only: bool, reply: ReplyTo<Result<TopicMeta, TopicOpError>> },
+    UpdateTopic {
+        name: String,
+        update: TopicUpdate,
+        validate_only: bool,
+        reply: ReplyTo<Result<TopicMeta, TopicOpError>>,
+    },
     /// From shard 0 after the catalog change is durable: open the new
     /// partitions this shard owns, apply the configs to its running logs,
     /// then show the new entry to clients.
-    TopicChanged { name: String, meta: TopicMeta, reply: ReplyTo<Result<(), TopicOpError>> },
+    TopicChanged {
+        name: String,
+        meta: TopicMeta,
+        reply: ReplyTo<Result<(), TopicOpError>>,
+    },
     /// To a partition's owner: move its log start offset (DeleteRecords).
-    DeleteRecords { topic: String, partition: i32, offset: i64, reply: ReplyTo<Result<i64, StorageError>> },
+    DeleteRecords {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        reply: ReplyTo<Result<i64, StorageError>>,
+    },
     /// To a partition's owner: ListOffsets by timestamp (-3: max timestamp).
-    OffsetForTime { topic: String, partition: i32, timestamp_ms: i64, reply: ReplyTo<Result<Option<(i64, i64)>, StorageError>> },
-    Report { reply: ReplyTo<ShardReport> },
+    OffsetForTime {
+        topic: String,
+        partition: i32,
+        timestamp_ms: i64,
+        reply: ReplyTo<Result<Option<(i64, i64)>, StorageError>>,
+    },
+    Report {
+        reply: ReplyTo<ShardReport>,
+    },
     /// To shard 0: reserve a block of producer ids durably (`catalog::producer_ids`).
-    AllocateProducerIds { reply: ReplyTo<Result<IdBlock, ProducerIdError>> },
+    AllocateProducerIds {
+        reply: ReplyTo<Result<IdBlock, ProducerIdError>>,
+    },
     /// A consumer group operation, to the group's shard.
-    Group { call: crate::groups::GroupCall, reply: ReplyTo<crate::groups::GroupAnswer> },
+    Group {
+        call: crate::groups::GroupCall,
+        reply: ReplyTo<crate::groups::GroupAnswer>,
+    },
     /// The answer to request `id` of the receiving shard.
-    Reply { id: u64, payload: ReplyPayload },
+    Reply {
+        id: u64,
+        payload: ReplyPayload,
+    },
 }
 
 /// Where the answer to a request goes: shard `from`, its request `id`. The

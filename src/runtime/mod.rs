@@ -70,11 +70,19 @@ pub fn check_data_dir(dir: &Path) -> Result<(), StartError> {
     let fail = |message: String| StartError::DataDir { path: dir.display().to_string(), message };
     std::fs::create_dir_all(dir).map_err(|e| fail(format!("cannot create it: {e}")))?;
     let probe = dir.join(".ringmq-probe");
-    let result = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).custom_flags(libc::O_DIRECT).open(&probe);
+    let result = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&probe);
     let _ = std::fs::remove_file(&probe);
     match result {
         Ok(_) => Ok(()),
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Err(fail("its filesystem does not support O_DIRECT (tmpfs?); put it on ext4 or XFS".into())),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            Err(fail("its filesystem does not support O_DIRECT (tmpfs?); put it on ext4 or XFS".into()))
+        }
         Err(e) => Err(fail(format!("cannot write in it: {e}"))),
     }
 }
@@ -103,11 +111,16 @@ pub fn serve(mut config: ServeConfig) -> Result<(), StartError> {
 
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(sig, stop.clone()).map_err(|e| StartError::Executor(format!("signal handler: {e}")))?;
+        signal_hook::flag::register(sig, stop.clone())
+            .map_err(|e| StartError::Executor(format!("signal handler: {e}")))?;
     }
     // With port 0, hold the chosen port until every shard listens on it.
     let port_hold = reserve_port(config.listen)?;
-    config.listen = port_hold.local_addr().ok().and_then(|a| a.as_socket()).ok_or_else(|| StartError::Listen { addr: config.listen, message: "no local address".into() })?;
+    config.listen = port_hold
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .ok_or_else(|| StartError::Listen { addr: config.listen, message: "no local address".into() })?;
 
     let mesh = MeshBuilder::<ShardMsg, Full>::full(shards, MESH_QUEUE);
     let gate = Arc::new(StartGate::new(shards));
@@ -121,7 +134,11 @@ pub fn serve(mut config: ServeConfig) -> Result<(), StartError> {
         let handle = std::thread::Builder::new()
             .name(name.clone())
             .spawn(move || {
-                let executor = LocalExecutorBuilder::new(Placement::Fixed(cpu)).name(&name).io_memory(io_memory).spin_before_park(config.spin_before_park).make();
+                let executor = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+                    .name(&name)
+                    .io_memory(io_memory)
+                    .spin_before_park(config.spin_before_park)
+                    .make();
                 let result = match executor {
                     Ok(ex) => ex.run(run_shard(id, cpu, config, stop, mesh, gate.clone())),
                     Err(e) => Err(StartError::Executor(format!("shard {id} on CPU {cpu}: {e}"))),
@@ -218,14 +235,26 @@ impl StartGate {
     }
 }
 
-async fn run_shard(id: usize, cpu: usize, config: ServeConfig, stop: Arc<AtomicBool>, mesh: MeshBuilder<ShardMsg, Full>, gate: Arc<StartGate>) -> Result<(), StartError> {
+async fn run_shard(
+    id: usize,
+    cpu: usize,
+    config: ServeConfig,
+    stop: Arc<AtomicBool>,
+    mesh: MeshBuilder<ShardMsg, Full>,
+    gate: Arc<StartGate>,
+) -> Result<(), StartError> {
     let started = Instant::now();
     let count = config.cpus.len();
     let listen = config.listen;
     let metrics_addr = config.metrics;
     let retention_every = config.retention_check;
     let registered = registration::succeeded_on_this_thread();
-    tracing::info!(shard = id, cpu, buffer_registration = if registered { "ok" } else { "failed (unregistered buffers are used)" }, "shard started");
+    tracing::info!(
+        shard = id,
+        cpu,
+        buffer_registration = if registered { "ok" } else { "failed (unregistered buffers are used)" },
+        "shard started"
+    );
     let opened = Shard::open(id, count, cpu, config).await.map_err(|e| StartError::Open(e.to_string()));
     let shard = match opened {
         Ok(s) => s,
@@ -237,19 +266,23 @@ async fn run_shard(id: usize, cpu: usize, config: ServeConfig, stop: Arc<AtomicB
     if !gate.arrive(Stage::Opened).await {
         return Ok(());
     }
-    let (senders, receivers) = mesh.join().await.map_err(|_| StartError::Executor("joining the shard mesh failed".into()))?;
+    let (senders, receivers) =
+        mesh.join().await.map_err(|_| StartError::Executor("joining the shard mesh failed".into()))?;
     gate.peer_of[id].store(senders.peer_id(), Ordering::SeqCst);
     if !gate.arrive(Stage::Joined).await {
         return Ok(());
     }
     let peer_of = gate.peer_of.iter().map(|p| p.load(Ordering::SeqCst)).collect();
     shard.attach_mesh(senders, receivers, peer_of);
-    let listener = glommio::net::TcpListener::bind(listen).map_err(|e| StartError::Listen { addr: listen, message: e.to_string() })?;
+    let listener = glommio::net::TcpListener::bind(listen)
+        .map_err(|e| StartError::Listen { addr: listen, message: e.to_string() })?;
     let bound = listener.local_addr().map_err(|e| StartError::Listen { addr: listen, message: e.to_string() })?;
-    *shard.advertised.borrow_mut() = shard.config.advertise.clone().unwrap_or_else(|| (bound.ip().to_string(), bound.port()));
+    *shard.advertised.borrow_mut() =
+        shard.config.advertise.clone().unwrap_or_else(|| (bound.ip().to_string(), bound.port()));
     if id == CATALOG_SHARD {
         if let Some(addr) = metrics_addr {
-            let bound_metrics = crate::net::metrics_http::start(shard.clone(), addr, started).map_err(|e| StartError::Listen { addr, message: e.to_string() })?;
+            let bound_metrics = crate::net::metrics_http::start(shard.clone(), addr, started)
+                .map_err(|e| StartError::Listen { addr, message: e.to_string() })?;
             tracing::info!(metrics = %bound_metrics, "metrics endpoint listening");
         }
     }

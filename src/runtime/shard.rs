@@ -145,7 +145,11 @@ impl Shard {
     /// Loads the catalog and opens (recovers) every partition this shard owns.
     pub async fn open(id: usize, count: usize, cpu: usize, config: ServeConfig) -> Result<Rc<Shard>, TopicOpError> {
         let catalog = Catalog::load(&config.data_dir)?;
-        let producer_id_store = if id == CATALOG_SHARD { Some(ProducerIdStore::load(&config.data_dir).map_err(catalog::CatalogError::from)?) } else { None };
+        let producer_id_store = if id == CATALOG_SHARD {
+            Some(ProducerIdStore::load(&config.data_dir).map_err(catalog::CatalogError::from)?)
+        } else {
+            None
+        };
         let advertised = (config.listen.ip().to_string(), config.listen.port());
         let groups = Rc::new(crate::groups::Coordinator::new(id, count, config.group_initial_rebalance_delay));
         let shard = Rc::new(Shard {
@@ -184,7 +188,11 @@ impl Shard {
         for (name, meta) in topics {
             shard.open_partitions(&name, &meta).await?;
         }
-        shard.groups.load(&shard.config.data_dir, &shard.config.log).await.map_err(crate::groups::CoordinatorError::into_storage)?;
+        shard
+            .groups
+            .load(&shard.config.data_dir, &shard.config.log)
+            .await
+            .map_err(crate::groups::CoordinatorError::into_storage)?;
         Ok(shard)
     }
 
@@ -202,7 +210,12 @@ impl Shard {
 
     /// Connects this shard to the others and starts serving their requests.
     /// `peer_of[shard]` is that shard's index in the mesh.
-    pub fn attach_mesh(self: &Rc<Self>, senders: Senders<ShardMsg>, receivers: Receivers<ShardMsg>, peer_of: Vec<usize>) {
+    pub fn attach_mesh(
+        self: &Rc<Self>,
+        senders: Senders<ShardMsg>,
+        receivers: Receivers<ShardMsg>,
+        peer_of: Vec<usize>,
+    ) {
         assert_eq!(peer_of.len(), self.count);
         assert_eq!(peer_of[self.id], senders.peer_id(), "this shard's own mesh index");
         let receivers = Rc::new(receivers);
@@ -225,7 +238,11 @@ impl Shard {
 
     /// Sends a request to shard `to` and waits for its reply (which comes
     /// back over the mesh; the oneshot here never leaves this thread).
-    pub(crate) async fn ask<R: TryFrom<ReplyPayload>>(&self, to: usize, make: impl FnOnce(ReplyTo<R>) -> ShardMsg) -> Option<R> {
+    pub(crate) async fn ask<R: TryFrom<ReplyPayload>>(
+        &self,
+        to: usize,
+        make: impl FnOnce(ReplyTo<R>) -> ShardMsg,
+    ) -> Option<R> {
         debug_assert_ne!(to, self.id);
         let peers = self.peers.get()?;
         let peer = *self.peer_of.get()?.get(to)?;
@@ -249,7 +266,10 @@ impl Shard {
 
     /// Sends an answer back to the shard that asked.
     async fn answer<T: Into<ReplyPayload>>(&self, to: ReplyTo<T>, value: T) {
-        let (Some(peers), Some(peer)) = (self.peers.get(), self.peer_of.get().and_then(|p| p.get(to.from).copied())) else { return };
+        let (Some(peers), Some(peer)) = (self.peers.get(), self.peer_of.get().and_then(|p| p.get(to.from).copied()))
+        else {
+            return;
+        };
         let msg = ShardMsg::Reply { id: to.id, payload: value.into() };
         if peers.send_to(peer, msg).await.is_err() {
             tracing::debug!(shard = to.from, "reply not delivered: the shard is stopping");
@@ -341,24 +361,40 @@ impl Shard {
         self.logs.borrow().values().cloned().collect()
     }
 
-    pub async fn append(&self, topic: &str, partition: i32, records: BytesMut, wait: AckWait) -> Result<AppendOutcome, StorageError> {
+    pub async fn append(
+        &self,
+        topic: &str,
+        partition: i32,
+        records: BytesMut,
+        wait: AckWait,
+    ) -> Result<AppendOutcome, StorageError> {
         let owner = self.owner(topic, partition);
         if owner == self.id {
             let log = self.log(topic, partition).ok_or(StorageError::Closed)?;
             return log.append(records, wait).await;
         }
         let topic = topic.to_string();
-        self.ask(owner, |reply| ShardMsg::Append { topic, partition, records, wait, reply }).await.unwrap_or(Err(StorageError::Closed))
+        self.ask(owner, |reply| ShardMsg::Append { topic, partition, records, wait, reply })
+            .await
+            .unwrap_or(Err(StorageError::Closed))
     }
 
-    pub async fn read(&self, topic: &str, partition: i32, offset: i64, max_bytes: usize) -> Result<ReadResult, StorageError> {
+    pub async fn read(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<ReadResult, StorageError> {
         let owner = self.owner(topic, partition);
         if owner == self.id {
             let log = self.log(topic, partition).ok_or(StorageError::Closed)?;
             return log.read(offset, max_bytes);
         }
         let topic = topic.to_string();
-        self.ask(owner, |reply| ShardMsg::Read { topic, partition, offset, max_bytes, reply }).await.unwrap_or(Err(StorageError::Closed))
+        self.ask(owner, |reply| ShardMsg::Read { topic, partition, offset, max_bytes, reply })
+            .await
+            .unwrap_or(Err(StorageError::Closed))
     }
 
     pub async fn offsets(&self, topic: &str, partition: i32) -> Option<Offsets> {
@@ -396,7 +432,13 @@ impl Shard {
     /// Creates a topic. On the catalog shard: the catalog is made durable
     /// first, then every shard opens its partitions and shows the topic, then
     /// the call returns. Elsewhere: asks the catalog shard.
-    pub async fn create_topic(&self, name: &str, partitions: i32, configs: BTreeMap<String, String>, validate_only: bool) -> Result<TopicMeta, TopicOpError> {
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<TopicMeta, TopicOpError> {
         catalog::validate_topic_name(name)?;
         if !(1..=catalog::MAX_PARTITIONS).contains(&partitions) {
             return Err(TopicError::InvalidPartitions(partitions).into());
@@ -426,7 +468,9 @@ impl Shard {
         self.apply_created(name, &meta).await?;
         for peer in (0..self.count).filter(|&p| p != self.id) {
             let (n, m) = (name.to_string(), meta.clone());
-            self.ask(peer, |reply| ShardMsg::TopicCreated { name: n, meta: m, reply }).await.unwrap_or(Err(TopicOpError::ShardGone(peer)))?;
+            self.ask(peer, |reply| ShardMsg::TopicCreated { name: n, meta: m, reply })
+                .await
+                .unwrap_or(Err(TopicOpError::ShardGone(peer)))?;
         }
         tracing::info!(topic = name, partitions, "created topic");
         Ok(meta)
@@ -481,7 +525,10 @@ impl Shard {
     pub async fn delete_topic(&self, name: &str) -> Result<(), TopicOpError> {
         if self.id != CATALOG_SHARD {
             let name = name.to_string();
-            return self.ask(CATALOG_SHARD, |reply| ShardMsg::DeleteTopic { name, reply }).await.unwrap_or(Err(TopicOpError::ShardGone(CATALOG_SHARD)));
+            return self
+                .ask(CATALOG_SHARD, |reply| ShardMsg::DeleteTopic { name, reply })
+                .await
+                .unwrap_or(Err(TopicOpError::ShardGone(CATALOG_SHARD)));
         }
         let _permit = self.catalog_change.acquire_permit(1).await.map_err(|_| StorageError::Closed)?;
         let mut next = self.catalog.borrow().clone();
@@ -510,26 +557,44 @@ impl Shard {
             return log.delete_records(offset).await;
         }
         let topic = topic.to_string();
-        self.ask(owner, |reply| ShardMsg::DeleteRecords { topic, partition, offset, reply }).await.unwrap_or(Err(StorageError::Closed))
+        self.ask(owner, |reply| ShardMsg::DeleteRecords { topic, partition, offset, reply })
+            .await
+            .unwrap_or(Err(StorageError::Closed))
     }
 
     /// ListOffsets by timestamp: (offset, timestamp) of the first record at
     /// or after `timestamp_ms`, or with -3 of the largest timestamp.
-    pub async fn offset_for_timestamp(&self, topic: &str, partition: i32, timestamp_ms: i64) -> Result<Option<(i64, i64)>, StorageError> {
+    pub async fn offset_for_timestamp(
+        &self,
+        topic: &str,
+        partition: i32,
+        timestamp_ms: i64,
+    ) -> Result<Option<(i64, i64)>, StorageError> {
         let owner = self.owner(topic, partition);
         if owner == self.id {
             let log = self.log(topic, partition).ok_or(StorageError::Closed)?;
-            return Ok(if timestamp_ms == MAX_TIMESTAMP { log.offset_of_max_timestamp() } else { log.offset_for_timestamp(timestamp_ms) });
+            return Ok(if timestamp_ms == MAX_TIMESTAMP {
+                log.offset_of_max_timestamp()
+            } else {
+                log.offset_for_timestamp(timestamp_ms)
+            });
         }
         let topic = topic.to_string();
-        self.ask(owner, |reply| ShardMsg::OffsetForTime { topic, partition, timestamp_ms, reply }).await.unwrap_or(Err(StorageError::Closed))
+        self.ask(owner, |reply| ShardMsg::OffsetForTime { topic, partition, timestamp_ms, reply })
+            .await
+            .unwrap_or(Err(StorageError::Closed))
     }
 
     /// Changes a topic's configs or partition count. On the catalog shard:
     /// the catalog is made durable first, then every shard takes the new
     /// entry (opening new partitions, applying configs to running logs), then
     /// the call returns. Elsewhere: asks the catalog shard.
-    pub async fn update_topic(&self, name: &str, update: TopicUpdate, validate_only: bool) -> Result<TopicMeta, TopicOpError> {
+    pub async fn update_topic(
+        &self,
+        name: &str,
+        update: TopicUpdate,
+        validate_only: bool,
+    ) -> Result<TopicMeta, TopicOpError> {
         if self.id != CATALOG_SHARD {
             let name = name.to_string();
             return self
@@ -549,7 +614,9 @@ impl Shard {
         self.apply_changed(name, &next_meta).await?;
         for peer in (0..self.count).filter(|&p| p != self.id) {
             let (n, m) = (name.to_string(), next_meta.clone());
-            self.ask(peer, |reply| ShardMsg::TopicChanged { name: n, meta: m, reply }).await.unwrap_or(Err(TopicOpError::ShardGone(peer)))?;
+            self.ask(peer, |reply| ShardMsg::TopicChanged { name: n, meta: m, reply })
+                .await
+                .unwrap_or(Err(TopicOpError::ShardGone(peer)))?;
         }
         tracing::info!(topic = name, partitions = next_meta.partitions, configs = ?next_meta.configs, "changed topic");
         Ok(next_meta)
@@ -579,7 +646,9 @@ impl Shard {
         let block = if self.id == CATALOG_SHARD {
             self.reserve_producer_ids().await?
         } else {
-            self.ask(CATALOG_SHARD, |reply| ShardMsg::AllocateProducerIds { reply }).await.unwrap_or(Err(ProducerIdError::ShardGone))?
+            self.ask(CATALOG_SHARD, |reply| ShardMsg::AllocateProducerIds { reply })
+                .await
+                .unwrap_or(Err(ProducerIdError::ShardGone))?
         };
         self.producer_ids.install(block);
         self.producer_ids.take().ok_or(ProducerIdError::Exhausted)
@@ -611,7 +680,17 @@ impl Shard {
             .iter()
             .map(|l| {
                 let (commit_latency_us, commit_write_bytes) = l.commit_histograms();
-                PartitionGauges { topic: l.topic.clone(), partition: l.partition, offsets: l.offsets(), commits: l.commit_count(), committed_bytes: l.committed_bytes(), segments_recycled: l.segments_recycled(), commit_writes_overlapped: l.commit_writes_overlapped(), commit_latency_us, commit_write_bytes }
+                PartitionGauges {
+                    topic: l.topic.clone(),
+                    partition: l.partition,
+                    offsets: l.offsets(),
+                    commits: l.commit_count(),
+                    committed_bytes: l.committed_bytes(),
+                    segments_recycled: l.segments_recycled(),
+                    commit_writes_overlapped: l.commit_writes_overlapped(),
+                    commit_latency_us,
+                    commit_write_bytes,
+                }
             })
             .collect();
         partitions.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));

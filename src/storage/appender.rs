@@ -106,7 +106,12 @@ struct CommitFlight {
 /// A write ready to start: file, buffer, position, and what it completes.
 type IssuedWrite = (Rc<DmaFile>, DmaBuffer, u64, CommitFlight);
 
-async fn write_flight(file: Rc<DmaFile>, buf: DmaBuffer, position: u64, flight: CommitFlight) -> (glommio::Result<usize, ()>, CommitFlight) {
+async fn write_flight(
+    file: Rc<DmaFile>,
+    buf: DmaBuffer,
+    position: u64,
+    flight: CommitFlight,
+) -> (glommio::Result<usize, ()>, CommitFlight) {
     let result = file.write_at(buf, position).await;
     (result, flight)
 }
@@ -163,7 +168,9 @@ impl PartitionLog {
                 // Nothing in flight: every issued batch is acknowledged.
                 cursor.reset_to(&self.state.borrow().active);
                 match self.issue(&mut cursor) {
-                    Ok(Some((file, buf, position, flight))) => flights.push_back(write_flight(file, buf, position, flight)),
+                    Ok(Some((file, buf, position, flight))) => {
+                        flights.push_back(write_flight(file, buf, position, flight))
+                    }
                     Ok(None) => continue,
                     Err(error) => {
                         self.fail_pending(error);
@@ -188,18 +195,16 @@ impl PartitionLog {
                 }
             }
             let Some((result, flight)) = flights.next().await else { continue };
-            let outcome = result
-                .map_err(gerr(format!("write {}", flight.path.display())))
-                .and_then(|written| {
-                    if written == flight.total {
-                        Ok(())
-                    } else {
-                        Err(StorageError::io(
-                            format!("write {}", flight.path.display()),
-                            std::io::Error::other(format!("short write: {written} of {} bytes", flight.total)),
-                        ))
-                    }
-                });
+            let outcome = result.map_err(gerr(format!("write {}", flight.path.display()))).and_then(|written| {
+                if written == flight.total {
+                    Ok(())
+                } else {
+                    Err(StorageError::io(
+                        format!("write {}", flight.path.display()),
+                        std::io::Error::other(format!("short write: {written} of {} bytes", flight.total)),
+                    ))
+                }
+            });
             let error = match (outcome, cursor.failed.take()) {
                 (Ok(()), None) => {
                     self.complete(&flight, &mut cursor);
@@ -271,7 +276,10 @@ impl PartitionLog {
             tracing::error!(topic = %self.topic, partition = self.partition, written = cursor.end, run_bytes, capacity = active.capacity_bytes, "queued batches overrun the active segment");
             return Err(StorageError::io(
                 format!("commit to {}", active.path.display()),
-                std::io::Error::other(format!("{run_bytes} bytes queued at {} do not fit the segment's {} bytes", cursor.end, active.capacity_bytes)),
+                std::io::Error::other(format!(
+                    "{run_bytes} bytes queued at {} do not fit the segment's {} bytes",
+                    cursor.end, active.capacity_bytes
+                )),
             ));
         }
         let page = PAGE_BYTES as u64;
@@ -319,7 +327,9 @@ impl PartitionLog {
         // The page holding the acknowledged end once this write completes, as
         // the next write after a failure would rewrite it: always within this
         // write (cursor.end <= acked_end <= durable_end <= write_end).
-        assert!(page_start <= cursor.end && cursor.end <= acked_end && acked_end <= durable_end && durable_end <= write_end);
+        assert!(
+            page_start <= cursor.end && cursor.end <= acked_end && acked_end <= durable_end && durable_end <= write_end
+        );
         let acked_page_start = acked_end / page * page;
         let mut tail_page = Box::new([0u8; PAGE_BYTES]);
         let from = (acked_page_start - page_start) as usize;
@@ -368,7 +378,13 @@ impl PartitionLog {
                 position += data.len() as u64;
                 s.high_watermark = last_offset + 1;
                 s.tail_bytes += data.len();
-                s.tail.push_back(CachedBatch { base_offset, last_offset, segment_base, position: batch_position, data });
+                s.tail.push_back(CachedBatch {
+                    base_offset,
+                    last_offset,
+                    segment_base,
+                    position: batch_position,
+                    data,
+                });
                 if let Some(w) = waiter {
                     done.push(w);
                 }
@@ -492,7 +508,14 @@ impl PartitionLog {
         let (old_file, old_path, written, old_base, index_bytes, time_index_bytes) = {
             let s = self.state.borrow();
             let a = &s.active;
-            (a.file.clone(), a.path.clone(), a.written_bytes, a.base_offset, a.index.encode(a.max_timestamp_ms), a.time_index.encode())
+            (
+                a.file.clone(),
+                a.path.clone(),
+                a.written_bytes,
+                a.base_offset,
+                a.index.encode(a.max_timestamp_ms),
+                a.time_index.encode(),
+            )
         };
         if written == 0 && old_base == base_offset {
             return self.replace_empty_active(base_offset).await;
@@ -500,11 +523,13 @@ impl PartitionLog {
         old_file.truncate(written).await.map_err(gerr(format!("truncate {}", old_path.display())))?;
         old_file.fdatasync().await.map_err(gerr(format!("fdatasync {}", old_path.display())))?;
         let index_path = self.dir.join(segment::index_file_name(old_base));
-        segment::blocking(move || std::fs::write(&index_path, index_bytes)).await
+        segment::blocking(move || std::fs::write(&index_path, index_bytes))
+            .await
             .map_err(|e| StorageError::io("write segment index", e))?;
         // Not fsynced, like the offset index: a damaged one is rebuilt at open.
         let time_index_path = self.dir.join(segment::time_index_file_name(old_base));
-        segment::blocking(move || std::fs::write(&time_index_path, time_index_bytes)).await
+        segment::blocking(move || std::fs::write(&time_index_path, time_index_bytes))
+            .await
             .map_err(|e| StorageError::io("write segment time index", e))?;
         // 3a. A prepared file allocated before segment.bytes grew may be too
         // small for the batches queued for the new segment: make a bigger one.

@@ -53,24 +53,15 @@ pub enum BatchError {
     #[error("CRC-32C mismatch: stored {stored:#010x}, computed {computed:#010x}")]
     CrcMismatch { stored: u32, computed: u32 },
     #[error("records count {records_count} does not match last offset delta {last_offset_delta}")]
-    BadRecordCount {
-        records_count: i32,
-        last_offset_delta: i32,
-    },
+    BadRecordCount { records_count: i32, last_offset_delta: i32 },
     #[error("batch of {total_bytes} bytes exceeds {max_bytes}")]
-    TooLarge {
-        total_bytes: usize,
-        max_bytes: usize,
-    },
+    TooLarge { total_bytes: usize, max_bytes: usize },
     /// `scan`: a batch does not start where the previous one ended.
     #[error("batch base offset {found}, expected {expected}")]
     OffsetGap { expected: i64, found: i64 },
     /// `scan`: the offset after the batch does not fit in an i64.
     #[error("base offset {base_offset} + last offset delta {last_offset_delta} overflows")]
-    OffsetOverflow {
-        base_offset: i64,
-        last_offset_delta: i32,
-    },
+    OffsetOverflow { base_offset: i64, last_offset_delta: i32 },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,10 +100,7 @@ impl BatchHeader {
             }
         }
         let Some(h) = buf.first_chunk::<BATCH_HEADER_BYTES>() else {
-            return Err(BatchError::Truncated {
-                needed: BATCH_HEADER_BYTES,
-                available: buf.len(),
-            });
+            return Err(BatchError::Truncated { needed: BATCH_HEADER_BYTES, available: buf.len() });
         };
         Ok(BatchHeader {
             base_offset: i64::from_be_bytes(at(h, 0)),
@@ -140,8 +128,7 @@ impl BatchHeader {
 
     /// Wraps on overflow; `scan` rejects batches whose offsets overflow.
     pub fn last_offset(&self) -> i64 {
-        self.base_offset
-            .wrapping_add(i64::from(self.last_offset_delta))
+        self.base_offset.wrapping_add(i64::from(self.last_offset_delta))
     }
 
     /// 0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd; 5-7 are not defined by Kafka.
@@ -180,23 +167,14 @@ pub fn validate(buf: &[u8], max_bytes: usize) -> Result<BatchHeader, BatchError>
     let header = BatchHeader::parse(buf)?;
     let total_bytes = header.total_bytes();
     if total_bytes > max_bytes {
-        return Err(BatchError::TooLarge {
-            total_bytes,
-            max_bytes,
-        });
+        return Err(BatchError::TooLarge { total_bytes, max_bytes });
     }
     let Some(batch) = buf.get(..total_bytes) else {
-        return Err(BatchError::Truncated {
-            needed: total_bytes,
-            available: buf.len(),
-        });
+        return Err(BatchError::Truncated { needed: total_bytes, available: buf.len() });
     };
     let computed = crc32c::crc32c(&batch[CRC_START..]);
     if computed != header.crc {
-        return Err(BatchError::CrcMismatch {
-            stored: header.crc,
-            computed,
-        });
+        return Err(BatchError::CrcMismatch { stored: header.crc, computed });
     }
     if header.records_count < 1 || header.last_offset_delta != header.records_count - 1 {
         return Err(BatchError::BadRecordCount {
@@ -209,10 +187,7 @@ pub fn validate(buf: &[u8], max_bytes: usize) -> Result<BatchHeader, BatchError>
 
 /// Validates a produce request's `records`: one or more batches back to back
 /// that must use up every byte. `max_batch_bytes` applies to each batch.
-pub fn validate_all(
-    buf: &[u8],
-    max_batch_bytes: usize,
-) -> Result<Vec<(Range<usize>, BatchHeader)>, BatchError> {
+pub fn validate_all(buf: &[u8], max_batch_bytes: usize) -> Result<Vec<(Range<usize>, BatchHeader)>, BatchError> {
     if buf.is_empty() {
         return Err(BatchError::Empty);
     }
@@ -223,10 +198,7 @@ pub fn validate_all(
         let header = match validate(rest, max_batch_bytes) {
             Ok(header) => header,
             Err(BatchError::Truncated { .. }) if position > 0 => {
-                return Err(BatchError::TrailingBytes {
-                    position,
-                    bytes: rest.len(),
-                });
+                return Err(BatchError::TrailingBytes { position, bytes: rest.len() });
             }
             Err(error) => return Err(error),
         };
@@ -293,10 +265,7 @@ pub fn scan(
             let error = BatchError::OffsetGap { expected, found };
             break ScanStop::Invalid { position, error };
         }
-        let Some(next) = header
-            .base_offset
-            .checked_add(i64::from(header.last_offset_delta) + 1)
-        else {
+        let Some(next) = header.base_offset.checked_add(i64::from(header.last_offset_delta) + 1) else {
             let error = BatchError::OffsetOverflow {
                 base_offset: header.base_offset,
                 last_offset_delta: header.last_offset_delta,
@@ -311,12 +280,7 @@ pub fn scan(
             expected = Some(next);
         }
     };
-    ScanOutcome {
-        valid_bytes: position,
-        batches,
-        next_offset,
-        stop,
-    }
+    ScanOutcome { valid_bytes: position, batches, next_offset, stop }
 }
 
 #[cfg(test)]
@@ -391,15 +355,7 @@ mod tests {
 
     /// Batches with consecutive offsets, `records` records each.
     fn log(count: usize, first_offset: i64, records: i32, record_bytes: usize) -> Vec<u8> {
-        (0..count)
-            .flat_map(|i| {
-                batch(
-                    first_offset + i as i64 * i64::from(records),
-                    records,
-                    record_bytes,
-                )
-            })
-            .collect()
+        (0..count).flat_map(|i| batch(first_offset + i as i64 * i64::from(records), records, record_bytes)).collect()
     }
 
     fn scan_all(buf: &[u8], expected: Option<i64>) -> (ScanOutcome, Vec<(usize, i64)>) {
@@ -450,13 +406,7 @@ mod tests {
     #[test]
     fn parse_needs_the_full_61_byte_header() {
         let b = batch(0, 1, 0);
-        assert_eq!(
-            BatchHeader::parse(&b[..60]),
-            Err(BatchError::Truncated {
-                needed: 61,
-                available: 60
-            })
-        );
+        assert_eq!(BatchHeader::parse(&b[..60]), Err(BatchError::Truncated { needed: 61, available: 60 }));
         assert!(BatchHeader::parse(&b[..61]).is_ok());
     }
 
@@ -472,10 +422,7 @@ mod tests {
     fn parse_rejects_magic_other_than_2() {
         let mut b = batch(0, 1, 0);
         b[MAGIC_AT] = 1;
-        assert_eq!(
-            BatchHeader::parse(&b),
-            Err(BatchError::UnsupportedMagic { magic: 1 })
-        );
+        assert_eq!(BatchHeader::parse(&b), Err(BatchError::UnsupportedMagic { magic: 1 }));
     }
 
     #[test]
@@ -483,30 +430,21 @@ mod tests {
         let mut b = batch(0, 1, 0);
         b[8..12].copy_from_slice(&20i32.to_be_bytes());
         b[MAGIC_AT] = 0;
-        assert_eq!(
-            BatchHeader::parse(&b),
-            Err(BatchError::UnsupportedMagic { magic: 0 })
-        );
+        assert_eq!(BatchHeader::parse(&b), Err(BatchError::UnsupportedMagic { magic: 0 }));
     }
 
     #[test]
     fn parse_rejects_batch_length_below_49() {
         let mut b = batch(0, 1, 0);
         b[8..12].copy_from_slice(&48i32.to_be_bytes());
-        assert_eq!(
-            BatchHeader::parse(&b),
-            Err(BatchError::LengthTooSmall { batch_length: 48 })
-        );
+        assert_eq!(BatchHeader::parse(&b), Err(BatchError::LengthTooSmall { batch_length: 48 }));
     }
 
     #[test]
     fn negative_length_is_reported_even_when_header_is_cut() {
         let mut b = batch(0, 1, 0);
         b[8..12].copy_from_slice(&(-1i32).to_be_bytes());
-        assert_eq!(
-            BatchHeader::parse(&b[..20]),
-            Err(BatchError::LengthTooSmall { batch_length: -1 })
-        );
+        assert_eq!(BatchHeader::parse(&b[..20]), Err(BatchError::LengthTooSmall { batch_length: -1 }));
     }
 
     #[test]
@@ -525,33 +463,16 @@ mod tests {
     #[test]
     fn compression_is_the_low_three_attribute_bits() {
         for codec in 0..8i16 {
-            let spec = Spec {
-                attributes: codec | 0b11_1000,
-                ..Spec::new(0, 1, 0)
-            };
-            assert_eq!(
-                BatchHeader::parse(&spec.build()).unwrap().compression(),
-                codec as u8
-            );
+            let spec = Spec { attributes: codec | 0b11_1000, ..Spec::new(0, 1, 0) };
+            assert_eq!(BatchHeader::parse(&spec.build()).unwrap().compression(), codec as u8);
         }
     }
 
     #[test]
     fn attribute_bits_3_4_5_are_timestamp_type_transactional_control() {
         let flags = |attributes: i16| {
-            let h = BatchHeader::parse(
-                &Spec {
-                    attributes,
-                    ..Spec::new(0, 1, 0)
-                }
-                .build(),
-            )
-            .unwrap();
-            (
-                h.timestamp_type_log_append(),
-                h.is_transactional(),
-                h.is_control(),
-            )
+            let h = BatchHeader::parse(&Spec { attributes, ..Spec::new(0, 1, 0) }.build()).unwrap();
+            (h.timestamp_type_log_append(), h.is_transactional(), h.is_control())
         };
         assert_eq!(flags(0b000_111), (false, false, false));
         assert_eq!(flags(0b001_000), (true, false, false));
@@ -565,19 +486,13 @@ mod tests {
     fn well_formed_batch_is_valid() {
         let b = batch(42, 10, 500);
         let h = validate(&b, usize::MAX).unwrap();
-        assert_eq!(
-            (h.base_offset, h.records_count, h.total_bytes()),
-            (42, 10, b.len())
-        );
+        assert_eq!((h.base_offset, h.records_count, h.total_bytes()), (42, 10, b.len()));
     }
 
     #[test]
     fn batch_with_no_record_bytes_is_valid() {
         let b = batch(0, 1, 0);
-        assert_eq!(
-            validate(&b, usize::MAX).unwrap().batch_length,
-            MIN_BATCH_LENGTH
-        );
+        assert_eq!(validate(&b, usize::MAX).unwrap().batch_length, MIN_BATCH_LENGTH);
     }
 
     #[test]
@@ -591,13 +506,7 @@ mod tests {
     #[test]
     fn batch_longer_than_buffer_is_truncated() {
         let b = batch(0, 1, 100);
-        assert_eq!(
-            validate(&b[..150], usize::MAX),
-            Err(BatchError::Truncated {
-                needed: 161,
-                available: 150
-            })
-        );
+        assert_eq!(validate(&b[..150], usize::MAX), Err(BatchError::Truncated { needed: 161, available: 150 }));
     }
 
     #[test]
@@ -606,13 +515,7 @@ mod tests {
         let good = crc32c::crc32c(&b[21..]);
         b[100] ^= 1;
         let computed = crc32c::crc32c(&b[21..]);
-        assert_eq!(
-            validate(&b, usize::MAX),
-            Err(BatchError::CrcMismatch {
-                stored: good,
-                computed
-            })
-        );
+        assert_eq!(validate(&b, usize::MAX), Err(BatchError::CrcMismatch { stored: good, computed }));
     }
 
     #[test]
@@ -621,71 +524,39 @@ mod tests {
         for at in [CRC_START, b.len() - 1] {
             let mut damaged = b.clone();
             damaged[at] ^= 0x80;
-            assert!(
-                matches!(
-                    validate(&damaged, usize::MAX),
-                    Err(BatchError::CrcMismatch { .. })
-                ),
-                "byte {at}"
-            );
+            assert!(matches!(validate(&damaged, usize::MAX), Err(BatchError::CrcMismatch { .. })), "byte {at}");
         }
     }
 
     #[test]
     fn batch_without_records_is_rejected() {
-        let b = Spec {
-            last_offset_delta: -1,
-            ..Spec::new(0, 0, 0)
-        }
-        .build();
+        let b = Spec { last_offset_delta: -1, ..Spec::new(0, 0, 0) }.build();
         assert_eq!(
             validate(&b, usize::MAX),
-            Err(BatchError::BadRecordCount {
-                records_count: 0,
-                last_offset_delta: -1
-            })
+            Err(BatchError::BadRecordCount { records_count: 0, last_offset_delta: -1 })
         );
     }
 
     #[test]
     fn last_offset_delta_must_be_records_count_minus_one() {
-        let b = Spec {
-            last_offset_delta: 5,
-            ..Spec::new(0, 5, 0)
-        }
-        .build();
+        let b = Spec { last_offset_delta: 5, ..Spec::new(0, 5, 0) }.build();
         assert_eq!(
             validate(&b, usize::MAX),
-            Err(BatchError::BadRecordCount {
-                records_count: 5,
-                last_offset_delta: 5
-            })
+            Err(BatchError::BadRecordCount { records_count: 5, last_offset_delta: 5 })
         );
     }
 
     #[test]
     fn batch_over_max_bytes_is_too_large() {
         let b = batch(0, 1, 100);
-        assert_eq!(
-            validate(&b, 160),
-            Err(BatchError::TooLarge {
-                total_bytes: 161,
-                max_bytes: 160
-            })
-        );
+        assert_eq!(validate(&b, 160), Err(BatchError::TooLarge { total_bytes: 161, max_bytes: 160 }));
         assert!(validate(&b, 161).is_ok());
     }
 
     #[test]
     fn size_limit_is_checked_before_the_batch_must_be_complete() {
         let b = batch(0, 1, 100);
-        assert_eq!(
-            validate(&b[..70], 100),
-            Err(BatchError::TooLarge {
-                total_bytes: 161,
-                max_bytes: 100
-            })
-        );
+        assert_eq!(validate(&b[..70], 100), Err(BatchError::TooLarge { total_bytes: 161, max_bytes: 100 }));
     }
 
     // --- validate_all ---
@@ -695,10 +566,7 @@ mod tests {
         let mut buf = batch(0, 2, 10);
         buf.extend(batch(0, 3, 20));
         let all = validate_all(&buf, usize::MAX).unwrap();
-        let summary: Vec<_> = all
-            .iter()
-            .map(|(r, h)| (r.clone(), h.records_count))
-            .collect();
+        let summary: Vec<_> = all.iter().map(|(r, h)| (r.clone(), h.records_count)).collect();
         assert_eq!(summary, vec![(0..71, 2), (71..152, 3)]);
     }
 
@@ -711,45 +579,27 @@ mod tests {
     fn validate_all_rejects_an_incomplete_batch_after_the_last_one() {
         let mut buf = batch(0, 1, 10);
         buf.extend(&batch(1, 1, 10)[..30]);
-        assert_eq!(
-            validate_all(&buf, usize::MAX),
-            Err(BatchError::TrailingBytes {
-                position: 71,
-                bytes: 30
-            })
-        );
+        assert_eq!(validate_all(&buf, usize::MAX), Err(BatchError::TrailingBytes { position: 71, bytes: 30 }));
     }
 
     #[test]
     fn validate_all_reports_a_lone_incomplete_batch_as_truncated() {
         let b = batch(0, 1, 10);
-        assert_eq!(
-            validate_all(&b[..70], usize::MAX),
-            Err(BatchError::Truncated {
-                needed: 71,
-                available: 70
-            })
-        );
+        assert_eq!(validate_all(&b[..70], usize::MAX), Err(BatchError::Truncated { needed: 71, available: 70 }));
     }
 
     #[test]
     fn validate_all_fails_if_any_batch_is_invalid() {
         let mut buf = log(3, 0, 1, 10);
         buf[71 + 65] ^= 1;
-        assert!(matches!(
-            validate_all(&buf, usize::MAX),
-            Err(BatchError::CrcMismatch { .. })
-        ));
+        assert!(matches!(validate_all(&buf, usize::MAX), Err(BatchError::CrcMismatch { .. })));
     }
 
     #[test]
     fn validate_all_applies_the_size_limit_per_batch() {
         let buf = log(4, 0, 1, 39); // 100-byte batches
         assert_eq!(validate_all(&buf, 100).unwrap().len(), 4);
-        assert!(matches!(
-            validate_all(&buf, 99),
-            Err(BatchError::TooLarge { .. })
-        ));
+        assert!(matches!(validate_all(&buf, 99), Err(BatchError::TooLarge { .. })));
     }
 
     // --- patch_base_offset ---
@@ -759,10 +609,7 @@ mod tests {
         let mut b = batch(0, 3, 50);
         patch_base_offset(&mut b, 1_000_000, 7);
         let h = validate(&b, usize::MAX).unwrap();
-        assert_eq!(
-            (h.base_offset, h.partition_leader_epoch, h.last_offset()),
-            (1_000_000, 7, 1_000_002)
-        );
+        assert_eq!((h.base_offset, h.partition_leader_epoch, h.last_offset()), (1_000_000, 7, 1_000_002));
     }
 
     #[test]
@@ -781,15 +628,7 @@ mod tests {
     #[test]
     fn scan_of_empty_segment_is_a_clean_end_with_nothing() {
         let (outcome, seen) = scan_all(&[], Some(0));
-        assert_eq!(
-            outcome,
-            ScanOutcome {
-                valid_bytes: 0,
-                batches: 0,
-                next_offset: None,
-                stop: ScanStop::CleanEnd
-            }
-        );
+        assert_eq!(outcome, ScanOutcome { valid_bytes: 0, batches: 0, next_offset: None, stop: ScanStop::CleanEnd });
         assert!(seen.is_empty());
     }
 
@@ -800,12 +639,7 @@ mod tests {
         assert_eq!(seen, vec![(0, 10), (71, 12), (142, 14)]);
         assert_eq!(
             outcome,
-            ScanOutcome {
-                valid_bytes: 213,
-                batches: 3,
-                next_offset: Some(16),
-                stop: ScanStop::CleanEnd
-            }
+            ScanOutcome { valid_bytes: 213, batches: 3, next_offset: Some(16), stop: ScanStop::CleanEnd }
         );
     }
 
@@ -814,10 +648,7 @@ mod tests {
         let mut buf = log(2, 0, 1, 10);
         buf.resize(4096, 0);
         let (outcome, _) = scan_all(&buf, Some(0));
-        assert_eq!(
-            (outcome.valid_bytes, outcome.batches, outcome.stop),
-            (142, 2, ScanStop::CleanEnd)
-        );
+        assert_eq!((outcome.valid_bytes, outcome.batches, outcome.stop), (142, 2, ScanStop::CleanEnd));
     }
 
     #[test]
@@ -833,10 +664,7 @@ mod tests {
         let mut buf = log(1, 0, 1, 10);
         buf.extend([0xab; 11]);
         let (outcome, _) = scan_all(&buf, Some(0));
-        assert_eq!(
-            (outcome.valid_bytes, outcome.stop),
-            (71, ScanStop::CleanEnd)
-        );
+        assert_eq!((outcome.valid_bytes, outcome.stop), (71, ScanStop::CleanEnd));
     }
 
     #[test]
@@ -849,13 +677,7 @@ mod tests {
         assert_eq!(outcome.next_offset, Some(1));
         assert_eq!(
             outcome.stop,
-            ScanStop::Invalid {
-                position: 161,
-                error: BatchError::Truncated {
-                    needed: 161,
-                    available: 80
-                }
-            }
+            ScanStop::Invalid { position: 161, error: BatchError::Truncated { needed: 161, available: 80 } }
         );
     }
 
@@ -865,13 +687,7 @@ mod tests {
         buf[71 * 2 + 70] ^= 4;
         let (outcome, seen) = scan_all(&buf, Some(0));
         assert_eq!(seen.len(), 2);
-        assert!(matches!(
-            outcome.stop,
-            ScanStop::Invalid {
-                position: 142,
-                error: BatchError::CrcMismatch { .. }
-            }
-        ));
+        assert!(matches!(outcome.stop, ScanStop::Invalid { position: 142, error: BatchError::CrcMismatch { .. } }));
     }
 
     #[test]
@@ -880,10 +696,7 @@ mod tests {
         buf[71 + MAGIC_AT] = 1;
         assert_eq!(
             scan_all(&buf, Some(0)).0.stop,
-            ScanStop::Invalid {
-                position: 71,
-                error: BatchError::UnsupportedMagic { magic: 1 }
-            }
+            ScanStop::Invalid { position: 71, error: BatchError::UnsupportedMagic { magic: 1 } }
         );
     }
 
@@ -893,10 +706,7 @@ mod tests {
         buf[71 + 8..71 + 12].copy_from_slice(&(-5i32).to_be_bytes());
         assert_eq!(
             scan_all(&buf, Some(0)).0.stop,
-            ScanStop::Invalid {
-                position: 71,
-                error: BatchError::LengthTooSmall { batch_length: -5 }
-            }
+            ScanStop::Invalid { position: 71, error: BatchError::LengthTooSmall { batch_length: -5 } }
         );
     }
 
@@ -905,19 +715,10 @@ mod tests {
         let mut buf = log(2, 0, 2, 10);
         buf.extend(batch(5, 1, 10)); // 4 expected
         let (outcome, seen) = scan_all(&buf, Some(0));
-        assert_eq!(
-            (seen.len(), outcome.valid_bytes, outcome.next_offset),
-            (2, 142, Some(4))
-        );
+        assert_eq!((seen.len(), outcome.valid_bytes, outcome.next_offset), (2, 142, Some(4)));
         assert_eq!(
             outcome.stop,
-            ScanStop::Invalid {
-                position: 142,
-                error: BatchError::OffsetGap {
-                    expected: 4,
-                    found: 5
-                }
-            }
+            ScanStop::Invalid { position: 142, error: BatchError::OffsetGap { expected: 4, found: 5 } }
         );
     }
 
@@ -926,13 +727,7 @@ mod tests {
         let buf = log(1, 100, 1, 10);
         assert_eq!(
             scan_all(&buf, Some(99)).0.stop,
-            ScanStop::Invalid {
-                position: 0,
-                error: BatchError::OffsetGap {
-                    expected: 99,
-                    found: 100
-                }
-            }
+            ScanStop::Invalid { position: 0, error: BatchError::OffsetGap { expected: 99, found: 100 } }
         );
     }
 
@@ -941,10 +736,7 @@ mod tests {
         let mut buf = batch(50, 1, 10);
         buf.extend(batch(3, 2, 10));
         let (outcome, _) = scan_all(&buf, None);
-        assert_eq!(
-            (outcome.batches, outcome.next_offset, outcome.stop),
-            (2, Some(5), ScanStop::CleanEnd)
-        );
+        assert_eq!((outcome.batches, outcome.next_offset, outcome.stop), (2, Some(5), ScanStop::CleanEnd));
     }
 
     #[test]
@@ -954,10 +746,7 @@ mod tests {
             scan_all(&buf, None).0.stop,
             ScanStop::Invalid {
                 position: 0,
-                error: BatchError::OffsetOverflow {
-                    base_offset: i64::MAX - 1,
-                    last_offset_delta: 1
-                }
+                error: BatchError::OffsetOverflow { base_offset: i64::MAX - 1, last_offset_delta: 1 }
             }
         );
     }
@@ -1023,8 +812,7 @@ mod tests {
                 }
                 // Noise behind a plausible prefix: magic 2, small length.
                 _ => {
-                    let mut b: Vec<u8> =
-                        (0..61 + rng.below(300)).map(|_| rng.next() as u8).collect();
+                    let mut b: Vec<u8> = (0..61 + rng.below(300)).map(|_| rng.next() as u8).collect();
                     let len = rng.below(b.len()) as i32 - 20;
                     b[8..12].copy_from_slice(&len.to_be_bytes());
                     b[16] = 2;
@@ -1050,10 +838,7 @@ mod tests {
             for bit in 0..8 {
                 let mut damaged = b.clone();
                 damaged[byte] ^= 1 << bit;
-                assert!(
-                    validate(&damaged, usize::MAX).is_err(),
-                    "byte {byte} bit {bit}"
-                );
+                assert!(validate(&damaged, usize::MAX).is_err(), "byte {byte} bit {bit}");
             }
         }
     }

@@ -60,7 +60,12 @@ pub(crate) fn remove_segments(dir: &Path, bases: &[i64]) -> std::io::Result<()> 
 
 /// The log start offset at open (see the module doc); removes sealed
 /// segments wholly below it from `sealed` and from the disk.
-pub(crate) fn recover_log_start(dir: &Path, first_base: i64, log_end_offset: i64, sealed: &mut BTreeMap<i64, SealedSegment>) -> i64 {
+pub(crate) fn recover_log_start(
+    dir: &Path,
+    first_base: i64,
+    log_end_offset: i64,
+    sealed: &mut BTreeMap<i64, SealedSegment>,
+) -> i64 {
     let path = dir.join(LOG_START_FILE_NAME);
     let stored = match std::fs::read(&path) {
         Ok(bytes) => match decode(&bytes) {
@@ -131,7 +136,8 @@ impl PartitionLog {
                     s.tail_bytes -= b.data.len();
                 }
             }
-            let bases: Vec<i64> = s.sealed.iter().filter(|(_, seg)| seg.next_offset <= target).map(|(&base, _)| base).collect();
+            let bases: Vec<i64> =
+                s.sealed.iter().filter(|(_, seg)| seg.next_offset <= target).map(|(&base, _)| base).collect();
             bases.iter().filter_map(|base| s.sealed.remove(base)).collect()
         };
         tracing::info!(topic = %self.topic, partition = self.partition, log_start_offset = target, segments_deleted = doomed.len(), "records deleted");
@@ -157,12 +163,21 @@ mod tests {
     }
 
     async fn open(dir: &Path, segment_bytes: u64) -> Rc<PartitionLog> {
-        let config = LogConfig { segment_bytes, preallocation: Preallocation::Fallocate, tail_cache_bytes: 8 * 1024, ..LogConfig::default() };
+        let config = LogConfig {
+            segment_bytes,
+            preallocation: Preallocation::Fallocate,
+            tail_cache_bytes: 8 * 1024,
+            ..LogConfig::default()
+        };
         PartitionLog::open(dir.to_path_buf(), "t".into(), 0, config).await.expect("open log")
     }
 
     fn log_files(dir: &Path) -> Vec<i64> {
-        let mut v: Vec<i64> = std::fs::read_dir(dir).expect("list").flatten().filter_map(|e| segment::parse_log_file_name(&e.file_name().to_string_lossy())).collect();
+        let mut v: Vec<i64> = std::fs::read_dir(dir)
+            .expect("list")
+            .flatten()
+            .filter_map(|e| segment::parse_log_file_name(&e.file_name().to_string_lossy()))
+            .collect();
         v.sort_unstable();
         v
     }
@@ -198,7 +213,10 @@ mod tests {
             drop(log);
             let log = open(&path, 64 * 1024).await;
             assert_eq!((log.offsets().log_start_offset, log.high_watermark()), (hw, hw));
-            let next = log.append(synthetic_batch(1, 10, crate::storage::now_ms()), AckWait::Commit).await.expect("append after");
+            let next = log
+                .append(synthetic_batch(1, 10, crate::storage::now_ms()), AckWait::Commit)
+                .await
+                .expect("append after");
             assert_eq!(next.base_offset, hw);
             log.close().await;
         });
@@ -218,11 +236,18 @@ mod tests {
             // Concurrent appends, so that batches queue across the roll.
             let appends = (0..200).map(|_| {
                 let log = log.clone();
-                async move { log.append(synthetic_batch(1, 3000, crate::storage::now_ms()), AckWait::Commit).await.expect("append") }
+                async move {
+                    log.append(synthetic_batch(1, 3000, crate::storage::now_ms()), AckWait::Commit)
+                        .await
+                        .expect("append")
+                }
             });
             futures_util::future::join_all(appends).await;
             let sealed: Vec<u64> = log.state.borrow().sealed.values().map(|s| s.size_bytes()).collect();
-            assert!(sealed.iter().any(|&b| b > 64 * 1024), "no segment grew past the old size: {sealed:?} ({before} before)");
+            assert!(
+                sealed.iter().any(|&b| b > 64 * 1024),
+                "no segment grew past the old size: {sealed:?} ({before} before)"
+            );
             assert!(sealed.iter().all(|&b| b <= 256 * 1024), "{sealed:?}");
             log.close().await;
         });

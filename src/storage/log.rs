@@ -157,7 +157,11 @@ pub struct Offsets {
 impl PartitionLog {
     pub fn offsets(&self) -> Offsets {
         let s = self.state.borrow();
-        Offsets { log_start_offset: s.log_start_offset, high_watermark: s.high_watermark, log_end_offset: s.log_end_offset }
+        Offsets {
+            log_start_offset: s.log_start_offset,
+            high_watermark: s.high_watermark,
+            log_end_offset: s.log_end_offset,
+        }
     }
 
     pub fn commit_count(&self) -> u64 {
@@ -333,7 +337,12 @@ impl PartitionLog {
     /// offsets when it is the retry of an idempotent batch stored before the
     /// limit was lowered; otherwise fails it with `refusal`. `batches` must be
     /// validated (CRC included): only then are its producer fields trusted.
-    async fn answer_stored_duplicate(&self, batches: &[(std::ops::Range<usize>, batch::BatchHeader)], wait: AckWait, refusal: StorageError) -> Result<AppendOutcome, StorageError> {
+    async fn answer_stored_duplicate(
+        &self,
+        batches: &[(std::ops::Range<usize>, batch::BatchHeader)],
+        wait: AckWait,
+        refusal: StorageError,
+    ) -> Result<AppendOutcome, StorageError> {
         let Ok(Some(b)) = ProducerBatch::of_request(batches) else { return Err(refusal) };
         let verdict = self.producers.borrow().check(&b);
         match verdict {
@@ -356,7 +365,15 @@ impl PartitionLog {
                 return;
             }
             let timer = glommio::timer::Timer::new(deadline - now);
-            futures_lite::future::or(async { listener.await; }, async { timer.await; }).await;
+            futures_lite::future::or(
+                async {
+                    listener.await;
+                },
+                async {
+                    timer.await;
+                },
+            )
+            .await;
         }
     }
 
@@ -382,7 +399,9 @@ impl PartitionLog {
         // the next start zeroes them (see `recovery`).
         if file.fdatasync().await.is_ok() && !self.commit_failed.get() {
             let dir = self.dir.clone();
-            if let Err(e) = super::segment::blocking(move || super::recovery::write_clean_shutdown(&dir, base, end)).await {
+            if let Err(e) =
+                super::segment::blocking(move || super::recovery::write_clean_shutdown(&dir, base, end)).await
+            {
                 tracing::warn!(topic = %self.topic, partition = self.partition, error = %e, "could not record the clean shutdown; the next start checks the tail as after a crash");
             }
         }

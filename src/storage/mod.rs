@@ -9,6 +9,7 @@
 
 pub mod appender;
 pub mod batch;
+pub mod delete_records;
 pub mod index;
 pub mod log;
 pub mod producer_state;
@@ -18,7 +19,6 @@ pub mod retention;
 pub mod segment;
 pub mod time_index;
 pub mod time_lookup;
-pub mod delete_records;
 
 use std::time::Duration;
 
@@ -40,9 +40,7 @@ impl std::str::FromStr for FlushPolicy {
             return Ok(FlushPolicy::Always);
         }
         if let Some(ms) = s.strip_prefix("interval:") {
-            let ms: u64 = ms
-                .parse()
-                .map_err(|_| format!("flush interval `{ms}` is not a number of milliseconds"))?;
+            let ms: u64 = ms.parse().map_err(|_| format!("flush interval `{ms}` is not a number of milliseconds"))?;
             if ms == 0 {
                 return Err("flush interval must be at least 1 ms".into());
             }
@@ -156,10 +154,7 @@ pub(crate) fn gerr<T>(context: impl Into<String>) -> impl FnOnce(glommio::Glommi
 }
 
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -76,7 +76,11 @@ impl ProducerBatch {
             return Ok(None);
         }
         if h.producer_epoch < 0 || h.base_sequence < 0 {
-            return Err(ProducerError::InvalidFields { producer_id: h.producer_id, epoch: h.producer_epoch, base_sequence: h.base_sequence });
+            return Err(ProducerError::InvalidFields {
+                producer_id: h.producer_id,
+                epoch: h.producer_epoch,
+                base_sequence: h.base_sequence,
+            });
         }
         Ok(Some(ProducerBatch {
             producer_id: h.producer_id,
@@ -156,7 +160,13 @@ impl Default for ProducerStateTable {
 
 impl ProducerStateTable {
     pub fn new(max_producers: usize) -> ProducerStateTable {
-        ProducerStateTable { producers: HashMap::new(), by_use: BTreeMap::new(), tick: 0, max_producers: max_producers.max(1), rollbacks: 0 }
+        ProducerStateTable {
+            producers: HashMap::new(),
+            by_use: BTreeMap::new(),
+            tick: 0,
+            max_producers: max_producers.max(1),
+            rollbacks: 0,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -177,11 +187,19 @@ impl ProducerStateTable {
             return Ok(Verdict::Append);
         };
         if b.epoch < entry.epoch {
-            return Err(ProducerError::FencedEpoch { producer_id: b.producer_id, epoch: b.epoch, current_epoch: entry.epoch });
+            return Err(ProducerError::FencedEpoch {
+                producer_id: b.producer_id,
+                epoch: b.epoch,
+                current_epoch: entry.epoch,
+            });
         }
         if b.epoch > entry.epoch {
             if b.first_seq != 0 {
-                return Err(ProducerError::NewEpochNotAtZero { producer_id: b.producer_id, epoch: b.epoch, found: b.first_seq });
+                return Err(ProducerError::NewEpochNotAtZero {
+                    producer_id: b.producer_id,
+                    epoch: b.epoch,
+                    found: b.first_seq,
+                });
             }
             return Ok(Verdict::Append);
         }
@@ -195,7 +213,12 @@ impl ProducerStateTable {
         };
         let expected = if last == i32::MAX { 0 } else { last + 1 };
         if b.first_seq != expected {
-            return Err(ProducerError::OutOfOrder { producer_id: b.producer_id, epoch: b.epoch, expected, found: b.first_seq });
+            return Err(ProducerError::OutOfOrder {
+                producer_id: b.producer_id,
+                epoch: b.epoch,
+                expected,
+                found: b.first_seq,
+            });
         }
         Ok(Verdict::Append)
     }
@@ -225,7 +248,8 @@ impl ProducerStateTable {
             self.producers.remove(&oldest);
             tracing::debug!(producer_id = oldest, "producer table full: forgot the least recently used producer");
         }
-        self.producers.insert(b.producer_id, ProducerEntry { epoch: b.epoch, batches: VecDeque::from([meta]), last_use: tick });
+        self.producers
+            .insert(b.producer_id, ProducerEntry { epoch: b.epoch, batches: VecDeque::from([meta]), last_use: tick });
         self.by_use.insert(tick, b.producer_id);
     }
 
@@ -368,7 +392,9 @@ fn parse_snapshot_file_name(name: &str) -> Option<i64> {
 /// Snapshot offsets present in `dir`, newest first.
 fn snapshots_in(dir: &Path) -> Vec<i64> {
     let mut found: Vec<i64> = std::fs::read_dir(dir)
-        .map(|entries| entries.flatten().filter_map(|e| parse_snapshot_file_name(&e.file_name().to_string_lossy())).collect())
+        .map(|entries| {
+            entries.flatten().filter_map(|e| parse_snapshot_file_name(&e.file_name().to_string_lossy())).collect()
+        })
         .unwrap_or_default();
     found.sort_unstable_by(|a, b| b.cmp(a));
     found
@@ -378,7 +404,12 @@ fn snapshots_in(dir: &Path) -> Vec<i64> {
 /// taken at one of its segment bases, plus the segments from that base on;
 /// without one, from every segment. Blocking reads, like the rest of
 /// recovery.
-pub(crate) fn recover(dir: &Path, sealed: &BTreeMap<i64, SealedSegment>, active: &ActiveSegment, max_producers: usize) -> ProducerStateTable {
+pub(crate) fn recover(
+    dir: &Path,
+    sealed: &BTreeMap<i64, SealedSegment>,
+    active: &ActiveSegment,
+    max_producers: usize,
+) -> ProducerStateTable {
     // A snapshot whose write a crash cut short.
     if let Ok(entries) = std::fs::read_dir(dir) {
         for e in entries.flatten().filter(|e| e.file_name().to_string_lossy().ends_with(".producers.tmp")) {
@@ -391,7 +422,9 @@ pub(crate) fn recover(dir: &Path, sealed: &BTreeMap<i64, SealedSegment>, active:
             continue;
         }
         let path = dir.join(snapshot_file_name(offset));
-        let Some(mut table) = std::fs::read(&path).ok().and_then(|b| ProducerStateTable::decode_snapshot(&b, max_producers)) else {
+        let Some(mut table) =
+            std::fs::read(&path).ok().and_then(|b| ProducerStateTable::decode_snapshot(&b, max_producers))
+        else {
             tracing::warn!(snapshot = %path.display(), "producer state snapshot unreadable; trying an older one");
             continue;
         };
@@ -401,14 +434,22 @@ pub(crate) fn recover(dir: &Path, sealed: &BTreeMap<i64, SealedSegment>, active:
         table.scan_into(active_data);
         return table;
     }
-    ProducerStateTable::rebuild(sealed.values().map(|seg| &seg.data[..]).chain(std::iter::once(active_data)), max_producers)
+    ProducerStateTable::rebuild(
+        sealed.values().map(|seg| &seg.data[..]).chain(std::iter::once(active_data)),
+        max_producers,
+    )
 }
 
 impl PartitionLog {
     /// Answers a retried batch with its original's offsets: at once under
     /// acks=0, else once the original's commit is done. If a commit failed
     /// meanwhile (the original may be gone), the retry gets a retriable error.
-    pub(crate) async fn await_duplicate(&self, b: &ProducerBatch, original: BatchMeta, wait: AckWait) -> Result<AppendOutcome, StorageError> {
+    pub(crate) async fn await_duplicate(
+        &self,
+        b: &ProducerBatch,
+        original: BatchMeta,
+        wait: AckWait,
+    ) -> Result<AppendOutcome, StorageError> {
         tracing::debug!(topic = %self.topic, partition = self.partition, producer_id = b.producer_id, epoch = b.epoch, first_seq = b.first_seq, base_offset = original.base_offset, "duplicate batch: answering with the original's offsets");
         let rollbacks = self.producers.borrow().rollbacks();
         loop {
@@ -419,7 +460,10 @@ impl PartitionLog {
             }
             let offsets = self.offsets();
             if wait == AckWait::None || offsets.high_watermark > original.last_offset {
-                return Ok(AppendOutcome { base_offset: original.base_offset, log_start_offset: offsets.log_start_offset });
+                return Ok(AppendOutcome {
+                    base_offset: original.base_offset,
+                    log_start_offset: offsets.log_start_offset,
+                });
             }
             if self.is_closed() {
                 return Err(StorageError::Closed);
@@ -492,7 +536,10 @@ mod tests {
         let (mut t, mut end) = (ProducerStateTable::default(), 0);
         let bases: Vec<i64> = (0..6).map(|i| append(&mut t, &mut end, b(7, 0, i * 2, 2)).unwrap()).collect();
         assert_eq!(bases, vec![0, 2, 4, 6, 8, 10]);
-        assert_eq!(t.check(&b(7, 0, 2, 2)), Ok(Verdict::Duplicate(BatchMeta { first_seq: 2, last_seq: 3, base_offset: 2, last_offset: 3 })));
+        assert_eq!(
+            t.check(&b(7, 0, 2, 2)),
+            Ok(Verdict::Duplicate(BatchMeta { first_seq: 2, last_seq: 3, base_offset: 2, last_offset: 3 }))
+        );
         // The first batch fell out of the window: no longer recognised.
         assert!(matches!(t.check(&b(7, 0, 0, 2)), Err(ProducerError::OutOfOrder { expected: 12, found: 0, .. })));
     }
@@ -535,7 +582,10 @@ mod tests {
         let (mut t, mut end) = (ProducerStateTable::default(), 0);
         append(&mut t, &mut end, b(9, 3, 0, 2)).unwrap();
         t.rollback(0);
-        assert!(matches!(t.check(&b(9, 2, 0, 1)), Err(ProducerError::FencedEpoch { current_epoch: 3, .. })), "a zombie on epoch 2 must stay fenced");
+        assert!(
+            matches!(t.check(&b(9, 2, 0, 1)), Err(ProducerError::FencedEpoch { current_epoch: 3, .. })),
+            "a zombie on epoch 2 must stay fenced"
+        );
         // The current epoch's retry (at whatever sequence) is appended again.
         assert_eq!(t.check(&b(9, 3, 0, 2)), Ok(Verdict::Append));
         assert_eq!(t.check(&b(9, 3, 5, 1)), Ok(Verdict::Append));
@@ -544,7 +594,12 @@ mod tests {
 
     fn idempotent(first_seq: i32, value_bytes: usize) -> bytes::BytesMut {
         let entries = vec![(None, bytes::Bytes::from(vec![b'x'; value_bytes]))];
-        crate::kafka::record_batch::encode_idempotent_batch(&entries, 0, crate::kafka::record_batch::Producer { id: 1, epoch: 0, base_sequence: first_seq }).expect("encode")
+        crate::kafka::record_batch::encode_idempotent_batch(
+            &entries,
+            0,
+            crate::kafka::record_batch::Producer { id: 1, epoch: 0, base_sequence: first_seq },
+        )
+        .expect("encode")
     }
 
     #[test]
@@ -583,24 +638,38 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().to_path_buf();
         glommio::LocalExecutorBuilder::default().make().expect("executor").run(async move {
-            let config = LogConfig { segment_bytes: 1 << 20, preallocation: Preallocation::Fallocate, ..LogConfig::default() };
+            let config =
+                LogConfig { segment_bytes: 1 << 20, preallocation: Preallocation::Fallocate, ..LogConfig::default() };
             let log = PartitionLog::open(path, "t".into(), 0, config).await.expect("open");
             log.append(idempotent(0, 10), AckWait::Commit).await.expect("first");
             assert_eq!(log.append(idempotent(1, 8000), AckWait::Commit).await.expect("big").base_offset, 1);
             log.set_config(LogConfig { max_message_bytes: 1000, ..log.config() });
-            let retry = log.append(idempotent(1, 8000), AckWait::Commit).await.expect("retry after max.message.bytes was lowered");
+            let retry = log
+                .append(idempotent(1, 8000), AckWait::Commit)
+                .await
+                .expect("retry after max.message.bytes was lowered");
             assert_eq!(retry.base_offset, 1);
             // A new batch of that size, or a damaged retry, is still refused.
-            assert!(matches!(log.append(idempotent(2, 8000), AckWait::Commit).await, Err(StorageError::Batch(BatchError::TooLarge { .. }))));
+            assert!(matches!(
+                log.append(idempotent(2, 8000), AckWait::Commit).await,
+                Err(StorageError::Batch(BatchError::TooLarge { .. }))
+            ));
             let mut damaged = idempotent(1, 8000);
             let last = damaged.len() - 1;
             damaged[last] ^= 1;
             // Its header is not trusted: refused (for its size), not taken for the stored batch.
-            assert!(matches!(log.append(damaged, AckWait::Commit).await, Err(StorageError::Batch(BatchError::TooLarge { .. }))));
+            assert!(matches!(
+                log.append(damaged, AckWait::Commit).await,
+                Err(StorageError::Batch(BatchError::TooLarge { .. }))
+            ));
             log.set_config(LogConfig { max_message_bytes: 1 << 20, segment_bytes: 4096, ..log.config() });
-            let retry = log.append(idempotent(1, 8000), AckWait::Commit).await.expect("retry after segment.bytes was lowered");
+            let retry =
+                log.append(idempotent(1, 8000), AckWait::Commit).await.expect("retry after segment.bytes was lowered");
             assert_eq!(retry.base_offset, 1);
-            assert!(matches!(log.append(idempotent(2, 8000), AckWait::Commit).await, Err(StorageError::TooLarge { .. })));
+            assert!(matches!(
+                log.append(idempotent(2, 8000), AckWait::Commit).await,
+                Err(StorageError::TooLarge { .. })
+            ));
             assert_eq!(log.high_watermark(), 2);
             log.close().await;
         });

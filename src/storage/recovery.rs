@@ -23,15 +23,20 @@ use event_listener::Event;
 use super::appender::align_up;
 use super::batch::{self, ScanStop};
 use super::index::SparseIndex;
-use super::time_index::TimeIndex;
 use super::log::{LogState, PartitionLog};
 use super::producer_state::{self, DEFAULT_MAX_PRODUCERS};
 use super::segment::{self, ActiveSegment, SealedSegment};
+use super::time_index::TimeIndex;
 use super::{gerr, FlushPolicy, LogConfig, StorageError, PAGE_BYTES};
 
 impl PartitionLog {
     /// Opens (or creates) the log in `dir` and starts its committer.
-    pub async fn open(dir: PathBuf, topic: String, partition: i32, config: LogConfig) -> Result<Rc<PartitionLog>, StorageError> {
+    pub async fn open(
+        dir: PathBuf,
+        topic: String,
+        partition: i32,
+        config: LogConfig,
+    ) -> Result<Rc<PartitionLog>, StorageError> {
         std::fs::create_dir_all(&dir).map_err(|e| StorageError::io(format!("create {}", dir.display()), e))?;
         let mut bases = Vec::new();
         for entry in std::fs::read_dir(&dir).map_err(|e| StorageError::io(format!("list {}", dir.display()), e))? {
@@ -139,7 +144,13 @@ fn open_sealed(dir: &Path, base: i64, next_base: i64) -> Result<SealedSegment, S
             let mut max_ts = -1;
             let outcome = batch::scan(&data, Some(base), |pos, h| {
                 index.on_batch((h.base_offset - base) as u32, pos as u32, h.total_bytes() as u64, 4096);
-                time_index.on_batch((h.base_offset - base) as u32, pos as u32, h.total_bytes() as u64, h.max_timestamp, 4096);
+                time_index.on_batch(
+                    (h.base_offset - base) as u32,
+                    pos as u32,
+                    h.total_bytes() as u64,
+                    h.max_timestamp,
+                    4096,
+                );
                 max_ts = max_ts.max(h.max_timestamp);
             });
             if let ScanStop::Invalid { position, error } = outcome.stop {
@@ -155,12 +166,28 @@ fn open_sealed(dir: &Path, base: i64, next_base: i64) -> Result<SealedSegment, S
             (index, max_ts, time_index)
         }
     };
-    Ok(SealedSegment { base_offset: base, next_offset: next_base, data, index, time_index, max_timestamp_ms, path, maps: map_use.watch() })
+    Ok(SealedSegment {
+        base_offset: base,
+        next_offset: next_base,
+        data,
+        index,
+        time_index,
+        max_timestamp_ms,
+        path,
+        maps: map_use.watch(),
+    })
 }
 
 /// Scans the last segment, drops an invalid tail, re-extends the file to its
 /// capacity, and returns it as the active segment with the log end offset.
-async fn recover_active(dir: &Path, topic: &str, partition: i32, base: i64, capacity: u64, config: &LogConfig) -> Result<(ActiveSegment, i64), StorageError> {
+async fn recover_active(
+    dir: &Path,
+    topic: &str,
+    partition: i32,
+    base: i64,
+    capacity: u64,
+    config: &LogConfig,
+) -> Result<(ActiveSegment, i64), StorageError> {
     let path = dir.join(segment::log_file_name(base));
     let file_len = std::fs::metadata(&path).map_err(|e| StorageError::io(format!("stat {}", path.display()), e))?.len();
     let clean_end = take_clean_shutdown(dir);
@@ -176,7 +203,13 @@ async fn recover_active(dir: &Path, topic: &str, partition: i32, base: i64, capa
     let outcome = batch::scan(&data, Some(base), |pos, h| {
         read_ahead.ahead_of(&data, pos + h.total_bytes());
         index.on_batch((h.base_offset - base) as u32, pos as u32, h.total_bytes() as u64, config.index_interval_bytes);
-        time_index.on_batch((h.base_offset - base) as u32, pos as u32, h.total_bytes() as u64, h.max_timestamp, config.index_interval_bytes);
+        time_index.on_batch(
+            (h.base_offset - base) as u32,
+            pos as u32,
+            h.total_bytes() as u64,
+            h.max_timestamp,
+            config.index_interval_bytes,
+        );
         max_timestamp_ms = max_timestamp_ms.max(h.max_timestamp);
     });
     let valid = outcome.valid_bytes as u64;
@@ -278,7 +311,6 @@ async fn recover_active(dir: &Path, topic: &str, partition: i32, base: i64, capa
         log_end_offset,
     ))
 }
-
 
 /// Name of the clean-close marker (see the module doc).
 pub(crate) const CLEAN_SHUTDOWN_FILE_NAME: &str = "clean-shutdown";

@@ -26,7 +26,8 @@ impl PartitionLog {
             let mut total: u64 = s.sealed.values().map(|seg| seg.size_bytes()).sum::<u64>() + s.active.written_bytes;
             while let Some((&base, seg)) = s.sealed.iter().next() {
                 let over_size = retention_bytes >= 0 && total - seg.size_bytes() >= retention_bytes as u64;
-                let too_old = retention_ms >= 0 && seg.max_timestamp_ms >= 0 && seg.max_timestamp_ms < now - retention_ms;
+                let too_old =
+                    retention_ms >= 0 && seg.max_timestamp_ms >= 0 && seg.max_timestamp_ms < now - retention_ms;
                 if !(over_size || too_old) {
                     break;
                 }

@@ -162,7 +162,8 @@ pub async fn drop_cached_pages(path: &Path, from_bytes: u64) {
             return Err((path, "sync_file_range", std::io::Error::last_os_error()));
         }
         // SAFETY: a valid descriptor; the call only changes cache state.
-        let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), from_bytes as libc::off_t, 0, libc::POSIX_FADV_DONTNEED) };
+        let rc =
+            unsafe { libc::posix_fadvise(file.as_raw_fd(), from_bytes as libc::off_t, 0, libc::POSIX_FADV_DONTNEED) };
         if rc != 0 {
             return Err((path, "posix_fadvise", std::io::Error::from_raw_os_error(rc)));
         }
@@ -181,8 +182,12 @@ pub(crate) async fn blocking<R: Send + 'static>(f: impl FnOnce() -> R + Send + '
 /// fsync of a directory, so that a create, rename or unlink in it is durable.
 pub async fn sync_dir(dir: &Path) -> Result<(), StorageError> {
     let dir = dir.to_path_buf();
-    blocking(move || std::fs::File::open(&dir).and_then(|d| d.sync_all()).map_err(|e| StorageError::io(format!("fsync dir {}", dir.display()), e)))
-        .await
+    blocking(move || {
+        std::fs::File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| StorageError::io(format!("fsync dir {}", dir.display()), e))
+    })
+    .await
 }
 
 /// Opens a segment for appends. With `dsync` (flush=always) every write is
@@ -201,7 +206,13 @@ pub async fn open_rw(path: &Path, dsync: bool) -> Result<DmaFile, StorageError> 
 /// Reserves `capacity_bytes` for a file (creating or extending it) and, with
 /// `Preallocation::Zero`, writes zeros over `[from_bytes, capacity)` so later
 /// commits overwrite written blocks. Ends with fdatasync.
-pub async fn preallocate(file: &DmaFile, from_bytes: u64, capacity_bytes: u64, mode: Preallocation, what: &Path) -> Result<(), StorageError> {
+pub async fn preallocate(
+    file: &DmaFile,
+    from_bytes: u64,
+    capacity_bytes: u64,
+    mode: Preallocation,
+    what: &Path,
+) -> Result<(), StorageError> {
     assert_eq!(capacity_bytes % PAGE_BYTES as u64, 0, "segment capacity must be page aligned");
     file.pre_allocate(capacity_bytes, false).await.map_err(gerr(format!("fallocate {}", what.display())))?;
     if mode == Preallocation::Zero {
@@ -226,7 +237,13 @@ pub async fn preallocate(file: &DmaFile, from_bytes: u64, capacity_bytes: u64, m
             };
             let written = written.map_err(gerr(format!("zero-fill {}", what.display())))?;
             if written != len {
-                return Err(StorageError::io(format!("zero-fill {}", what.display()), std::io::Error::new(std::io::ErrorKind::WriteZero, format!("short write: {written} of {len} bytes at {pos}"))));
+                return Err(StorageError::io(
+                    format!("zero-fill {}", what.display()),
+                    std::io::Error::new(
+                        std::io::ErrorKind::WriteZero,
+                        format!("short write: {written} of {len} bytes at {pos}"),
+                    ),
+                ));
             }
             pos += len as u64;
         }
@@ -236,10 +253,16 @@ pub async fn preallocate(file: &DmaFile, from_bytes: u64, capacity_bytes: u64, m
 }
 
 /// Renames a prepared file to the segment name for `base_offset`, durably.
-pub async fn install_prepared(dir: &Path, prepared: &PreparedSegment, base_offset: i64) -> Result<PathBuf, StorageError> {
+pub async fn install_prepared(
+    dir: &Path,
+    prepared: &PreparedSegment,
+    base_offset: i64,
+) -> Result<PathBuf, StorageError> {
     let to = dir.join(log_file_name(base_offset));
     let (from, target) = (prepared.path.clone(), to.clone());
-    blocking(move || std::fs::rename(&from, &target)).await.map_err(|e| StorageError::io(format!("rename to {}", to.display()), e))?;
+    blocking(move || std::fs::rename(&from, &target))
+        .await
+        .map_err(|e| StorageError::io(format!("rename to {}", to.display()), e))?;
     sync_dir(dir).await?;
     Ok(to)
 }
@@ -248,7 +271,11 @@ pub async fn install_prepared(dir: &Path, prepared: &PreparedSegment, base_offse
 /// recycled file when there is one (its written blocks are overwritten in
 /// place, as fio's overwrite benchmark does; only an extension past its
 /// length is reserved and zero-filled), otherwise a new file.
-pub async fn prepare_next(dir: &Path, capacity_bytes: u64, mode: Preallocation) -> Result<PreparedSegment, StorageError> {
+pub async fn prepare_next(
+    dir: &Path,
+    capacity_bytes: u64,
+    mode: Preallocation,
+) -> Result<PreparedSegment, StorageError> {
     let path = dir.join(PREPARED_FILE_NAME);
     let (spare, target) = (dir.join(RECYCLED_FILE_NAME), path.clone());
     let recycled = match blocking(move || std::fs::rename(spare, target)).await {
@@ -285,12 +312,15 @@ pub async fn prepare_next(dir: &Path, capacity_bytes: u64, mode: Preallocation) 
 /// is left. Its other files are the caller's to delete. Returns whether it
 /// was kept (blocking: run it on a helper thread).
 pub(crate) fn recycle_retired(dir: &Path, base: i64) -> std::io::Result<bool> {
-    let from = std::ffi::CString::new(dir.join(log_file_name(base)).into_os_string().into_encoded_bytes()).map_err(std::io::Error::other)?;
-    let to = std::ffi::CString::new(dir.join(RECYCLED_FILE_NAME).into_os_string().into_encoded_bytes()).map_err(std::io::Error::other)?;
+    let from = std::ffi::CString::new(dir.join(log_file_name(base)).into_os_string().into_encoded_bytes())
+        .map_err(std::io::Error::other)?;
+    let to = std::ffi::CString::new(dir.join(RECYCLED_FILE_NAME).into_os_string().into_encoded_bytes())
+        .map_err(std::io::Error::other)?;
     // RENAME_NOREPLACE: a preparation taking the recycled file runs on
     // another helper thread; never replace one another pass just kept.
     // SAFETY: both paths are valid NUL-terminated strings for the call.
-    let rc = unsafe { libc::renameat2(libc::AT_FDCWD, from.as_ptr(), libc::AT_FDCWD, to.as_ptr(), libc::RENAME_NOREPLACE) };
+    let rc =
+        unsafe { libc::renameat2(libc::AT_FDCWD, from.as_ptr(), libc::AT_FDCWD, to.as_ptr(), libc::RENAME_NOREPLACE) };
     if rc == 0 {
         return Ok(true);
     }

@@ -15,7 +15,12 @@ fn run<T>(f: impl std::future::Future<Output = T> + 'static) -> T {
 }
 
 fn small_config() -> LogConfig {
-    LogConfig { segment_bytes: 64 * 1024, preallocation: Preallocation::Fallocate, tail_cache_bytes: 8 * 1024, ..LogConfig::default() }
+    LogConfig {
+        segment_bytes: 64 * 1024,
+        preallocation: Preallocation::Fallocate,
+        tail_cache_bytes: 8 * 1024,
+        ..LogConfig::default()
+    }
 }
 
 async fn open(dir: &Path, config: LogConfig) -> Rc<PartitionLog> {
@@ -91,7 +96,10 @@ fn full_segment_rolls_and_reads_span_segments() {
         for _ in 0..100 {
             log.append(batch(2, 1000), AckWait::Commit).await.expect("append");
         }
-        let segments = std::fs::read_dir(&path).expect("ls").filter(|e| e.as_ref().is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".log"))).count();
+        let segments = std::fs::read_dir(&path)
+            .expect("ls")
+            .filter(|e| e.as_ref().is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".log")))
+            .count();
         assert!(segments >= 3, "expected several segments, found {segments}");
         let batches = read_all(&log, 0);
         assert_eq!(batches.len(), 100);
@@ -235,7 +243,11 @@ fn extents(path: &Path) -> Vec<(u64, u64, bool)> {
 /// Bytes of `[0, capacity)` covered by extents whose unwritten flag is
 /// `unwritten`.
 fn extent_bytes(path: &Path, capacity: u64, unwritten: bool) -> u64 {
-    extents(path).iter().filter(|e| e.2 == unwritten).map(|&(start, len, _)| (start + len).min(capacity).saturating_sub(start)).sum()
+    extents(path)
+        .iter()
+        .filter(|e| e.2 == unwritten)
+        .map(|&(start, len, _)| (start + len).min(capacity).saturating_sub(start))
+        .sum()
 }
 
 /// Two full zero-fill chunks and a partial one.
@@ -245,7 +257,9 @@ const PREPARED_TEST_BYTES: u64 = 2 * 1024 * 1024 + 512 * 1024;
 fn a_zero_filled_prepared_segment_is_all_written_zeros() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().to_path_buf();
-    let prepared = run(async move { super::segment::prepare_next(&path, PREPARED_TEST_BYTES, Preallocation::Zero).await.expect("prepare") });
+    let prepared = run(async move {
+        super::segment::prepare_next(&path, PREPARED_TEST_BYTES, Preallocation::Zero).await.expect("prepare")
+    });
     let bytes = std::fs::read(&prepared.path).expect("read prepared");
     assert_eq!(bytes.len() as u64, PREPARED_TEST_BYTES);
     assert!(bytes.iter().all(|&b| b == 0), "a prepared segment reads as zeros");
@@ -259,7 +273,9 @@ fn a_zero_filled_prepared_segment_is_all_written_zeros() {
 fn a_fallocated_prepared_segment_is_reserved_but_unwritten() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().to_path_buf();
-    let prepared = run(async move { super::segment::prepare_next(&path, PREPARED_TEST_BYTES, Preallocation::Fallocate).await.expect("prepare") });
+    let prepared = run(async move {
+        super::segment::prepare_next(&path, PREPARED_TEST_BYTES, Preallocation::Fallocate).await.expect("prepare")
+    });
     assert_eq!(std::fs::metadata(&prepared.path).expect("stat").len(), PREPARED_TEST_BYTES);
     assert_eq!(extent_bytes(&prepared.path, PREPARED_TEST_BYTES, true), PREPARED_TEST_BYTES);
 }
@@ -343,7 +359,9 @@ fn appends_during_a_roll_after_segment_bytes_grew_go_to_the_next_segment_when_th
                 while std::time::Instant::now() < deadline {
                     let in_roll = {
                         let s = log.state.borrow();
-                        s.pending.front().is_some_and(|b| b.starts_segment) && s.prepared.is_none() && !log.preparing.get()
+                        s.pending.front().is_some_and(|b| b.starts_segment)
+                            && s.prepared.is_none()
+                            && !log.preparing.get()
                     };
                     if in_roll {
                         log.set_config(LogConfig { segment_bytes: 1 << 20, ..log.config() });
@@ -377,7 +395,10 @@ fn empty_segment_takes_a_batch_bigger_than_its_file_once_segment_bytes_grew() {
         let log = open(&path, small_config()).await;
         let grown = LogConfig { segment_bytes: 1 << 20, max_message_bytes: 1 << 20, ..small_config() };
         log.set_config(grown.clone());
-        let big = log.append(batch(1, 200_000), AckWait::Commit).await.expect("a batch bigger than the empty segment's 64 KiB file");
+        let big = log
+            .append(batch(1, 200_000), AckWait::Commit)
+            .await
+            .expect("a batch bigger than the empty segment's 64 KiB file");
         let next = log.append(batch(1, 10), AckWait::Commit).await.expect("append after it");
         assert_eq!((big.base_offset, next.base_offset), (0, 1));
         assert_eq!(read_all(&log, 0), vec![(0, 0), (1, 1)]);
@@ -401,7 +422,13 @@ fn recycled_file(dir: &Path) -> std::path::PathBuf {
 /// Retention config whose log recycles: 64 KiB segments, zero-filled,
 /// commits of at most 8 KiB, batches of at most 4 KiB.
 fn recycling_config() -> LogConfig {
-    LogConfig { retention_bytes: 100 * 1024, preallocation: Preallocation::Zero, commit_max_bytes: 8192, max_message_bytes: 4096, ..small_config() }
+    LogConfig {
+        retention_bytes: 100 * 1024,
+        preallocation: Preallocation::Zero,
+        commit_max_bytes: 8192,
+        max_message_bytes: 4096,
+        ..small_config()
+    }
 }
 
 /// How far past the durable end `end` recovery may zero (see `recovery`):
@@ -586,7 +613,13 @@ fn a_retired_segment_a_reader_still_holds_is_deleted_not_recycled() {
 /// Zero-filled 256 KiB segments, commits of at most 8 KiB of batches,
 /// batches of at most 4 KiB: a few queued batches make several writes.
 fn pipelined_config() -> LogConfig {
-    LogConfig { segment_bytes: 256 * 1024, preallocation: Preallocation::Zero, commit_max_bytes: 8192, max_message_bytes: 4096, ..LogConfig::default() }
+    LogConfig {
+        segment_bytes: 256 * 1024,
+        preallocation: Preallocation::Zero,
+        commit_max_bytes: 8192,
+        max_message_bytes: 4096,
+        ..LogConfig::default()
+    }
 }
 
 /// Each batch from `from` to the high watermark, as stored.
@@ -703,8 +736,10 @@ fn after_each_commit_the_page_a_retry_would_rewrite_holds_the_acknowledged_bytes
         let log = open(&path, config).await;
         // Values of no zero byte, so a page of zeros cannot pass for them.
         let value: bytes::Bytes = (0..9000).map(|k| (k % 251 + 1) as u8).collect::<Vec<u8>>().into();
-        let patterned = || crate::kafka::record_batch::encode_batch(&[(None, value.clone())], super::now_ms()).expect("batch");
-        let mut appends: futures_util::stream::FuturesUnordered<_> = (0..12).map(|_| log.append(patterned(), AckWait::Commit)).collect();
+        let patterned =
+            || crate::kafka::record_batch::encode_batch(&[(None, value.clone())], super::now_ms()).expect("batch");
+        let mut appends: futures_util::stream::FuturesUnordered<_> =
+            (0..12).map(|_| log.append(patterned(), AckWait::Commit)).collect();
         let mut checked = 0;
         while let Some(result) = futures_util::StreamExt::next(&mut appends).await {
             result.expect("append");
@@ -713,7 +748,11 @@ fn after_each_commit_the_page_a_retry_would_rewrite_holds_the_acknowledged_bytes
             let s = log.state.borrow();
             let end = s.active.written_bytes as usize;
             let page_start = end / 4096 * 4096;
-            assert_eq!(&s.active.tail_page[..end - page_start], &s.active.data[page_start..end], "carried page at {end}");
+            assert_eq!(
+                &s.active.tail_page[..end - page_start],
+                &s.active.data[page_start..end],
+                "carried page at {end}"
+            );
             assert!(s.active.tail_page[end - page_start..].iter().all(|&b| b == 0));
             checked += 1;
         }
@@ -769,7 +808,12 @@ fn after_recovery_no_page_after_the_one_holding_the_durable_end_is_cached() {
             let (active, end, capacity) = active_extent(&log);
             assert_eq!(log.high_watermark(), 20);
             // The page holding the end is valid log up to it; none after it is.
-            assert_eq!(cached_pages(&active, end, capacity), 0, "pages past the durable end cached after opening {}", dir.display());
+            assert_eq!(
+                cached_pages(&active, end, capacity),
+                0,
+                "pages past the durable end cached after opening {}",
+                dir.display()
+            );
             log.close().await;
         }
     });
@@ -790,7 +834,11 @@ fn a_segment_made_from_a_recycled_file_has_none_of_its_old_pages_cached() {
         }
         let (active, end, capacity) = active_extent(&log);
         assert!(end < capacity / 2, "the recycled segment has room left");
-        assert_eq!(cached_pages(&active, end, capacity), 0, "an earlier segment's pages are still cached where appends go next");
+        assert_eq!(
+            cached_pages(&active, end, capacity),
+            0,
+            "an earlier segment's pages are still cached where appends go next"
+        );
         log.close().await;
     });
 }

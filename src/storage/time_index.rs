@@ -53,9 +53,17 @@ impl TimeIndex {
     }
 
     /// Records the batch starting at `position` (called in log order).
-    pub fn on_batch(&mut self, relative_offset: u32, position: u32, batch_bytes: u64, batch_max_timestamp_ms: i64, interval_bytes: u32) {
+    pub fn on_batch(
+        &mut self,
+        relative_offset: u32,
+        position: u32,
+        batch_bytes: u64,
+        batch_max_timestamp_ms: i64,
+        interval_bytes: u32,
+    ) {
         let grew = self.entries.last().map_or(self.max_so_far_ms >= 0, |e| self.max_so_far_ms > e.timestamp_ms);
-        let after_last = self.entries.last().is_none_or(|e| relative_offset > e.relative_offset && position > e.position);
+        let after_last =
+            self.entries.last().is_none_or(|e| relative_offset > e.relative_offset && position > e.position);
         if grew && after_last && self.bytes_since_entry >= u64::from(interval_bytes) {
             self.entries.push(Entry { timestamp_ms: self.max_so_far_ms, relative_offset, position });
             self.bytes_since_entry = 0;
@@ -105,7 +113,10 @@ impl TimeIndex {
                 position: u32::from_be_bytes(chunk[12..].try_into().ok()?),
             };
             if let Some(last) = entries.last() {
-                if e.timestamp_ms <= last.timestamp_ms || e.relative_offset <= last.relative_offset || e.position <= last.position {
+                if e.timestamp_ms <= last.timestamp_ms
+                    || e.relative_offset <= last.relative_offset
+                    || e.position <= last.position
+                {
                     return None;
                 }
             }
@@ -140,7 +151,10 @@ mod tests {
             for target in [0, 10, 11, 20, 21, 30, 35, 40, 45, 50, 70, 71] {
                 let start = idx.lookup(target) as usize / 1000;
                 let first = ts.iter().position(|&t| t >= target).unwrap_or(ts.len());
-                assert!(start <= first, "target {target} interval {interval}: scan starts at batch {start}, answer is batch {first}");
+                assert!(
+                    start <= first,
+                    "target {target} interval {interval}: scan starts at batch {start}, answer is batch {first}"
+                );
                 assert!(ts[..start].iter().all(|&t| t < target));
             }
         }

@@ -33,15 +33,30 @@ fn segments(s: &LogState) -> Vec<SegmentView<'_>> {
     let mut out: Vec<SegmentView<'_>> = s
         .sealed
         .values()
-        .map(|seg| SegmentView { base_offset: seg.base_offset, max_timestamp_ms: seg.max_timestamp_ms, time_index: &seg.time_index, active: false })
+        .map(|seg| SegmentView {
+            base_offset: seg.base_offset,
+            max_timestamp_ms: seg.max_timestamp_ms,
+            time_index: &seg.time_index,
+            active: false,
+        })
         .collect();
-    out.push(SegmentView { base_offset: s.active.base_offset, max_timestamp_ms: s.active.max_timestamp_ms, time_index: &s.active.time_index, active: true });
+    out.push(SegmentView {
+        base_offset: s.active.base_offset,
+        max_timestamp_ms: s.active.max_timestamp_ms,
+        time_index: &s.active.time_index,
+        active: true,
+    });
     out
 }
 
 /// Calls `f` with each committed batch (header and whole bytes) of the
 /// segment, from byte `from` on, until it breaks.
-fn for_each_batch<R>(s: &LogState, seg: &SegmentView<'_>, from: usize, mut f: impl FnMut(&BatchHeader, &[u8]) -> ControlFlow<R>) -> Option<R> {
+fn for_each_batch<R>(
+    s: &LogState,
+    seg: &SegmentView<'_>,
+    from: usize,
+    mut f: impl FnMut(&BatchHeader, &[u8]) -> ControlFlow<R>,
+) -> Option<R> {
     let hw = s.high_watermark;
     let (data, end): (&[u8], usize) = if seg.active {
         let a = &s.active;
@@ -96,7 +111,12 @@ fn varint(buf: &[u8], pos: &mut usize) -> Option<i64> {
 /// The first record of an uncompressed batch at or after `min_offset` whose
 /// timestamp is >= `timestamp_ms`: (offset, timestamp). `None` when the batch
 /// is compressed, uses log-append time, or cannot be walked.
-fn first_record_at_or_after(header: &BatchHeader, batch: &[u8], timestamp_ms: i64, min_offset: i64) -> Option<(i64, i64)> {
+fn first_record_at_or_after(
+    header: &BatchHeader,
+    batch: &[u8],
+    timestamp_ms: i64,
+    min_offset: i64,
+) -> Option<(i64, i64)> {
     if header.compression() != 0 || header.timestamp_type_log_append() {
         return None;
     }
@@ -177,7 +197,9 @@ impl PartitionLog {
             if h.last_offset() < start || h.is_control() || h.max_timestamp != best {
                 return ControlFlow::Continue(());
             }
-            ControlFlow::Break(first_record_at_or_after(h, bytes, best, start).unwrap_or((h.base_offset.max(start), best)))
+            ControlFlow::Break(
+                first_record_at_or_after(h, bytes, best, start).unwrap_or((h.base_offset.max(start), best)),
+            )
         })
     }
 }
@@ -200,7 +222,13 @@ mod tests {
     }
 
     async fn open(dir: &Path) -> Rc<PartitionLog> {
-        let config = LogConfig { segment_bytes: 64 * 1024, preallocation: Preallocation::Fallocate, tail_cache_bytes: 8 * 1024, index_interval_bytes: 1024, ..LogConfig::default() };
+        let config = LogConfig {
+            segment_bytes: 64 * 1024,
+            preallocation: Preallocation::Fallocate,
+            tail_cache_bytes: 8 * 1024,
+            index_interval_bytes: 1024,
+            ..LogConfig::default()
+        };
         PartitionLog::open(dir.to_path_buf(), "t".into(), 0, config).await.expect("open log")
     }
 
@@ -226,7 +254,12 @@ mod tests {
             })
             .collect();
         let mut buf = BytesMut::new();
-        RecordBatchEncoder::encode(&mut buf, records.iter(), &RecordEncodeOptions { version: 2, compression: Compression::None }).expect("encode");
+        RecordBatchEncoder::encode(
+            &mut buf,
+            records.iter(),
+            &RecordEncodeOptions { version: 2, compression: Compression::None },
+        )
+        .expect("encode");
         buf
     }
 
@@ -270,7 +303,12 @@ mod tests {
             log.close().await;
             drop(log);
             // One time index lost, one damaged: both rebuilt at open.
-            let mut time_indexes: Vec<_> = std::fs::read_dir(&path).expect("list").flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "timeindex")).collect();
+            let mut time_indexes: Vec<_> = std::fs::read_dir(&path)
+                .expect("list")
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "timeindex"))
+                .collect();
             time_indexes.sort();
             assert!(time_indexes.len() >= 2);
             std::fs::remove_file(&time_indexes[0]).expect("remove");

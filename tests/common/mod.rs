@@ -64,10 +64,7 @@ pub fn test_tempdir(prefix: &str) -> tempfile::TempDir {
         .or_else(|| std::env::var_os("RINGMQ_TEST_TMPDIR").map(PathBuf::from))
         .unwrap_or_else(std::env::temp_dir);
     fs::create_dir_all(&base).expect("create test temp base dir");
-    tempfile::Builder::new()
-        .prefix(&format!("ringmq-{prefix}-"))
-        .tempdir_in(&base)
-        .expect("create temp dir")
+    tempfile::Builder::new().prefix(&format!("ringmq-{prefix}-")).tempdir_in(&base).expect("create temp dir")
 }
 
 /// A topic name unique to this process and call.
@@ -81,11 +78,7 @@ pub fn unique_topic(prefix: &str) -> String {
 pub fn rt() -> &'static tokio::runtime::Runtime {
     static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     RT.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("tokio runtime")
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime")
     })
 }
 
@@ -258,10 +251,7 @@ impl Broker {
     pub fn assert_running(&mut self) {
         if let Some(c) = self.child.as_mut() {
             if let Ok(Some(st)) = c.try_wait() {
-                panic!(
-                    "broker exited unexpectedly with {st}\n--- broker.log (tail) ---\n{}",
-                    self.log_tail(200)
-                );
+                panic!("broker exited unexpectedly with {st}\n--- broker.log (tail) ---\n{}", self.log_tail(200));
             }
         } else {
             panic!("broker is not running (stopped or killed by the test)");
@@ -391,11 +381,7 @@ impl Broker {
 
     fn try_spawn(&mut self, listen: &str) -> Result<(), String> {
         self.starts += 1;
-        let mut log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log_path)
-            .expect("open broker.log");
+        let mut log = OpenOptions::new().create(true).append(true).open(&self.log_path).expect("open broker.log");
         writeln!(log, "=== harness: start #{} listen={listen} ===", self.starts).unwrap();
         let mut cmd = self.command(listen);
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::from(log));
@@ -539,9 +525,7 @@ pub fn create_topic(addr: &str, name: &str, partitions: i32, configs: &[(&str, &
     let opts = AdminOptions::new()
         .operation_timeout(Some(Duration::from_secs(30)))
         .request_timeout(Some(Duration::from_secs(30)));
-    let res = rt()
-        .block_on(admin.create_topics(&[t], &opts))
-        .unwrap_or_else(|e| panic!("CreateTopics {name}: {e}"));
+    let res = rt().block_on(admin.create_topics(&[t], &opts)).unwrap_or_else(|e| panic!("CreateTopics {name}: {e}"));
     assert_eq!(res.len(), 1);
     match &res[0] {
         Ok(n) => assert_eq!(n, name),
@@ -552,14 +536,9 @@ pub fn create_topic(addr: &str, name: &str, partitions: i32, configs: &[(&str, &
 /// Partition count of a topic from Metadata (panics on a topic error).
 pub fn partition_count(addr: &str, topic: &str) -> usize {
     let c = consumer(addr);
-    let md = c
-        .fetch_metadata(Some(topic), CLIENT_TIMEOUT)
-        .unwrap_or_else(|e| panic!("metadata for {topic}: {e}"));
-    let t = md
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic)
-        .unwrap_or_else(|| panic!("topic {topic} missing from metadata"));
+    let md = c.fetch_metadata(Some(topic), CLIENT_TIMEOUT).unwrap_or_else(|e| panic!("metadata for {topic}: {e}"));
+    let t =
+        md.topics().iter().find(|t| t.name() == topic).unwrap_or_else(|| panic!("topic {topic} missing from metadata"));
     assert!(t.error().is_none(), "metadata error for {topic}: {:?}", t.error());
     let mut ids: Vec<i32> = t.partitions().iter().map(|p| p.id()).collect();
     ids.sort();
@@ -594,12 +573,7 @@ pub struct Rec {
 /// Reads partitions from the beginning until each reaches its `end` offset
 /// (exclusive). Panics if that takes longer than `timeout`, or if a record
 /// at or past `end` appears.
-pub fn read_partitions(
-    addr: &str,
-    topic: &str,
-    ends: &[(i32, i64)],
-    timeout: Duration,
-) -> BTreeMap<i32, Vec<Rec>> {
+pub fn read_partitions(addr: &str, topic: &str, ends: &[(i32, i64)], timeout: Duration) -> BTreeMap<i32, Vec<Rec>> {
     let c = consumer(addr);
     let mut tpl = TopicPartitionList::new();
     let mut out: BTreeMap<i32, Vec<Rec>> = BTreeMap::new();
@@ -615,18 +589,14 @@ pub fn read_partitions(
     c.assign(&tpl).expect("assign");
     let ends_map: BTreeMap<i32, i64> = ends.iter().copied().collect();
     let done = |out: &BTreeMap<i32, Vec<Rec>>| {
-        ends_map
-            .iter()
-            .all(|(p, end)| *end == 0 || out[p].last().map(|r| r.offset + 1 >= *end).unwrap_or(false))
+        ends_map.iter().all(|(p, end)| *end == 0 || out[p].last().map(|r| r.offset + 1 >= *end).unwrap_or(false))
     };
     let deadline = Instant::now() + timeout;
     let mut errors = 0u32;
     while !done(&out) {
         if Instant::now() > deadline {
-            let progress: Vec<String> = ends_map
-                .iter()
-                .map(|(p, end)| format!("p{p}: {} of {end}", out[p].len()))
-                .collect();
+            let progress: Vec<String> =
+                ends_map.iter().map(|(p, end)| format!("p{p}: {} of {end}", out[p].len())).collect();
             panic!("reading {topic} timed out after {timeout:?}: {}", progress.join(", "));
         }
         match c.poll(Duration::from_millis(200)) {
@@ -700,10 +670,7 @@ pub fn produce_many(
                     break;
                 }
                 Err((e, r)) => {
-                    assert!(
-                        start.elapsed() < Duration::from_secs(60),
-                        "could not enqueue for 60 s: {e}"
-                    );
+                    assert!(start.elapsed() < Duration::from_secs(60), "could not enqueue for 60 s: {e}");
                     rec = r;
                     p.poll(Duration::from_millis(10));
                 }
@@ -805,11 +772,7 @@ pub fn scan_segment(bytes: &[u8]) -> Vec<BatchPos> {
         if pos + total > bytes.len() {
             break;
         }
-        let lod = if len >= 27 {
-            i32::from_be_bytes(bytes[pos + 23..pos + 27].try_into().unwrap())
-        } else {
-            0
-        };
+        let lod = if len >= 27 { i32::from_be_bytes(bytes[pos + 23..pos + 27].try_into().unwrap()) } else { 0 };
         out.push(BatchPos { pos: pos as u64, base_offset: base, total_len: total as u64, last_offset_delta: lod });
         pos += total;
     }
@@ -880,10 +843,7 @@ pub fn run_with_timeout(
                 let _ = child.kill();
                 let _ = child.wait();
                 let err = he.join().unwrap();
-                panic!(
-                    "{cmd:?} did not finish within {timeout:?}; stderr:\n{}",
-                    String::from_utf8_lossy(&err)
-                );
+                panic!("{cmd:?} did not finish within {timeout:?}; stderr:\n{}", String::from_utf8_lossy(&err));
             }
             None => thread::sleep(Duration::from_millis(20)),
         }
@@ -897,8 +857,5 @@ pub fn run_with_timeout(
 /// Resident set size of a process in KiB (Linux /proc).
 pub fn rss_kib(pid: u32) -> Option<u64> {
     let s = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|n| n.parse().ok())
+    s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|n| n.parse().ok())
 }
