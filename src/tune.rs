@@ -360,7 +360,7 @@ fn probe_o_direct(dir: &Path) -> DirectProbe {
 }
 
 /// One zeroed 4 KiB block at a 4 KiB boundary, as O_DIRECT wants.
-struct AlignedBlock {
+pub(crate) struct AlignedBlock {
     ptr: *mut u8,
 }
 
@@ -370,7 +370,7 @@ impl AlignedBlock {
         Err(_) => panic!("4096/4096 is a valid layout"),
     };
 
-    fn new() -> AlignedBlock {
+    pub(crate) fn new() -> AlignedBlock {
         // SAFETY: the layout has a non-zero size.
         let ptr = unsafe { std::alloc::alloc_zeroed(Self::LAYOUT) };
         if ptr.is_null() {
@@ -379,9 +379,14 @@ impl AlignedBlock {
         AlignedBlock { ptr }
     }
 
-    fn as_slice(&self) -> &[u8] {
+    pub(crate) fn as_slice(&self) -> &[u8] {
         // SAFETY: ptr is a live, initialised (zeroed) allocation of 4096 bytes.
         unsafe { std::slice::from_raw_parts(self.ptr, Self::LAYOUT.size()) }
+    }
+
+    pub(crate) fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as in `as_slice`, and `&mut self` makes this the only view.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, Self::LAYOUT.size()) }
     }
 }
 

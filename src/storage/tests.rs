@@ -843,21 +843,13 @@ fn a_segment_made_from_a_recycled_file_has_none_of_its_old_pages_cached() {
     });
 }
 
-/// Reads `len` bytes at 0 past the page cache (O_DIRECT, aligned buffer).
-fn read_direct(path: &Path, len: usize) -> Vec<u8> {
+/// The file's first 4 KiB, read past the page cache (O_DIRECT).
+fn read_first_page_direct(path: &Path) -> crate::tune::AlignedBlock {
     use std::os::unix::fs::{FileExt, OpenOptionsExt};
     let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_DIRECT).open(path).expect("open O_DIRECT");
-    let layout = std::alloc::Layout::from_size_align(len, 4096).expect("layout");
-    // SAFETY: non-zero size; freed below with the same layout.
-    let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
-    assert!(!ptr.is_null());
-    // SAFETY: `ptr` holds `len` initialised bytes until it is freed.
-    let buf = unsafe { std::slice::from_raw_parts_mut(ptr, len) };
-    file.read_exact_at(buf, 0).expect("read O_DIRECT");
-    let out = buf.to_vec();
-    // SAFETY: allocated above with `layout`.
-    unsafe { std::alloc::dealloc(ptr, layout) };
-    out
+    let mut block = crate::tune::AlignedBlock::new();
+    file.read_exact_at(block.as_mut_slice(), 0).expect("read O_DIRECT");
+    block
 }
 
 /// A commit write is handed to the kernel when the committer issues it, not
@@ -874,18 +866,18 @@ fn a_dma_write_reaches_the_disk_before_its_task_yields() {
         let file = glommio::io::OpenOptions::new().read(true).write(true).dma_open(&p).await.expect("dma open");
         let mut buf = file.alloc_dma_buffer(4096);
         buf.as_bytes_mut().fill(0xab);
-        use std::future::Future;
         let mut write = std::pin::pin!(file.write_at(buf, 0));
         // Polled once: the write is queued (its completion is reaped later).
-        let first = std::future::poll_fn(|cx| std::task::Poll::Ready(write.as_mut().poll(cx))).await;
+        let first =
+            std::future::poll_fn(|cx| std::task::Poll::Ready(std::future::Future::poll(write.as_mut(), cx))).await;
         assert!(first.is_pending());
         // This task does not yield: only a write already submitted can land.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while read_direct(&p, 4096)[0] != 0xab {
+        while read_first_page_direct(&p).as_slice()[0] != 0xab {
             assert!(std::time::Instant::now() < deadline, "the write was not submitted while its task kept running");
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
         assert_eq!(write.await.expect("write"), 4096);
     });
-    assert!(read_direct(&path, 4096).iter().all(|&b| b == 0xab));
+    assert!(read_first_page_direct(&path).as_slice().iter().all(|&b| b == 0xab));
 }

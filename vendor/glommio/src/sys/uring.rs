@@ -1746,14 +1746,11 @@ impl Reactor {
 
     /// Hands the queued requests of `src`'s ring to the kernel at once
     /// (ringmq patch 4). Only submits: completions are still reaped by the
-    /// reactor. A full or busy ring leaves them queued for the next turn.
+    /// reactor. A failed submission leaves the requests in the ring's queue,
+    /// where the reactor's next turn submits them again and handles its
+    /// error as it always did.
     pub(crate) fn submit_now(&self, src: &Source) {
-        let ring = &mut *self.ring_for_source(src);
-        let _ = ring
-            .consume_submission_queue()
-            .or_else(Self::busy_ok)
-            .or_else(Self::again_ok)
-            .or_else(Self::intr_ok);
+        let _ = self.ring_for_source(src).consume_submission_queue();
     }
 
     pub(crate) fn rush_dispatch(&self, src: &Source, woke: &mut usize) -> io::Result<()> {
