@@ -1,8 +1,10 @@
 //! ringmq: a Kafka-compatible, thread-per-core message broker on glommio.
 //! See `../shared/DESIGN.md` (the project's map) for how the parts fit.
 
+pub mod amqp;
 pub mod catalog;
 pub mod config;
+pub mod durable_file;
 pub mod groups;
 pub mod histogram;
 pub mod kafka;

@@ -5,6 +5,7 @@
 pub mod mesh;
 pub mod registration;
 pub mod shard;
+pub mod task;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -121,6 +122,18 @@ pub fn serve(mut config: ServeConfig) -> Result<(), StartError> {
         .ok()
         .and_then(|a| a.as_socket())
         .ok_or_else(|| StartError::Listen { addr: config.listen, message: "no local address".into() })?;
+    let amqp_hold = match config.amqp.as_mut() {
+        Some(amqp) => {
+            let hold = reserve_port(amqp.listen)?;
+            amqp.listen = hold
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_socket())
+                .ok_or_else(|| StartError::Listen { addr: amqp.listen, message: "no local address".into() })?;
+            Some(hold)
+        }
+        None => None,
+    };
 
     let mesh = MeshBuilder::<ShardMsg, Full>::full(shards, MESH_QUEUE);
     let gate = Arc::new(StartGate::new(shards));
@@ -154,6 +167,7 @@ pub fn serve(mut config: ServeConfig) -> Result<(), StartError> {
     // Every shard listens (or one failed): the reservation can go.
     gate.wait_blocking(Stage::Listening);
     drop(port_hold);
+    drop(amqp_hold);
     let mut first_error = None;
     for handle in handles {
         let result = handle.join().map_err(|_| StartError::Executor("a shard thread panicked".into())).and_then(|r| r);
@@ -263,6 +277,18 @@ async fn run_shard(
             return Err(e);
         }
     };
+    let amqp = match shard.config.amqp.clone() {
+        Some(amqp_config) => {
+            match crate::amqp::broker::Broker::open(shard.clone(), amqp_config, &shard.config.log).await {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    gate.fail();
+                    return Err(StartError::Open(e));
+                }
+            }
+        }
+        None => None,
+    };
     if !gate.arrive(Stage::Opened).await {
         return Ok(());
     }
@@ -286,8 +312,21 @@ async fn run_shard(
             tracing::info!(metrics = %bound_metrics, "metrics endpoint listening");
         }
     }
+    let amqp_listener = match &amqp {
+        Some(b) => {
+            let addr = b.config.listen;
+            let l = glommio::net::TcpListener::bind(addr)
+                .map_err(|e| StartError::Listen { addr, message: e.to_string() })?;
+            let bound = l.local_addr().map_err(|e| StartError::Listen { addr, message: e.to_string() })?;
+            Some((l, bound))
+        }
+        None => None,
+    };
     if !gate.arrive(Stage::Listening).await {
         return Ok(());
+    }
+    if let Some(b) = &amqp {
+        crate::amqp::broker::spawn_disk_watch(b.clone());
     }
 
     // Retention, on a timer, for this shard's partitions.
@@ -305,7 +344,10 @@ async fn run_shard(
     .detach();
 
     if id == CATALOG_SHARD {
-        println!("ringmq ready listen={bound}");
+        match &amqp_listener {
+            Some((_, amqp_bound)) => println!("ringmq ready listen={bound} amqp={amqp_bound}"),
+            None => println!("ringmq ready listen={bound}"),
+        }
         use std::io::Write;
         let _ = std::io::stdout().flush();
         tracing::info!(listen = %bound, shards = count, "ringmq ready");
@@ -335,8 +377,26 @@ async fn run_shard(
             }
         }
     };
-    futures_lite::future::or(accept_loop, stop_signal).await;
+    let amqp_accept_loop = async move {
+        let Some((listener, _)) = amqp_listener else { return std::future::pending::<()>().await };
+        let Some(broker) = amqp.clone() else { return std::future::pending::<()>().await };
+        loop {
+            match listener.accept().await {
+                Ok(stream) => {
+                    glommio::spawn_local(crate::net::amqp::serve_amqp_connection(broker.clone(), stream)).detach();
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "AMQP accept failed");
+                    glommio::timer::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    };
+    futures_lite::future::or(futures_lite::future::or(accept_loop, amqp_accept_loop), stop_signal).await;
     tracing::info!(shard = id, "stopping: committing queued appends and closing logs");
+    if let Some(b) = crate::amqp::broker::Broker::current() {
+        b.close().await;
+    }
     shard.shutdown().await;
     tracing::info!(shard = id, "stopped");
     Ok(())

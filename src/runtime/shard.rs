@@ -15,7 +15,7 @@ use futures_channel::oneshot;
 use glommio::channels::channel_mesh::{Receivers, Senders};
 use glommio::sync::Semaphore;
 
-use super::mesh::{PartitionGauges, ReplyPayload, ReplyTo, ShardMsg, ShardReport};
+use super::mesh::{AnyAnswer, Job, PartitionGauges, ReplyPayload, ReplyTo, ShardMsg, ShardReport};
 use crate::catalog::producer_ids::{IdBlock, ProducerIdError, ProducerIdStore, ShardProducerIds};
 use crate::catalog::{self, Catalog, TopicError, TopicMeta, TopicUpdate};
 use crate::config::ServeConfig;
@@ -264,6 +264,52 @@ impl Shard {
         R::try_from(payload).ok()
     }
 
+    /// Runs `make()`'s future on shard `to` (here when it is this one) and
+    /// returns its output; `None` when that shard is gone.
+    pub async fn run_on<R, F, Fut>(&self, to: usize, make: F) -> Option<R>
+    where
+        R: Send + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = R> + 'static,
+    {
+        if to == self.id {
+            return Some(make().await);
+        }
+        let job: Job = Box::new(move || Box::pin(async move { Box::new(make().await) as AnyAnswer }));
+        let answer: AnyAnswer = self.ask(to, |reply| ShardMsg::Run { job, reply: Some(reply) }).await?;
+        answer.downcast::<R>().ok().map(|r| *r)
+    }
+
+    /// Runs `make()`'s future on shard `to` without waiting for it to finish
+    /// (only for its turn in the mesh, in the order of calls); false when
+    /// that shard is gone. On this shard it is spawned.
+    pub async fn tell_on<F, Fut>(&self, to: usize, make: F) -> bool
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + 'static,
+    {
+        if to == self.id {
+            glommio::spawn_local(make()).detach();
+            return true;
+        }
+        let job: Job = Box::new(move || {
+            Box::pin(async move {
+                make().await;
+                Box::new(()) as AnyAnswer
+            })
+        });
+        let (Some(peers), Some(peer), Some(turns)) =
+            (self.peers.get(), self.peer_of.get().and_then(|p| p.get(to).copied()), self.send_turns.get(to))
+        else {
+            return false;
+        };
+        bump(&self.counters.cross_shard_hops, 1);
+        match turns.acquire_permit(1).await {
+            Ok(_turn) => peers.send_to(peer, ShardMsg::Run { job, reply: None }).await.is_ok(),
+            Err(_) => false,
+        }
+    }
+
     /// Sends an answer back to the shard that asked.
     async fn answer<T: Into<ReplyPayload>>(&self, to: ReplyTo<T>, value: T) {
         let (Some(peers), Some(peer)) = (self.peers.get(), self.peer_of.get().and_then(|p| p.get(to.from).copied()))
@@ -341,6 +387,12 @@ impl Shard {
             ShardMsg::Group { call, reply } => {
                 let r = self.groups.call(call).await;
                 self.answer(reply, r).await;
+            }
+            ShardMsg::Run { job, reply } => {
+                let out = job().await;
+                if let Some(reply) = reply {
+                    self.answer(reply, out).await;
+                }
             }
             ShardMsg::Reply { id, payload } => {
                 if let Some(waiter) = self.pending.borrow_mut().remove(&id) {
