@@ -255,7 +255,7 @@ mod tests {
             Bytes::from(vec![b'x'; 100_000]),
         ];
         let writer = std::thread::spawn(move || {
-            let mut sink = FrameSink::new(futures_lite::io::AllowStdIo::new(&a), Some(fd));
+            let mut sink = FrameSink::new(futures_lite::io::AssertAsync::new(&a), Some(fd));
             run(sink.write_chunks(&chunks)).expect("write");
             drop(a);
         });

@@ -111,3 +111,12 @@ impl Semaphore {
         self.0.close();
     }
 }
+
+/// Runs `future` to completion on a fresh single-shard executor on this
+/// thread (tests and tools; the broker's shards are made by `runtime`).
+pub fn run_local<T: 'static, F: Future<Output = T> + 'static>(future: F) -> T {
+    match glommio::LocalExecutorBuilder::default().make() {
+        Ok(ex) => ex.run(future),
+        Err(e) => panic!("cannot make an executor: {e}"),
+    }
+}
