@@ -533,6 +533,10 @@ impl Broker {
         CURRENT.with(|c| c.borrow_mut().take());
     }
 
+    pub fn memory_used_bytes(&self) -> usize {
+        self.memory.used_bytes.get()
+    }
+
     pub fn data_dir(&self) -> &Path {
         &self.dir
     }

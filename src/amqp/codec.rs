@@ -150,6 +150,41 @@ pub fn encode_properties(properties: &basic::AMQPProperties) -> Bytes {
     }
 }
 
+/// Decodes a client's byte stream as the broker reads it, without acting on
+/// it: the protocol header (optional), then frames, each method and content
+/// header parsed. Returns how many frames were read whole. For fuzzing and
+/// tools: any input must end in `Ok` or `Err`, never a panic.
+pub fn decode_stream(mut data: &[u8], frame_max: u32) -> Result<usize, String> {
+    use super::frame::{parse_head, FRAME_END, FRAME_HEADER, FRAME_HEAD_BYTES, FRAME_METHOD, PROTOCOL_HEADER};
+    if data.starts_with(&PROTOCOL_HEADER) {
+        data = &data[PROTOCOL_HEADER.len()..];
+    }
+    let mut frames = 0;
+    while data.len() >= FRAME_HEAD_BYTES {
+        let mut head = [0u8; FRAME_HEAD_BYTES];
+        head.copy_from_slice(&data[..FRAME_HEAD_BYTES]);
+        let h = parse_head(&head, frame_max).map_err(|e| e.to_string())?;
+        let end_at = FRAME_HEAD_BYTES + h.size as usize;
+        let Some(&end) = data.get(end_at) else { return Ok(frames) };
+        if end != FRAME_END {
+            return Err(format!("frame end byte {end:#04x}"));
+        }
+        let payload = Bytes::copy_from_slice(&data[FRAME_HEAD_BYTES..end_at]);
+        match h.kind {
+            FRAME_METHOD => {
+                parse_method(&payload).map_err(|e| e.to_string())?;
+            }
+            FRAME_HEADER => {
+                parse_content_header(&payload).map_err(|e| e.to_string())?;
+            }
+            _ => {}
+        }
+        frames += 1;
+        data = &data[end_at + 1..];
+    }
+    Ok(frames)
+}
+
 /// A short string for the wire, cut to 255 bytes at a character boundary
 /// (reply texts built from names can be longer).
 pub fn short(s: &str) -> ShortString {

@@ -254,9 +254,6 @@ impl Definitions {
             }
             return Ok(false);
         }
-        if name.starts_with("amq.") {
-            return Err(refuse(codes::ACCESS_REFUSED, format!("queue name '{name}' contains reserved prefix 'amq.*'")));
-        }
         if self.queues.len() >= MAX_QUEUES {
             return Err(refuse(codes::RESOURCE_ERROR, format!("queue limit of {MAX_QUEUES} reached")));
         }

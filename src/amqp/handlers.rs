@@ -345,7 +345,12 @@ async fn declare_queue(conn: &Rc<Conn>, ch: u16, d: &queue::Declare) -> Result<(
         check_queue_access(conn, &name)?;
         return declare_ok(conn, ch, &name, d.nowait).await;
     }
+    // `amq.` names are the server's own (server-named queues).
     let name = if d.queue.as_str().is_empty() { generated_name("amq.gen-") } else { d.queue.to_string() };
+    if !d.queue.as_str().is_empty() && name.starts_with("amq.") && !conn.broker.definitions().queues.contains_key(&name)
+    {
+        return Err(err(codes::ACCESS_REFUSED, format!("queue name '{name}' contains reserved prefix 'amq.*'")));
+    }
     check_queue_arguments(d.durable, d.exclusive, d.auto_delete, &d.arguments)?;
     if conn.broker.definitions().queues.contains_key(&name) {
         check_queue_access(conn, &name)?;

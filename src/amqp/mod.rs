@@ -14,6 +14,7 @@ pub mod frame;
 pub mod handlers;
 pub mod io;
 pub mod message;
+pub mod metrics;
 pub mod queue;
 pub mod routing;
 pub mod session;

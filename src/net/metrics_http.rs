@@ -30,7 +30,11 @@ pub fn start(shard: Rc<Shard>, addr: SocketAddr, started: Instant) -> std::io::R
                 let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
                 let (status, body) = if line.starts_with(b"GET /metrics") {
                     let host = crate::metrics::HostGauges { uptime: started.elapsed(), ..disk_space(&shard.config.data_dir) };
-                    ("200 OK", crate::metrics::render(&shard.reports().await, host))
+                    let mut text = crate::metrics::render(&shard.reports().await, host);
+                    if let Some(broker) = crate::amqp::broker::Broker::current() {
+                        text.push_str(&crate::amqp::metrics::render(&crate::amqp::metrics::reports(&broker).await));
+                    }
+                    ("200 OK", text)
                 } else if line.starts_with(b"GET /health") {
                     ("200 OK", "ok\n".to_string())
                 } else {
