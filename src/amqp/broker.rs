@@ -501,6 +501,31 @@ impl Broker {
             .await;
     }
 
+    /// A delivery `key`'s channel could not take: back to its queue, the
+    /// consumer paused.
+    pub async fn release(&self, queue: Arc<str>, key: ConsumerKey, offset: i64, redelivered: bool) {
+        let owner = self.owner(&queue);
+        self.shard
+            .tell_on(owner, move || async move {
+                if let Some(q) = Broker::current().and_then(|b| b.local_queue(&queue)) {
+                    q.release(&key, offset, redelivered);
+                }
+            })
+            .await;
+    }
+
+    /// Pauses or resumes consumer `key` at its queue.
+    pub async fn set_paused(&self, queue: Arc<str>, key: ConsumerKey, paused: bool) {
+        let owner = self.owner(&queue);
+        self.shard
+            .tell_on(owner, move || async move {
+                if let Some(q) = Broker::current().and_then(|b| b.local_queue(&queue)) {
+                    q.set_paused(&key, paused);
+                }
+            })
+            .await;
+    }
+
     /// `n` deliveries to `key` reached the socket.
     pub async fn credit(&self, queue: Arc<str>, key: ConsumerKey, n: u32) {
         let owner = self.owner(&queue);

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::codec::ContentHeader;
 use super::message::PendingBody;
-use super::queue::Delivery;
+use super::queue::{ConsumerKey, Delivery};
 
 /// A message being received: basic.publish seen, header and body to come.
 pub struct Content {
@@ -153,10 +153,16 @@ pub struct Channel {
     pub held: VecDeque<Delivery>,
     /// The last queue declared on this channel (the empty queue name means it).
     pub last_queue: Option<String>,
+    /// The channel reached its channel-wide prefetch: its consumers are
+    /// paused at their queues until an ack makes room.
+    pub paused: bool,
+    /// Where this channel lives (for consumer keys).
+    pub shard: usize,
+    pub connection: u64,
 }
 
 impl Channel {
-    pub fn new(id: u16) -> Channel {
+    pub fn new(id: u16, shard: usize, connection: u64) -> Channel {
         Channel {
             id,
             closing: false,
@@ -170,7 +176,14 @@ impl Channel {
             global_prefetch: 0,
             held: VecDeque::new(),
             last_queue: None,
+            paused: false,
+            shard,
+            connection,
         }
+    }
+
+    pub fn consumer_key(&self, tag: &Arc<str>) -> ConsumerKey {
+        ConsumerKey { shard: self.shard, connection: self.connection, channel: self.id, tag: tag.clone() }
     }
 
     /// A delivery tag for a message; recorded as unacked unless `no_ack`.
@@ -269,7 +282,7 @@ mod tests {
 
     #[test]
     fn multiple_takes_every_tag_up_to_it_and_zero_takes_all() {
-        let mut ch = Channel::new(1);
+        let mut ch = Channel::new(1, 0, 1);
         for o in 0..5 {
             ch.tag(Some(unacked("q", o)));
         }
@@ -282,7 +295,7 @@ mod tests {
 
     #[test]
     fn the_channel_limit_caps_a_consumer_without_its_own() {
-        let mut ch = Channel::new(1);
+        let mut ch = Channel::new(1, 0, 1);
         ch.global_prefetch = 10;
         assert_eq!(ch.consumer_prefetch(), 10);
         ch.prefetch_count = 3;

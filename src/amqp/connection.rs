@@ -269,8 +269,26 @@ impl Conn {
         Some(frames)
     }
 
-    /// Sends held deliveries of `channel` while its limits allow.
+    /// Resumes a paused channel's consumers once it has room again, then
+    /// sends held deliveries while its limits allow.
     pub async fn flush_held(&self, channel: u16) {
+        let resume = {
+            let mut chans = self.channels.borrow_mut();
+            match chans.get_mut(&channel) {
+                Some(ch)
+                    if ch.paused
+                        && ch.has_room()
+                        && ch.unacked.len() < self.broker.config.max_unacked_per_channel as usize =>
+                {
+                    ch.paused = false;
+                    consumers_of(ch)
+                }
+                _ => Vec::new(),
+            }
+        };
+        for (queue, key) in resume {
+            self.broker.set_paused(queue, key, false).await;
+        }
         loop {
             let next = {
                 let mut chans = self.channels.borrow_mut();
@@ -334,6 +352,19 @@ impl Conn {
     }
 }
 
+/// What to do with a delivery that reached its channel.
+enum DeliverOutcome {
+    Send(Delivery, Option<Vec<Bytes>>),
+    Held,
+    /// Back to the queue; and these consumers paused.
+    Release(Delivery, Vec<(Arc<str>, ConsumerKey)>),
+}
+
+/// The channel's consumers as (queue, key).
+fn consumers_of(ch: &Channel) -> Vec<(Arc<str>, ConsumerKey)> {
+    ch.consumers.iter().map(|(tag, info)| (info.queue.clone(), ch.consumer_key(tag))).collect()
+}
+
 /// What a closing channel leaves to release.
 pub struct ChannelLeftovers {
     pub consumers: Vec<(Arc<str>, Arc<str>)>,
@@ -355,24 +386,39 @@ impl ConnectionPort for Conn {
                 return Err(d);
             }
             let channel = d.consumer.channel;
-            let framed = {
+            let max_unacked = self.broker.config.max_unacked_per_channel as usize;
+            let outcome = {
                 let mut chans = self.channels.borrow_mut();
                 let Some(ch) = chans.get_mut(&channel) else { return Err(d) };
                 if ch.closing {
                     return Err(d);
                 }
                 let Some(info) = ch.consumers.get(&d.consumer.tag).cloned() else { return Err(d) };
-                let max_unacked = self.broker.config.max_unacked_per_channel as usize;
-                if !info.ready || !ch.has_room() || !ch.held.is_empty() || ch.unacked.len() >= max_unacked {
+                if !info.no_ack && (!ch.has_room() || ch.unacked.len() >= max_unacked) {
+                    // The channel is full: the message goes back to its place
+                    // and the channel's consumers stop until an ack.
+                    let pause = !ch.paused;
+                    ch.paused = true;
+                    let consumers = if pause { consumers_of(ch) } else { Vec::new() };
+                    DeliverOutcome::Release(d, consumers)
+                } else if !info.ready || !ch.held.is_empty() {
                     ch.held.push_back(d);
-                    return Ok(());
+                    DeliverOutcome::Held
+                } else {
+                    let frames = self.frame_delivery(ch, &d, info.no_ack);
+                    DeliverOutcome::Send(d, frames)
                 }
-                let frames = self.frame_delivery(ch, &d, info.no_ack);
-                (d, frames)
             };
-            match framed {
-                (d, Some(frames)) => self.push_delivery(frames, d).await,
-                (d, None) => self.broker.settle(d.queue.clone(), vec![d.offset]).await,
+            match outcome {
+                DeliverOutcome::Held => {}
+                DeliverOutcome::Send(d, Some(frames)) => self.push_delivery(frames, d).await,
+                DeliverOutcome::Send(d, None) => self.broker.settle(d.queue.clone(), vec![d.offset]).await,
+                DeliverOutcome::Release(d, pause) => {
+                    for (queue, key) in pause {
+                        self.broker.set_paused(queue, key, true).await;
+                    }
+                    self.broker.release(d.queue.clone(), d.consumer.clone(), d.offset, d.redelivered).await;
+                }
             }
             Ok(())
         })

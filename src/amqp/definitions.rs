@@ -175,6 +175,7 @@ impl Definitions {
             Change::DeleteQueue { name } => Ok(self.queues.contains_key(name)),
             Change::Bind(b) => self.check_bind(b),
             Change::Unbind(b) => {
+                check_not_default_exchange(b)?;
                 self.check_ends(b)?;
                 Ok(self.bindings.get(&b.source).is_some_and(|v| v.iter().any(|x| x.same(b))))
             }
@@ -183,15 +184,19 @@ impl Definitions {
 
     fn check_declare_exchange(&self, name: &str, exchange: &Exchange) -> Result<bool, DefinitionError> {
         if let Some(old) = self.exchanges.get(name) {
-            let same = old.kind == exchange.kind
-                && old.durable == exchange.durable
-                && old.auto_delete == exchange.auto_delete
-                && old.internal == exchange.internal;
-            if !same {
-                return Err(refuse(
-                    codes::PRECONDITION_FAILED,
-                    format!("inequivalent arg 'type' or flags for exchange '{name}' in vhost '{VHOST}': received '{}' but current is '{}'", exchange.kind.as_str(), old.kind.as_str()),
-                ));
+            // Each field in RabbitMQ's order, the first that differs named.
+            for (what, received, current) in [
+                ("type", exchange.kind.as_str().to_string(), old.kind.as_str().to_string()),
+                ("durable", exchange.durable.to_string(), old.durable.to_string()),
+                ("auto_delete", exchange.auto_delete.to_string(), old.auto_delete.to_string()),
+                ("internal", exchange.internal.to_string(), old.internal.to_string()),
+            ] {
+                if received != current {
+                    return Err(refuse(
+                        codes::PRECONDITION_FAILED,
+                        format!("inequivalent arg '{what}' for exchange '{name}' in vhost '{VHOST}': received '{received}' but current is '{current}'"),
+                    ));
+                }
             }
             return Ok(false);
         }
@@ -209,27 +214,24 @@ impl Definitions {
 
     fn check_declare_queue(&self, name: &str, queue: &QueueDefWire) -> Result<bool, DefinitionError> {
         if let Some(old) = self.queues.get(name) {
-            if old.exclusive_owner.is_some() && old.exclusive_owner != queue.exclusive_owner {
+            // Exclusivity first, and strictly (as RabbitMQ): the same owner,
+            // or no owner on both sides; a shared queue redeclared exclusive
+            // is locked too.
+            if old.exclusive_owner != queue.exclusive_owner {
                 return Err(refuse(
                     codes::RESOURCE_LOCKED,
                     format!("cannot obtain exclusive access to locked queue '{name}' in vhost '{VHOST}'. It could be originally declared on another connection or the exclusive property value does not match that of the original declaration."),
                 ));
             }
-            let same = old.durable == queue.def.durable
-                && old.auto_delete == queue.def.auto_delete
-                && old.exclusive_owner == queue.exclusive_owner;
-            if !same {
-                let what = if old.durable != queue.def.durable {
-                    "durable"
-                } else if old.auto_delete != queue.def.auto_delete {
-                    "auto_delete"
-                } else {
-                    "exclusive"
-                };
-                return Err(refuse(
-                    codes::PRECONDITION_FAILED,
-                    format!("inequivalent arg '{what}' for queue '{name}' in vhost '{VHOST}'"),
-                ));
+            for (what, current, received) in
+                [("durable", old.durable, queue.def.durable), ("auto_delete", old.auto_delete, queue.def.auto_delete)]
+            {
+                if current != received {
+                    return Err(refuse(
+                        codes::PRECONDITION_FAILED,
+                        format!("inequivalent arg '{what}' for queue '{name}' in vhost '{VHOST}': received '{received}' but current is '{current}'"),
+                    ));
+                }
             }
             for key in [
                 "x-queue-type",
@@ -241,6 +243,9 @@ impl Definitions {
                 "x-overflow",
                 "x-dead-letter-exchange",
                 "x-dead-letter-routing-key",
+                "x-queue-mode",
+                "x-queue-version",
+                "x-queue-master-locator",
             ] {
                 let a = old.arguments.inner().get(key);
                 let b = queue.def.arguments.inner().get(key);
@@ -276,12 +281,7 @@ impl Definitions {
     }
 
     fn check_bind(&self, b: &Binding) -> Result<bool, DefinitionError> {
-        if b.source.is_empty() {
-            return Err(refuse(codes::ACCESS_REFUSED, format!("operation not permitted on the default exchange")));
-        }
-        if matches!(&b.destination, Destination::Exchange(x) if x.is_empty()) {
-            return Err(refuse(codes::ACCESS_REFUSED, "operation not permitted on the default exchange".into()));
-        }
+        check_not_default_exchange(b)?;
         self.check_ends(b)?;
         if self.bindings.get(&b.source).is_some_and(|v| v.iter().any(|x| x.same(b))) {
             return Ok(false);
@@ -478,6 +478,15 @@ impl Definitions {
     }
 }
 
+/// Bindings from or to the default exchange (the empty name) are neither
+/// made nor removed: it routes by queue name alone.
+fn check_not_default_exchange(b: &Binding) -> Result<(), DefinitionError> {
+    if b.source.is_empty() || matches!(&b.destination, Destination::Exchange(x) if x.is_empty()) {
+        return Err(refuse(codes::ACCESS_REFUSED, "operation not permitted on the default exchange".into()));
+    }
+    Ok(())
+}
+
 pub fn is_default_exchange(name: &str) -> bool {
     DEFAULT_EXCHANGES.iter().any(|(n, _)| *n == name)
 }
@@ -559,6 +568,52 @@ mod tests {
     }
 
     #[test]
+    fn an_inequivalent_exchange_redeclare_names_the_field_that_differs() {
+        let mut d = Definitions::with_defaults();
+        apply(&mut d, Change::DeclareExchange { name: "x".into(), exchange: exchange(ExchangeKind::Direct, false) });
+        let e = d
+            .check(&Change::DeclareExchange { name: "x".into(), exchange: exchange(ExchangeKind::Direct, true) })
+            .unwrap_err();
+        assert_eq!(
+            e.text,
+            "inequivalent arg 'durable' for exchange 'x' in vhost '/': received 'true' but current is 'false'"
+        );
+        let e = d
+            .check(&Change::DeclareExchange { name: "x".into(), exchange: exchange(ExchangeKind::Fanout, true) })
+            .unwrap_err();
+        assert_eq!(
+            e.text,
+            "inequivalent arg 'type' for exchange 'x' in vhost '/': received 'fanout' but current is 'direct'"
+        );
+    }
+
+    #[test]
+    fn redeclaring_with_the_other_exclusive_flag_is_resource_locked_either_way() {
+        let owner = ConnectionId { shard: 0, number: 1 };
+        let exclusive = |owner: Option<ConnectionId>| QueueDefWire { exclusive_owner: owner, ..queue(false) };
+        let mut d = Definitions::with_defaults();
+        apply(&mut d, Change::DeclareQueue { name: "shared".into(), queue: exclusive(None) });
+        apply(&mut d, Change::DeclareQueue { name: "own".into(), queue: exclusive(Some(owner)) });
+        let e = d.check(&Change::DeclareQueue { name: "shared".into(), queue: exclusive(Some(owner)) }).unwrap_err();
+        assert_eq!(e.code, codes::RESOURCE_LOCKED);
+        let e = d.check(&Change::DeclareQueue { name: "own".into(), queue: exclusive(None) }).unwrap_err();
+        assert_eq!(e.code, codes::RESOURCE_LOCKED);
+        assert_eq!(d.check(&Change::DeclareQueue { name: "own".into(), queue: exclusive(Some(owner)) }), Ok(false));
+    }
+
+    #[test]
+    fn redeclaring_with_another_queue_mode_is_precondition_failed() {
+        let mut lazy = queue(false);
+        lazy.def.arguments.insert("x-queue-mode".into(), AMQPValue::LongString("lazy".into()));
+        let mut d = Definitions::with_defaults();
+        apply(&mut d, Change::DeclareQueue { name: "q".into(), queue: lazy.clone() });
+        assert_eq!(d.check(&Change::DeclareQueue { name: "q".into(), queue: lazy }), Ok(false));
+        let e = d.check(&Change::DeclareQueue { name: "q".into(), queue: queue(false) }).unwrap_err();
+        assert_eq!(e.code, codes::PRECONDITION_FAILED);
+        assert!(e.text.contains("'x-queue-mode'"), "{}", e.text);
+    }
+
+    #[test]
     fn reserved_names_and_the_default_exchange_are_refused() {
         let d = Definitions::with_defaults();
         let e = d
@@ -572,6 +627,19 @@ mod tests {
             d.check(&Change::DeleteExchange { name: "amq.direct".into() }).unwrap_err().code,
             codes::ACCESS_REFUSED
         );
+    }
+
+    #[test]
+    fn unbinding_from_the_default_exchange_is_refused_like_binding_to_it() {
+        let mut d = Definitions::with_defaults();
+        apply(&mut d, Change::DeclareQueue { name: "q".into(), queue: queue(false) });
+        for change in
+            [bind("", Destination::Queue("q".into()), "q"), bind("amq.fanout", Destination::Exchange("".into()), "")]
+        {
+            let Change::Bind(b) = change else { unreachable!("bind() makes a Bind") };
+            assert_eq!(d.check(&Change::Bind(b.clone())).unwrap_err().code, codes::ACCESS_REFUSED);
+            assert_eq!(d.check(&Change::Unbind(b)).unwrap_err().code, codes::ACCESS_REFUSED);
+        }
     }
 
     #[test]

@@ -19,7 +19,7 @@ use futures_lite::AsyncRead;
 use super::channel::{
     by_queue, ConfirmFrame, Confirms, ConsumerInfo, Content, ReadyMessage, Tx, TxSettle, Unacked, TX_PUBLISHES_MAX,
 };
-use super::codec::{method_frame, parse_content_header, short, AMQPValue, FieldTable};
+use super::codec::{method_frame, parse_content_header, short, AMQPValue, FieldTable, CLASS_BASIC};
 use super::codes;
 use super::connection::{take_channel_state, AmqpError, Conn};
 use super::definitions::{Binding, Change, Destination, Exchange, QueueDef, QueueDefWire};
@@ -63,6 +63,9 @@ impl From<std::io::Error> for Fault {
         Fault::Io(e)
     }
 }
+
+/// basic.publish's method id (for errors found in its content).
+const BASIC_PUBLISH: u16 = 40;
 
 fn err(code: u16, text: impl Into<String>) -> AmqpError {
     AmqpError::new(code, text)
@@ -219,7 +222,21 @@ fn check_queue_access(conn: &Conn, name: &str) -> Result<(), AmqpError> {
     Ok(())
 }
 
+/// Arguments of other queue types (quorum queues, streams) that RabbitMQ
+/// refuses on a classic queue rather than ignore.
+const NOT_FOR_CLASSIC_QUEUES: &[&str] = &[
+    "x-max-in-memory-length",
+    "x-max-in-memory-bytes",
+    "x-quorum-initial-group-size",
+    "x-max-age",
+    "x-stream-max-segment-size-bytes",
+    "x-initial-cluster-size",
+    "x-queue-leader-locator",
+    "x-dead-letter-strategy",
+];
+
 fn check_queue_arguments(
+    name: &str,
     durable: bool,
     exclusive: bool,
     auto_delete: bool,
@@ -240,7 +257,13 @@ fn check_queue_arguments(
         Some(_) => return Err(err(codes::PRECONDITION_FAILED, "invalid arg 'x-queue-type'")),
     };
     match kind.as_str() {
-        "classic" => Ok(()),
+        "classic" => match NOT_FOR_CLASSIC_QUEUES.iter().find(|k| args.inner().contains_key(**k)) {
+            Some(key) => Err(err(
+                codes::PRECONDITION_FAILED,
+                format!("invalid arg '{key}' for queue '{name}' in vhost '/' of queue type rabbit_classic_queue"),
+            )),
+            None => Ok(()),
+        },
         "quorum" => {
             if !durable || exclusive || auto_delete {
                 let what = if !durable {
@@ -345,13 +368,14 @@ async fn declare_queue(conn: &Rc<Conn>, ch: u16, d: &queue::Declare) -> Result<(
         check_queue_access(conn, &name)?;
         return declare_ok(conn, ch, &name, d.nowait).await;
     }
-    // `amq.` names are the server's own (server-named queues).
+    // `amq.` names are the server's own (server-named queues): a client
+    // may use one (passive declare, consume, bind...) but not declare it,
+    // even when it exists (as RabbitMQ).
     let name = if d.queue.as_str().is_empty() { generated_name("amq.gen-") } else { d.queue.to_string() };
-    if !d.queue.as_str().is_empty() && name.starts_with("amq.") && !conn.broker.definitions().queues.contains_key(&name)
-    {
+    if !d.queue.as_str().is_empty() && name.starts_with("amq.") {
         return Err(err(codes::ACCESS_REFUSED, format!("queue name '{name}' contains reserved prefix 'amq.*'")));
     }
-    check_queue_arguments(d.durable, d.exclusive, d.auto_delete, &d.arguments)?;
+    check_queue_arguments(&name, d.durable, d.exclusive, d.auto_delete, &d.arguments)?;
     if conn.broker.definitions().queues.contains_key(&name) {
         check_queue_access(conn, &name)?;
     }
@@ -591,6 +615,24 @@ pub async fn on_header(conn: &Rc<Conn>, ch: u16, payload: Bytes) -> Result<(), A
                 codes::PRECONDITION_FAILED,
                 format!("message size {} is larger than configured max size {max}", header.body_size),
             ));
+        }
+        if let Some(user) = header.properties.user_id().as_ref().filter(|u| u.as_str() != super::session::USER) {
+            // Validated as RabbitMQ does: consumers may trust user-id.
+            let e = AmqpError {
+                class_id: CLASS_BASIC,
+                method_id: BASIC_PUBLISH,
+                ..err(
+                    codes::PRECONDITION_FAILED,
+                    format!(
+                        "user_id property set to '{}' but authenticated user was '{}'",
+                        user.as_str(),
+                        super::session::USER
+                    ),
+                )
+            };
+            content.discard_remaining = Some(header.body_size);
+            content.header = Some(header.clone());
+            return Err(e);
         }
         let meta = MessageMeta {
             persistent: header.properties.delivery_mode() == &Some(2),

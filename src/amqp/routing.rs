@@ -132,18 +132,66 @@ pub fn headers_match(binding: &FieldTable, headers: Option<&FieldTable>) -> bool
     !any
 }
 
-/// Value equality with strings compared by their bytes whether short or long.
+/// Value equality as RabbitMQ's headers exchange has it (Erlang `==` over
+/// the decoded values): integers of every width, timestamps and floats by
+/// numeric value (`1 == 1.0`), long and short strings and byte arrays by
+/// their bytes; anything else (booleans, decimals, tables, arrays) only with
+/// a value of its own kind.
 fn values_equal(a: &AMQPValue, b: &AMQPValue) -> bool {
-    fn text(v: &AMQPValue) -> Option<&[u8]> {
-        match v {
-            AMQPValue::LongString(s) => Some(s.as_bytes()),
-            AMQPValue::ShortString(s) => Some(s.as_str().as_bytes()),
-            _ => None,
-        }
+    match (number(a), number(b)) {
+        (Some(x), Some(y)) => return x.equals(y),
+        (Some(_), None) | (None, Some(_)) => return false,
+        (None, None) => {}
     }
-    match (text(a), text(b)) {
+    match (bytes_of(a), bytes_of(b)) {
         (Some(x), Some(y)) => x == y,
         _ => a == b,
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Number {
+    Int(i128),
+    Float(f64),
+}
+
+impl Number {
+    fn equals(self, other: Number) -> bool {
+        match (self, other) {
+            (Number::Int(x), Number::Int(y)) => x == y,
+            (Number::Float(x), Number::Float(y)) => x == y,
+            // A float equals an integer only when it is that integer exactly
+            // (NaN and infinities have no zero fraction).
+            (Number::Int(i), Number::Float(f)) | (Number::Float(f), Number::Int(i)) => {
+                f.fract() == 0.0 && f as i128 == i
+            }
+        }
+    }
+}
+
+fn number(v: &AMQPValue) -> Option<Number> {
+    let int = |x: i128| Some(Number::Int(x));
+    match v {
+        AMQPValue::ShortShortInt(x) => int(i128::from(*x)),
+        AMQPValue::ShortShortUInt(x) => int(i128::from(*x)),
+        AMQPValue::ShortInt(x) => int(i128::from(*x)),
+        AMQPValue::ShortUInt(x) => int(i128::from(*x)),
+        AMQPValue::LongInt(x) => int(i128::from(*x)),
+        AMQPValue::LongUInt(x) => int(i128::from(*x)),
+        AMQPValue::LongLongInt(x) => int(i128::from(*x)),
+        AMQPValue::Timestamp(x) => int(i128::from(*x)),
+        AMQPValue::Float(x) => Some(Number::Float(f64::from(*x))),
+        AMQPValue::Double(x) => Some(Number::Float(*x)),
+        _ => None,
+    }
+}
+
+fn bytes_of(v: &AMQPValue) -> Option<&[u8]> {
+    match v {
+        AMQPValue::LongString(s) => Some(s.as_bytes()),
+        AMQPValue::ShortString(s) => Some(s.as_str().as_bytes()),
+        AMQPValue::ByteArray(b) => Some(b.as_slice()),
+        _ => None,
     }
 }
 
@@ -221,5 +269,26 @@ mod tests {
         assert!(headers_match(&present, Some(&msg)));
         let any_empty = table(&[("x-match", ls("any"))]);
         assert!(!headers_match(&any_empty, Some(&msg)));
+    }
+
+    #[test]
+    fn headers_values_compare_as_rabbitmq_numbers_by_value_and_strings_by_bytes() {
+        let bound = table(&[("n", AMQPValue::LongInt(1))]);
+        let with = |v: AMQPValue| table(&[("n", v)]);
+        for v in
+            [AMQPValue::LongLongInt(1), AMQPValue::ShortShortUInt(1), AMQPValue::Double(1.0), AMQPValue::Timestamp(1)]
+        {
+            assert!(headers_match(&bound, Some(&with(v.clone()))), "{v:?} equals 1");
+        }
+        for v in [
+            ls("1"),
+            AMQPValue::Boolean(true),
+            AMQPValue::Double(1.5),
+            AMQPValue::DecimalValue(amq_protocol::types::DecimalValue { scale: 0, value: 1 }),
+        ] {
+            assert!(!headers_match(&bound, Some(&with(v.clone()))), "{v:?} does not equal 1");
+        }
+        let bytes = AMQPValue::ByteArray(b"abc".to_vec().into());
+        assert!(headers_match(&table(&[("s", ls("abc"))]), Some(&table(&[("s", bytes)]))));
     }
 }

@@ -29,7 +29,8 @@ use crate::runtime::task;
 
 /// Time allowed for the peer's close-ok after this side sent connection.close.
 const CLOSE_OK_TIMEOUT: Duration = Duration::from_secs(3);
-const USER: &str = "guest";
+/// The one user (and what a publisher's user-id property must say).
+pub const USER: &str = "guest";
 const PASSWORD: &str = "guest";
 
 /// Why a connection ended before or during its handshake.
@@ -434,7 +435,7 @@ async fn on_channel_frame_method(
                 )
                 .on(&method));
             }
-            conn.channels.borrow_mut().insert(ch, Channel::new(ch));
+            conn.channels.borrow_mut().insert(ch, Channel::new(ch, conn.broker.shard.id, conn.id));
             let ok = AMQPClass::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {}));
             conn.send_method(ch, ok).await;
             Ok(())

@@ -5,8 +5,9 @@
 //! States of a message at offset `o` (start ≤ o < visible end):
 //! - settled: in `settled` (acknowledged, rejected, purged); never again;
 //! - unacknowledged: in `unacked`, held by a consumer or a basic.get;
-//! - ready: the rest: either requeued (in `requeued`, below `cursor`) or
-//!   not yet handed out (at or past `cursor`).
+//! - ready: the rest: either back (in `requeued`, below `cursor`, with
+//!   the redelivered flag it goes out with) or not yet handed out (at or past
+//!   `cursor`).
 //!
 //! The three are disjoint (asserted where a message moves between them).
 //! Dispatch order is offset order, requeued messages first: a message that
@@ -16,7 +17,7 @@
 pub mod store;
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Range;
 use std::path::Path;
 use std::rc::Rc;
@@ -94,12 +95,14 @@ struct Consumer {
     unacked: u32,
     /// Sent towards the connection and not yet written to the socket.
     in_flight: u32,
+    /// Its channel is at its channel-wide prefetch (basic.qos global).
+    paused: bool,
 }
 
 impl Consumer {
     fn has_credit(&self) -> bool {
         let prefetch = if self.prefetch == 0 { UNLIMITED_PREFETCH_MAX } else { self.prefetch };
-        self.in_flight < DELIVERY_WINDOW && (self.no_ack || self.unacked < prefetch)
+        !self.paused && self.in_flight < DELIVERY_WINDOW && (self.no_ack || self.unacked < prefetch)
     }
 }
 
@@ -107,7 +110,8 @@ struct State {
     settled: RangeSet,
     /// Offsets at or past it were never handed out since the queue opened.
     cursor: i64,
-    requeued: BTreeSet<i64>,
+    /// Ready again, below `cursor`: offset → redelivered flag.
+    requeued: BTreeMap<i64, bool>,
     /// Offset → the consumer holding it (`None`: a basic.get).
     unacked: HashMap<i64, Option<ConsumerKey>>,
     /// Below this, messages may have been delivered before the last stop.
@@ -194,7 +198,7 @@ impl Queue {
             state: RefCell::new(State {
                 settled,
                 cursor: start,
-                requeued: BTreeSet::new(),
+                requeued: BTreeMap::new(),
                 unacked: HashMap::new(),
                 redeliver_below: mark,
                 consumers: VecDeque::new(),
@@ -297,7 +301,7 @@ impl Queue {
             return Err(ConsumeError::ExclusiveUse(self.name.to_string()));
         }
         debug_assert!(!s.consumers.iter().any(|c| c.key == key), "consumer tags are unique per channel");
-        s.consumers.push_back(Consumer { key, no_ack, prefetch, exclusive, unacked: 0, in_flight: 0 });
+        s.consumers.push_back(Consumer { key, no_ack, prefetch, exclusive, unacked: 0, in_flight: 0, paused: false });
         s.had_consumer = true;
         drop(s);
         self.wake.notify(usize::MAX);
@@ -367,7 +371,39 @@ impl Queue {
                 }
             }
             assert!(o < s.cursor && !s.settled.contains(o), "a requeued message was handed out and is not settled");
-            s.requeued.insert(o);
+            s.requeued.insert(o, true);
+        }
+        drop(s);
+        self.wake.notify(usize::MAX);
+    }
+
+    /// A delivery its channel could not take (at its channel-wide prefetch):
+    /// back in its place, with the redelivered flag it went out with, as if
+    /// it had not been handed out; its consumer gets no more until resumed.
+    pub fn release(&self, key: &ConsumerKey, offset: i64, redelivered: bool) {
+        let mut s = self.state.borrow_mut();
+        if let Some(c) = s.consumers.iter_mut().find(|c| &c.key == key) {
+            c.paused = true;
+            c.in_flight = c.in_flight.saturating_sub(1);
+        }
+        if s.unacked.get(&offset).is_some_and(|h| h.as_ref() == Some(key)) {
+            s.unacked.remove(&offset);
+            if let Some(c) = s.consumers.iter_mut().find(|c| &c.key == key) {
+                c.unacked = c.unacked.saturating_sub(1);
+            }
+            assert!(offset < s.cursor && !s.settled.contains(offset), "a released message was handed out");
+            s.requeued.insert(offset, redelivered);
+        }
+        drop(s);
+        self.wake.notify(usize::MAX);
+    }
+
+    /// Pauses or resumes a consumer (its channel reached or left its
+    /// channel-wide prefetch).
+    pub fn set_paused(&self, key: &ConsumerKey, paused: bool) {
+        let mut s = self.state.borrow_mut();
+        if let Some(c) = s.consumers.iter_mut().find(|c| &c.key == key) {
+            c.paused = paused;
         }
         drop(s);
         self.wake.notify(usize::MAX);
@@ -391,7 +427,7 @@ impl Queue {
     pub fn purge(&self) -> u64 {
         let end = self.store.visible_end();
         let mut s = self.state.borrow_mut();
-        let mut ranges: Vec<Range<i64>> = ranges_of(&s.requeued.iter().copied().collect::<Vec<_>>());
+        let mut ranges: Vec<Range<i64>> = ranges_of(&s.requeued.keys().copied().collect::<Vec<_>>());
         s.requeued.clear();
         let mut c = s.cursor.max(self.store.start());
         while c < end {
@@ -417,8 +453,8 @@ impl Queue {
 
     /// The next ready message, without taking it: (offset, redelivered).
     fn peek_ready(&self, s: &mut State) -> Option<(i64, bool)> {
-        if let Some(&o) = s.requeued.first() {
-            return Some((o, true));
+        if let Some((&o, &redelivered)) = s.requeued.first_key_value() {
+            return Some((o, redelivered));
         }
         let end = self.store.visible_end();
         let mut c = s.cursor.max(self.store.start());
@@ -434,7 +470,7 @@ impl Queue {
 
     /// Moves `offset` (from `peek_ready`) from ready to unacked or settled.
     fn take(&self, s: &mut State, offset: i64, holder: Option<ConsumerKey>, no_ack: bool) {
-        if !s.requeued.remove(&offset) {
+        if s.requeued.remove(&offset).is_none() {
             assert_eq!(offset, s.cursor, "messages are handed out in offset order");
             s.cursor += 1;
         }
