@@ -1,6 +1,7 @@
 //! ringmq: a Kafka-compatible, thread-per-core message broker on glommio.
 //! See `../shared/DESIGN.md` (the project's map) for how the parts fit.
 
+pub mod admin;
 pub mod catalog;
 pub mod config;
 pub mod groups;

@@ -14,9 +14,17 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+// Parsed once at start-up: the size of the largest variant (serve's) costs nothing.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     /// Run the broker until SIGTERM or SIGINT.
     Serve(ServeArgs),
+    /// Topics on a running broker, over the Kafka protocol: create, list,
+    /// describe, alter-config, delete.
+    Topic(ringmq::admin::cli::TopicArgs),
+    /// Consumer groups on a running broker, over the Kafka protocol: list,
+    /// describe (members, lag), reset-offsets, delete.
+    Group(ringmq::admin::cli::GroupArgs),
     /// Read-only checks of this host for ringmq (see tuning/README.md).
     Tune {
         #[command(subcommand)]
@@ -65,6 +73,8 @@ fn main() {
                 std::process::exit(1);
             }
         }
+        Command::Topic(args) => std::process::exit(ringmq::admin::cli::run_topic(args)),
+        Command::Group(args) => std::process::exit(ringmq::admin::cli::run_group(args)),
         Command::Tune { command: TuneCommand::Check { data_dir, cores } } => {
             let cpus = match ringmq::config::parse_cores(cores.as_deref(), &ringmq::config::usable_cpus()) {
                 Ok(c) => c,
