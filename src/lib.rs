@@ -8,6 +8,8 @@ pub mod histogram;
 pub mod kafka;
 pub mod metrics;
 pub mod net;
+pub mod placement;
+pub mod record_batch;
 pub mod runtime;
 pub mod storage;
 pub mod tune;

@@ -39,7 +39,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use crate::kafka::codes;
-use crate::runtime::shard::shard_of;
+use crate::placement::{shard_of, Fnv1a};
 use crate::storage::log::AckWait;
 use crate::storage::PartitionLog;
 use store::{OffsetRecord, StoreError};
@@ -81,18 +81,9 @@ pub const MAX_SESSION_TIMEOUT_MS: i32 = 1_800_000;
 /// How often session and rebalance deadlines are checked.
 const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
 
-fn fnv1a(s: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in s.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
-
 /// The offsets log of a group: stable across restarts and core counts.
 pub fn offsets_partition(group: &str) -> i32 {
-    (fnv1a(group) % OFFSETS_PARTITIONS as u64) as i32
+    (Fnv1a::new().bytes(group.as_bytes()).finish() % OFFSETS_PARTITIONS as u64) as i32
 }
 
 /// The shard coordinating a group.
@@ -485,7 +476,7 @@ pub fn sync_response(
 fn store_error_code(e: &StoreError) -> i16 {
     match e {
         StoreError::Storage(crate::storage::StorageError::Closed) => codes::COORDINATOR_NOT_AVAILABLE,
-        StoreError::Storage(s) => codes::for_storage(s),
+        StoreError::Storage(s) => crate::kafka::errors::for_storage(s),
         _ => codes::UNKNOWN_SERVER_ERROR,
     }
 }

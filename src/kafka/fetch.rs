@@ -13,7 +13,7 @@ use bytes::Bytes;
 use kafka_protocol::messages::FetchRequest;
 
 use super::fetch_response::{self, FetchPartition, FetchTopic};
-use super::{codes, decode_body, Reply, RequestContext, RequestError};
+use super::{codes, decode_body, errors, Reply, RequestContext, RequestError};
 use crate::runtime::shard::{bump, Shard};
 use crate::storage::reader::ReadResult;
 use crate::storage::StorageError;
@@ -78,7 +78,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, body: Bytes) -> Res
                         watch.push((name.clone(), p.partition, r.high_watermark));
                     }
                     Err(e) => {
-                        out.error_code = codes::for_storage(&e);
+                        out.error_code = errors::for_storage(&e);
                         if let Some(o) = shard.offsets(&name, p.partition).await {
                             out.high_watermark = o.high_watermark;
                             out.last_stable_offset = o.high_watermark;

@@ -13,7 +13,7 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
-use super::{codes, decode_body, encode_response, Reply, RequestContext, RequestError};
+use super::{codes, decode_body, encode_response, errors, Reply, RequestContext, RequestError};
 use crate::runtime::shard::Shard;
 use crate::storage::log::AckWait;
 
@@ -122,7 +122,7 @@ pub async fn handle(
             }
             Err(e) => {
                 tracing::debug!(error = %e, "produce failed");
-                resp.error_code = codes::for_storage(&e);
+                resp.error_code = errors::for_storage(&e);
                 if ctx.api_version >= 8 {
                     resp.error_message = Some(StrBytes::from_string(e.to_string()));
                 }

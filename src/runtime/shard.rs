@@ -112,18 +112,7 @@ pub struct Shard {
     pub groups: Rc<crate::groups::Coordinator>,
 }
 
-/// Which shard owns a partition: a stable function of the topic, the
-/// partition and the shard count (FNV-1a), needing no lookup table. Nothing
-/// on disk depends on it, so the shard count may change between runs.
-pub fn shard_of(topic: &str, partition: i32, shard_count: usize) -> usize {
-    assert!(shard_count > 0);
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in topic.bytes().chain(partition.to_be_bytes()) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    (h % shard_count as u64) as usize
-}
+pub use crate::placement::shard_of;
 
 impl Shard {
     fn topics_dir(&self) -> PathBuf {
