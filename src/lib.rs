@@ -11,5 +11,6 @@ pub mod net;
 pub mod placement;
 pub mod record_batch;
 pub mod runtime;
+pub mod server;
 pub mod storage;
 pub mod tune;

@@ -60,7 +60,7 @@ fn main() {
                     std::process::exit(2);
                 }
             };
-            if let Err(e) = ringmq::runtime::serve(config) {
+            if let Err(e) = ringmq::server::serve(config) {
                 eprintln!("ringmq: {e}");
                 std::process::exit(1);
             }

@@ -1,12 +1,14 @@
-//! One client connection: a reader that frames requests and starts a handler
+//! One Kafka client connection: a reader that frames requests and starts a handler
 //! task for each, and a writer that sends the replies in request order. At
 //! most `max_in_flight_per_connection` requests per connection are being
 //! handled; beyond that the reader stops reading (back-pressure through TCP).
 //! A frame whose size arrived must arrive whole within `frame_timeout`.
 
 use std::cell::RefCell;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use std::os::fd::AsRawFd;
@@ -19,6 +21,7 @@ use glommio::net::TcpStream;
 
 use super::framing::{read_frame_body, read_frame_size, FrameError};
 use crate::kafka::{self, Reply};
+use crate::runtime::listener::{Listener, Shards};
 use crate::runtime::shard::Shard;
 
 /// A half of a stream shared by one reader and one writer on the same
@@ -40,6 +43,17 @@ impl AsyncWrite for Half {
     }
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut *self.0.borrow_mut()).poll_close(cx)
+    }
+}
+
+/// The Kafka client listener on `addr`: every shard accepts on it.
+pub fn listener(addr: SocketAddr) -> Listener {
+    Listener {
+        protocol: "kafka",
+        addr,
+        shards: Shards::Every,
+        handler: Arc::new(|shard, stream| Box::pin(serve_connection(shard, stream))),
+        announce: None,
     }
 }
 
