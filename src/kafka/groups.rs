@@ -29,17 +29,9 @@ fn sb(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_string())
 }
 
-/// Runs a call on shard `target`; None when that shard is not answering.
-async fn call_on(shard: &Rc<Shard>, target: usize, call: GroupCall) -> Option<GroupAnswer> {
-    if target == shard.id {
-        return Some(shard.groups.call(call).await);
-    }
-    shard.ask(target, |reply| crate::runtime::mesh::ShardMsg::Group { call, reply }).await
-}
-
 /// Runs a call on the group's shard.
 async fn call(shard: &Rc<Shard>, group: &str, call: GroupCall) -> Option<GroupAnswer> {
-    call_on(shard, groups::group_shard(group, shard.count), call).await
+    shard.call_group(groups::group_shard(group, shard.count), call).await
 }
 
 fn count(shard: &Shard, code: i16) -> i16 {
@@ -287,7 +279,7 @@ pub async fn list_groups(shard: &Rc<Shard>, ctx: &RequestContext, body: Bytes) -
     let mut error = codes::NONE;
     let mut listed = Vec::new();
     for target in 0..shard.count {
-        match call_on(shard, target, GroupCall::List { states: states.clone() }).await {
+        match shard.call_group(target, GroupCall::List { states: states.clone() }).await {
             Some(GroupAnswer::List(code, groups)) => {
                 if code != codes::NONE {
                     error = code;

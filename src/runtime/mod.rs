@@ -4,8 +4,10 @@
 
 pub mod listener;
 pub mod mesh;
+mod partitions;
 pub mod registration;
 pub mod shard;
+mod topics;
 
 use std::net::SocketAddr;
 use std::path::Path;
