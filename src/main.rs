@@ -16,7 +16,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the broker until SIGTERM or SIGINT.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Read-only checks of this host for ringmq (see tuning/README.md).
     Tune {
         #[command(subcommand)]
@@ -53,7 +53,7 @@ fn main() {
         .init();
     match cli.command {
         Command::Serve(args) => {
-            let config = match ServeConfig::resolve(args) {
+            let config = match ServeConfig::resolve(*args) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("ringmq: {e}");
