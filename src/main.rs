@@ -14,11 +14,9 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-// Parsed once at start-up: the size of the largest variant (serve's) costs nothing.
-#[allow(clippy::large_enum_variant)]
 enum Command {
     /// Run the broker until SIGTERM or SIGINT.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Topics on a running broker, over the Kafka protocol: create, list,
     /// describe, alter-config, delete.
     Topic(ringmq::admin::cli::TopicArgs),
@@ -61,14 +59,14 @@ fn main() {
         .init();
     match cli.command {
         Command::Serve(args) => {
-            let config = match ServeConfig::resolve(args) {
+            let config = match ServeConfig::resolve(*args) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("ringmq: {e}");
                     std::process::exit(2);
                 }
             };
-            if let Err(e) = ringmq::runtime::serve(config) {
+            if let Err(e) = ringmq::server::serve(config) {
                 eprintln!("ringmq: {e}");
                 std::process::exit(1);
             }
