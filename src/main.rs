@@ -16,7 +16,13 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the broker until SIGTERM or SIGINT.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
+    /// Topics on a running broker, over the Kafka protocol: create, list,
+    /// describe, alter-config, delete.
+    Topic(ringmq::admin::cli::TopicArgs),
+    /// Consumer groups on a running broker, over the Kafka protocol: list,
+    /// describe (members, lag), reset-offsets, delete.
+    Group(ringmq::admin::cli::GroupArgs),
     /// Read-only checks of this host for ringmq (see tuning/README.md).
     Tune {
         #[command(subcommand)]
@@ -53,18 +59,20 @@ fn main() {
         .init();
     match cli.command {
         Command::Serve(args) => {
-            let config = match ServeConfig::resolve(args) {
+            let config = match ServeConfig::resolve(*args) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("ringmq: {e}");
                     std::process::exit(2);
                 }
             };
-            if let Err(e) = ringmq::runtime::serve(config) {
+            if let Err(e) = ringmq::server::serve(config) {
                 eprintln!("ringmq: {e}");
                 std::process::exit(1);
             }
         }
+        Command::Topic(args) => std::process::exit(ringmq::admin::cli::run_topic(args)),
+        Command::Group(args) => std::process::exit(ringmq::admin::cli::run_group(args)),
         Command::Tune { command: TuneCommand::Check { data_dir, cores } } => {
             let cpus = match ringmq::config::parse_cores(cores.as_deref(), &ringmq::config::usable_cpus()) {
                 Ok(c) => c,

@@ -570,30 +570,15 @@ impl Broker {
 /// How often the data disk's free space is checked for the publishers' alarm.
 const DISK_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Free bytes of the filesystem holding `dir` (for unprivileged users).
-fn disk_free_bytes(dir: &Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `path` is a valid C string and `st` a writable statvfs.
-    if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
-        return None;
-    }
-    Some(st.f_bavail as u64 * st.f_frsize as u64)
-}
-
 /// Sets `disk_alarm` while the data disk has less free space than
 /// `disk-free-min-bytes`, checked every second, until the broker closes.
 pub fn spawn_disk_watch(broker: Rc<Broker>) {
     task::spawn(async move {
         let min = broker.config.disk_free_min_bytes;
         while Broker::current().is_some_and(|b| Rc::ptr_eq(&b, &broker)) {
-            let dir = broker.dir.clone();
-            let free = crate::storage::segment::blocking(move || Ok::<_, std::io::Error>(disk_free_bytes(&dir)))
-                .await
-                .ok()
-                .flatten();
-            if let Some(free) = free {
+            // statvfs: a quick metadata call, as the metrics endpoint makes.
+            let free = crate::metrics::disk_space(&broker.dir).disk_free_bytes;
+            {
                 let alarm = free < min;
                 if alarm != broker.disk_alarm.replace(alarm) {
                     tracing::warn!(

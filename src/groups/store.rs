@@ -104,15 +104,13 @@ pub fn encode(records: &[OffsetRecord], now_ms: i64) -> Result<BytesMut, StoreEr
         chunk_bytes += k.len() + v.len() + 16;
         chunk.push((Some(k), v));
         if chunk_bytes >= BATCH_MAX_BYTES {
-            out.extend_from_slice(
-                &crate::kafka::record_batch::encode_batch(&chunk, now_ms).map_err(StoreError::Encode)?,
-            );
+            out.extend_from_slice(&crate::record_batch::encode_batch(&chunk, now_ms).map_err(StoreError::Encode)?);
             chunk.clear();
             chunk_bytes = 0;
         }
     }
     if !chunk.is_empty() {
-        out.extend_from_slice(&crate::kafka::record_batch::encode_batch(&chunk, now_ms).map_err(StoreError::Encode)?);
+        out.extend_from_slice(&crate::record_batch::encode_batch(&chunk, now_ms).map_err(StoreError::Encode)?);
     }
     Ok(out)
 }

@@ -3,11 +3,24 @@
 //! offsets on real offsets logs (tempdir, glommio executor).
 
 use super::*;
+use bytes::Bytes;
+use futures_channel::oneshot;
 use futures_lite::future::block_on;
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
 use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::TopicName;
+use kafka_protocol::messages::{
+    GroupId, HeartbeatRequest, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, OffsetCommitRequest,
+    SyncGroupRequest,
+};
+
+// The coordinator speaks its own types; these tests drive it as Kafka
+// clients do, through the Kafka layer's conversions.
+use crate::kafka::codes;
+use crate::kafka::groups::coordinator_calls::KafkaCalls;
+use crate::kafka::groups::sb;
+use crate::storage::log::AckWait;
 
 const G: &str = "g";
 

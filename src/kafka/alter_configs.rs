@@ -15,7 +15,7 @@ use kafka_protocol::messages::{AlterConfigsRequest, AlterConfigsResponse};
 use kafka_protocol::protocol::StrBytes;
 
 use super::describe_configs::{RESOURCE_BROKER, RESOURCE_TOPIC};
-use super::{codes, decode_body, encode_response, Reply, RequestContext, RequestError};
+use super::{codes, decode_body, encode_response, errors, Reply, RequestContext, RequestError};
 use crate::catalog::TopicUpdate;
 use crate::runtime::shard::Shard;
 
@@ -47,7 +47,7 @@ pub(crate) async fn alter_topic(
         Ok(_) => (codes::NONE, None),
         Err(e) => {
             tracing::info!(topic = name, error = %e, "config change refused");
-            (codes::for_topic_op(&e), Some(e.to_string()))
+            (errors::for_topic_op(&e), Some(e.to_string()))
         }
     }
 }

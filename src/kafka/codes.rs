@@ -1,8 +1,5 @@
-//! Kafka error codes used by ringmq, and the mapping from storage errors.
-
-use crate::storage::batch::BatchError;
-use crate::storage::producer_state::ProducerError;
-use crate::storage::StorageError;
+//! Kafka error codes used by ringmq: constants only (the mappings from the
+//! broker's errors are in `errors`).
 
 pub const NONE: i16 = 0;
 pub const OFFSET_OUT_OF_RANGE: i16 = 1;
@@ -42,45 +39,3 @@ pub const MEMBER_ID_REQUIRED: i16 = 79;
 pub const GROUP_MAX_SIZE_REACHED: i16 = 81;
 pub const FENCED_INSTANCE_ID: i16 = 82;
 pub const UNKNOWN_SERVER_ERROR: i16 = -1;
-
-/// The Kafka error code a producer or consumer gets for a storage error.
-pub fn for_storage(e: &StorageError) -> i16 {
-    match e {
-        StorageError::Batch(BatchError::TooLarge { .. }) | StorageError::TooLarge { .. } => MESSAGE_TOO_LARGE,
-        StorageError::Batch(_) => CORRUPT_MESSAGE,
-        StorageError::OffsetOutOfRange { .. } => OFFSET_OUT_OF_RANGE,
-        StorageError::Closed => NOT_LEADER_OR_FOLLOWER,
-        StorageError::Io { .. } | StorageError::DiskFull { .. } => KAFKA_STORAGE_ERROR,
-        StorageError::Producer(e) => for_producer(e),
-    }
-}
-
-/// The Kafka error code of a rejected idempotent batch.
-pub fn for_producer(e: &ProducerError) -> i16 {
-    match e {
-        ProducerError::FencedEpoch { .. } => INVALID_PRODUCER_EPOCH,
-        ProducerError::OutOfOrder { .. } | ProducerError::NewEpochNotAtZero { .. } => OUT_OF_ORDER_SEQUENCE_NUMBER,
-        ProducerError::MultipleBatches { .. }
-        | ProducerError::Transactional { .. }
-        | ProducerError::InvalidFields { .. } => INVALID_RECORD,
-        ProducerError::OriginalFailed { .. } => KAFKA_STORAGE_ERROR,
-    }
-}
-
-/// The Kafka error code for a failed catalog change.
-pub fn for_topic_op(e: &crate::runtime::shard::TopicOpError) -> i16 {
-    use crate::catalog::TopicError;
-    use crate::runtime::shard::TopicOpError;
-    match e {
-        TopicOpError::AlreadyExists(_) => TOPIC_ALREADY_EXISTS,
-        TopicOpError::Unknown(_) => UNKNOWN_TOPIC_OR_PARTITION,
-        TopicOpError::Invalid(TopicError::InvalidName(_)) => INVALID_TOPIC_EXCEPTION,
-        TopicOpError::Invalid(TopicError::InvalidPartitions(_) | TopicError::PartitionsNotIncreased { .. }) => {
-            INVALID_PARTITIONS
-        }
-        TopicOpError::Invalid(TopicError::InvalidConfig { .. }) => INVALID_CONFIG,
-        TopicOpError::Storage(e) => for_storage(e),
-        TopicOpError::Catalog(_) => KAFKA_STORAGE_ERROR,
-        TopicOpError::ShardGone(_) => UNKNOWN_SERVER_ERROR,
-    }
-}

@@ -11,7 +11,7 @@ use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicR
 use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::{codes, decode_body, encode_response, Reply, RequestContext, RequestError};
+use super::{codes, decode_body, encode_response, errors, Reply, RequestContext, RequestError};
 use crate::catalog::TopicUpdate;
 use crate::runtime::shard::Shard;
 
@@ -27,7 +27,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, body: Bytes) -> Res
                 .update_topic(&name, TopicUpdate::Partitions(t.count), req.validate_only)
                 .await
                 .map(drop)
-                .map_err(|e| (codes::for_topic_op(&e), e.to_string()))
+                .map_err(|e| (errors::for_topic_op(&e), e.to_string()))
         };
         let mut result = CreatePartitionsTopicResult::default().with_name(t.name);
         if let Err((code, message)) = outcome {

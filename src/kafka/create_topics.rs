@@ -9,7 +9,7 @@ use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::{codes, decode_body, encode_response, Reply, RequestContext, RequestError};
+use super::{codes, decode_body, encode_response, errors, Reply, RequestContext, RequestError};
 use crate::catalog::TopicError;
 use crate::runtime::shard::{Shard, TopicOpError};
 
@@ -43,7 +43,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, body: Bytes) -> Res
                     ) => codes::INVALID_PARTITIONS,
                     TopicOpError::Invalid(TopicError::InvalidConfig { .. }) => codes::INVALID_CONFIG,
                     TopicOpError::Unknown(_) => codes::UNKNOWN_TOPIC_OR_PARTITION,
-                    TopicOpError::Storage(e) => codes::for_storage(e),
+                    TopicOpError::Storage(e) => errors::for_storage(e),
                     TopicOpError::Catalog(_) => codes::KAFKA_STORAGE_ERROR,
                     TopicOpError::ShardGone(_) => codes::UNKNOWN_SERVER_ERROR,
                 };

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use kafka_protocol::messages::delete_records_response::{DeleteRecordsPartitionResult, DeleteRecordsTopicResult};
 use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 
-use super::{codes, decode_body, encode_response, Reply, RequestContext, RequestError};
+use super::{codes, decode_body, encode_response, errors, Reply, RequestContext, RequestError};
 use crate::runtime::shard::Shard;
 
 pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, body: Bytes) -> Result<Reply, RequestError> {
@@ -30,7 +30,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, body: Bytes) -> Res
                     Ok(low) => out.low_watermark = low,
                     Err(e) => {
                         tracing::info!(topic = %name, partition = p.partition_index, offset = p.offset, error = %e, "delete records refused");
-                        out.error_code = codes::for_storage(&e);
+                        out.error_code = errors::for_storage(&e);
                     }
                 }
             }

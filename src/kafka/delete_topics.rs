@@ -7,7 +7,7 @@ use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::{codes, decode_body, encode_response, Reply, RequestContext, RequestError};
+use super::{codes, decode_body, encode_response, errors, Reply, RequestContext, RequestError};
 use crate::runtime::shard::{Shard, TopicOpError};
 
 pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, body: Bytes) -> Result<Reply, RequestError> {
@@ -18,7 +18,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, body: Bytes) -> Res
         if let Err(e) = shard.delete_topic(&name.0).await {
             let code = match &e {
                 TopicOpError::Unknown(_) => codes::UNKNOWN_TOPIC_OR_PARTITION,
-                TopicOpError::Storage(s) => codes::for_storage(s),
+                TopicOpError::Storage(s) => errors::for_storage(s),
                 _ => codes::UNKNOWN_SERVER_ERROR,
             };
             result = result.with_error_code(code);

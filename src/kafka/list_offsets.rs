@@ -9,7 +9,7 @@ use bytes::Bytes;
 use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
-use super::{codes, decode_body, encode_response, Reply, RequestContext, RequestError};
+use super::{codes, decode_body, encode_response, errors, Reply, RequestContext, RequestError};
 use crate::runtime::shard::{Shard, MAX_TIMESTAMP};
 
 const LATEST: i64 = -1;
@@ -43,7 +43,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, body: Bytes) -> Res
                                 out.timestamp = timestamp;
                             }
                             Ok(None) => {}
-                            Err(e) => out.error_code = codes::for_storage(&e),
+                            Err(e) => out.error_code = errors::for_storage(&e),
                         }
                     }
                     _ => out.error_code = codes::INVALID_REQUEST,

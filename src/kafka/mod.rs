@@ -10,6 +10,7 @@ pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
+pub mod errors;
 pub mod fetch;
 pub mod fetch_response;
 pub mod groups;
@@ -18,7 +19,8 @@ pub mod init_producer_id;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
-pub mod record_batch;
+/// Where it lived first; tools, benches and tests name it here.
+pub use crate::record_batch;
 
 use std::rc::Rc;
 

@@ -1,6 +1,7 @@
 //! Produce v3-9: record batches are validated and appended by the shard that
-//! owns each partition (moved there over the mesh when it is another one); acks=1/-1 are answered once the commit covering them
-//! is done (see `storage::appender` for the flush/ack contract), acks=0 not at all.
+//! owns each partition (moved there over the mesh when it is another one);
+//! acks=1/-1 are answered once the commit covering them is done (see
+//! `storage::appender` for the flush/ack contract), acks=0 not at all.
 //!
 //! Zero-copy: the request frame is decoded once to find where each
 //! partition's records lie; the frame's buffer is then split into one owned
@@ -13,9 +14,10 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
-use super::{codes, decode_body, encode_response, Reply, RequestContext, RequestError};
+use super::{codes, decode_body, encode_response, errors, Reply, RequestContext, RequestError};
 use crate::runtime::shard::Shard;
-use crate::storage::log::AckWait;
+use crate::storage::log::{AckWait, AppendOutcome};
+use crate::storage::StorageError;
 
 struct PartitionPlan {
     index: i32,
@@ -35,11 +37,43 @@ pub async fn handle(
     body_start: usize,
 ) -> Result<Reply, RequestError> {
     let req: ProduceRequest = decode_body(ctx, frame.slice(body_start..))?;
+    let refusal = if req.transactional_id.is_some() {
+        Some((codes::TRANSACTIONAL_ID_AUTHORIZATION_FAILED, "transactions are not supported by ringmq"))
+    } else if !(-1..=1).contains(&req.acks) {
+        Some((codes::INVALID_REQUIRED_ACKS, "acks must be 0, 1 or -1"))
+    } else {
+        None
+    };
     let acks = req.acks;
-    let transactional = req.transactional_id.is_some();
+    let plan = plan(&req, &frame);
+    drop(req);
+    let pieces = split_records(frame, &plan);
+    let (mut responses, appends) = check_partitions(shard, ctx, &plan, pieces, refusal).await;
+    let wait = if acks == 0 { AckWait::None } else { AckWait::Commit };
+    let results = futures_util::future::join_all(appends.into_iter().map(|a| {
+        let shard = shard.clone();
+        async move {
+            crate::runtime::shard::bump(&shard.counters.produce_bytes, a.records.len() as u64);
+            (a.topic_index, a.partition_index, shard.append(a.topic, a.partition, a.records, wait).await)
+        }
+    }))
+    .await;
+    for (ti, pi, result) in results {
+        record_append(ctx, &mut responses[ti].partition_responses[pi], result);
+    }
+    for p in responses.iter().flat_map(|t| t.partition_responses.iter()) {
+        shard.counters.error(p.error_code);
+    }
+    if acks == 0 {
+        return Ok(Reply::Nothing);
+    }
+    encode_response(ctx, &ProduceResponse::default().with_responses(responses))
+}
+
+/// Where each partition's records lie in the frame.
+fn plan(req: &ProduceRequest, frame: &Bytes) -> Vec<TopicPlan> {
     let base = frame.as_ptr() as usize;
-    let plan: Vec<TopicPlan> = req
-        .topic_data
+    req.topic_data
         .iter()
         .map(|t| TopicPlan {
             name: t.name.0.to_string(),
@@ -55,15 +89,31 @@ pub async fn handle(
                 })
                 .collect(),
         })
-        .collect();
-    drop(req);
-    let mut pieces = split_records(frame, &plan);
+        .collect()
+}
 
+/// Records of one partition, checked and ready to append.
+struct Append<'a> {
+    topic_index: usize,
+    partition_index: usize,
+    topic: &'a str,
+    partition: i32,
+    records: BytesMut,
+}
+
+/// The response of every partition refused before its append (`refusal`:
+/// the whole request is), and the appends of the others.
+async fn check_partitions<'a>(
+    shard: &Rc<Shard>,
+    ctx: &RequestContext,
+    plan: &'a [TopicPlan],
+    mut pieces: Vec<Vec<Option<BytesMut>>>,
+    refusal: Option<(i16, &'static str)>,
+) -> (Vec<TopicProduceResponse>, Vec<Append<'a>>) {
     let mut responses = Vec::with_capacity(plan.len());
     let mut appends = Vec::new();
     for (ti, topic) in plan.iter().enumerate() {
-        let meta =
-            if transactional || !matches!(acks, 0 | 1 | -1) { None } else { shard.ensure_topic(&topic.name).await };
+        let meta = if refusal.is_some() { None } else { shard.ensure_topic(&topic.name).await };
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for (pi, p) in topic.partitions.iter().enumerate() {
             let mut resp = PartitionProduceResponse::default()
@@ -71,10 +121,8 @@ pub async fn handle(
                 .with_base_offset(-1)
                 .with_log_append_time_ms(-1);
             let records = pieces.get_mut(ti).and_then(|v| v.get_mut(pi)).and_then(Option::take);
-            let error = if transactional {
-                Some((codes::TRANSACTIONAL_ID_AUTHORIZATION_FAILED, "transactions are not supported by ringmq"))
-            } else if !matches!(acks, 0 | 1 | -1) {
-                Some((codes::INVALID_REQUIRED_ACKS, "acks must be 0, 1 or -1"))
+            let error = if refusal.is_some() {
+                refusal
             } else if meta.as_ref().is_none_or(|m| p.index < 0 || p.index >= m.partitions) {
                 Some((codes::UNKNOWN_TOPIC_OR_PARTITION, "unknown topic or partition"))
             } else if records.as_ref().is_none_or(|r| r.is_empty()) {
@@ -83,7 +131,13 @@ pub async fn handle(
                 None
             };
             match (error, records) {
-                (None, Some(records)) => appends.push((ti, pi, topic.name.clone(), p.index, records)),
+                (None, Some(records)) => appends.push(Append {
+                    topic_index: ti,
+                    partition_index: pi,
+                    topic: &topic.name,
+                    partition: p.index,
+                    records,
+                }),
                 (Some((code, message)), _) => {
                     resp = resp.with_error_code(code);
                     if ctx.api_version >= 8 {
@@ -100,42 +154,30 @@ pub async fn handle(
                 .with_partition_responses(partitions),
         );
     }
+    (responses, appends)
+}
 
-    let wait = if acks == 0 { AckWait::None } else { AckWait::Commit };
-    let results = futures_util::future::join_all(appends.into_iter().map(|(ti, pi, topic, partition, records)| {
-        let shard = shard.clone();
-        async move {
-            crate::runtime::shard::bump(&shard.counters.produce_bytes, records.len() as u64);
-            (ti, pi, shard.append(&topic, partition, records, wait).await)
-        }
-    }))
-    .await;
-    for (ti, pi, result) in results {
-        let resp = &mut responses[ti].partition_responses[pi];
-        match result {
-            Ok(outcome) => {
-                resp.error_code = codes::NONE;
-                resp.base_offset = outcome.base_offset;
-                if ctx.api_version >= 5 {
-                    resp.log_start_offset = outcome.log_start_offset;
-                }
+fn record_append(
+    ctx: &RequestContext,
+    resp: &mut PartitionProduceResponse,
+    result: Result<AppendOutcome, StorageError>,
+) {
+    match result {
+        Ok(outcome) => {
+            resp.error_code = codes::NONE;
+            resp.base_offset = outcome.base_offset;
+            if ctx.api_version >= 5 {
+                resp.log_start_offset = outcome.log_start_offset;
             }
-            Err(e) => {
-                tracing::debug!(error = %e, "produce failed");
-                resp.error_code = codes::for_storage(&e);
-                if ctx.api_version >= 8 {
-                    resp.error_message = Some(StrBytes::from_string(e.to_string()));
-                }
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "produce failed");
+            resp.error_code = errors::for_storage(&e);
+            if ctx.api_version >= 8 {
+                resp.error_message = Some(StrBytes::from_string(e.to_string()));
             }
         }
     }
-    for p in responses.iter().flat_map(|t| t.partition_responses.iter()) {
-        shard.counters.error(p.error_code);
-    }
-    if acks == 0 {
-        return Ok(Reply::Nothing);
-    }
-    encode_response(ctx, &ProduceResponse::default().with_responses(responses))
 }
 
 /// Splits the frame into one owned buffer per partition's records. When the

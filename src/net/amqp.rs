@@ -3,41 +3,61 @@
 //! and a writer half, and the AMQP session run over them.
 
 use std::cell::RefCell;
+use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
-use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll};
+use std::sync::Arc;
 
-use futures_lite::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
 
+use super::connection::{ConnectionSlot, Half};
 use crate::amqp::broker::Broker;
+use crate::runtime::listener::{Listener, Shards};
+use crate::runtime::shard::Shard;
 
-/// One half of a stream shared by the reader and the writer on one thread;
-/// each borrow lasts a single poll.
-struct Half(Rc<RefCell<TcpStream>>);
-
-impl AsyncRead for Half {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut *self.0.borrow_mut()).poll_read(cx, buf)
+/// The AMQP listener on `addr`: every shard accepts on it.
+pub fn listener(addr: SocketAddr) -> Listener {
+    Listener {
+        protocol: "amqp",
+        addr,
+        shards: Shards::Every,
+        handler: Arc::new(|shard, stream| Box::pin(serve_amqp_connection(shard, stream))),
+        announce: None,
+        ready_name: Some("amqp"),
     }
 }
 
-impl AsyncWrite for Half {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut *self.0.borrow_mut()).poll_write(cx, buf)
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut *self.0.borrow_mut()).poll_flush(cx)
-    }
-    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut *self.0.borrow_mut()).poll_close(cx)
+/// The AMQP broker of each shard: its queues opened before the listener
+/// accepts, closed (settles written) at shutdown.
+pub fn service(config: crate::amqp::AmqpConfig) -> crate::runtime::Service {
+    crate::runtime::Service {
+        name: "AMQP broker",
+        open: Arc::new(move |shard| {
+            let config = config.clone();
+            Box::pin(async move {
+                let log = shard.config.log.clone();
+                let broker = Broker::open(shard, config, &log).await?;
+                crate::amqp::broker::spawn_disk_watch(broker);
+                Ok(())
+            })
+        }),
+        close: Arc::new(|| {
+            Box::pin(async {
+                if let Some(b) = Broker::current() {
+                    b.close().await;
+                }
+            })
+        }),
     }
 }
 
 /// Serves one AMQP client until it goes.
-pub async fn serve_amqp_connection(broker: Rc<Broker>, stream: TcpStream) {
-    let Some(_slot) = super::connection::ConnectionSlot::admit(&broker.shard, &stream) else { return };
+pub async fn serve_amqp_connection(shard: Rc<Shard>, stream: TcpStream) {
+    let Some(broker) = Broker::current() else {
+        tracing::error!("an AMQP connection on a shard without the AMQP broker; closing it");
+        return;
+    };
+    let Some(_slot) = ConnectionSlot::admit(&shard, &stream) else { return };
     let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
     let _ = stream.set_nodelay(true);
     let fd = stream.as_raw_fd();

@@ -1,5 +1,7 @@
-//! Network: the listener, one task pair per connection (reader and writer),
-//! request framing and back-pressure.
+//! Network: the connection handlers the runtime's listeners hand accepted
+//! streams to. `connection` serves Kafka clients (one task pair per
+//! connection, reader and writer, request framing and back-pressure),
+//! `metrics_http` the Prometheus endpoint.
 
 pub mod amqp;
 pub mod connection;

@@ -86,47 +86,6 @@ pub enum ShardMsg {
         timeout: Duration,
         reply: ReplyTo<()>,
     },
-    /// To shard 0, the catalog's owner.
-    CreateTopic {
-        name: String,
-        partitions: i32,
-        configs: BTreeMap<String, String>,
-        validate_only: bool,
-        reply: ReplyTo<Result<TopicMeta, TopicOpError>>,
-    },
-    /// To shard 0, the catalog's owner.
-    DeleteTopic {
-        name: String,
-        reply: ReplyTo<Result<(), TopicOpError>>,
-    },
-    /// From shard 0 after the catalog change is durable: open the partitions
-    /// this shard owns, then show the topic to clients.
-    TopicCreated {
-        name: String,
-        meta: TopicMeta,
-        reply: ReplyTo<Result<(), TopicOpError>>,
-    },
-    /// From shard 0 after the catalog change is durable: hide the topic and
-    /// close this shard's logs of it.
-    TopicDeleted {
-        name: String,
-        reply: ReplyTo<()>,
-    },
-    /// To shard 0, the catalog's owner: change a topic's configs or partition count.
-    UpdateTopic {
-        name: String,
-        update: TopicUpdate,
-        validate_only: bool,
-        reply: ReplyTo<Result<TopicMeta, TopicOpError>>,
-    },
-    /// From shard 0 after the catalog change is durable: open the new
-    /// partitions this shard owns, apply the configs to its running logs,
-    /// then show the new entry to clients.
-    TopicChanged {
-        name: String,
-        meta: TopicMeta,
-        reply: ReplyTo<Result<(), TopicOpError>>,
-    },
     /// To a partition's owner: move its log start offset (DeleteRecords).
     DeleteRecords {
         topic: String,
@@ -142,12 +101,10 @@ pub enum ShardMsg {
         reply: ReplyTo<Result<Option<(i64, i64)>, StorageError>>,
     },
     Report {
-        reply: ReplyTo<ShardReport>,
+        reply: ReplyTo<Box<ShardReport>>,
     },
-    /// To shard 0: reserve a block of producer ids durably (`catalog::producer_ids`).
-    AllocateProducerIds {
-        reply: ReplyTo<Result<IdBlock, ProducerIdError>>,
-    },
+    /// A change of the catalog, to or from shard 0 (`topics`).
+    Catalog(CatalogMsg),
     /// A consumer group operation, to the group's shard.
     Group {
         call: crate::groups::GroupCall,
@@ -172,16 +129,50 @@ pub type Job = Box<dyn FnOnce() -> futures_util::future::LocalBoxFuture<'static,
 /// A job's output, on its way back.
 pub type AnyAnswer = Box<dyn std::any::Any + Send>;
 
+/// Messages about the catalog and producer ids, which shard 0 owns.
+pub enum CatalogMsg {
+    /// To shard 0, the catalog's owner.
+    CreateTopic {
+        name: String,
+        partitions: i32,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+        reply: ReplyTo<Result<TopicMeta, TopicOpError>>,
+    },
+    /// To shard 0, the catalog's owner.
+    DeleteTopic { name: String, reply: ReplyTo<Result<(), TopicOpError>> },
+    /// From shard 0 after the catalog change is durable: open the partitions
+    /// this shard owns, then show the topic to clients.
+    TopicCreated { name: String, meta: TopicMeta, reply: ReplyTo<Result<(), TopicOpError>> },
+    /// From shard 0 after the catalog change is durable: hide the topic and
+    /// close this shard's logs of it.
+    TopicDeleted { name: String, reply: ReplyTo<()> },
+    /// To shard 0, the catalog's owner: change a topic's configs or partition count.
+    UpdateTopic {
+        name: String,
+        update: TopicUpdate,
+        validate_only: bool,
+        reply: ReplyTo<Result<TopicMeta, TopicOpError>>,
+    },
+    /// From shard 0 after the catalog change is durable: open the new
+    /// partitions this shard owns, apply the configs to its running logs,
+    /// then show the new entry to clients.
+    TopicChanged { name: String, meta: TopicMeta, reply: ReplyTo<Result<(), TopicOpError>> },
+    /// To shard 0: reserve a block of producer ids durably (`catalog::producer_ids`).
+    AllocateProducerIds { reply: ReplyTo<Result<IdBlock, ProducerIdError>> },
+}
+
 /// Where the answer to a request goes: shard `from`, its request `id`. The
 /// type parameter names what the answer is.
+/// Not `Clone`: the one `ReplyTo` of a request is consumed by its answer.
 pub struct ReplyTo<T> {
-    pub from: usize,
-    pub id: u64,
+    pub(super) from: usize,
+    pub(super) id: u64,
     _answer: PhantomData<fn(T)>,
 }
 
 impl<T> ReplyTo<T> {
-    pub fn new(from: usize, id: u64) -> ReplyTo<T> {
+    pub(super) fn new(from: usize, id: u64) -> ReplyTo<T> {
         ReplyTo { from, id, _answer: PhantomData }
     }
 }
@@ -194,7 +185,8 @@ pub enum ReplyPayload {
     Unit(()),
     Topic(Result<TopicMeta, TopicOpError>),
     TopicChange(Result<(), TopicOpError>),
-    Report(ShardReport),
+    /// Boxed: a report (histograms) is far larger than any other answer.
+    Report(Box<ShardReport>),
     LowWatermark(Result<i64, StorageError>),
     TimeLookup(Result<Option<(i64, i64)>, StorageError>),
     ProducerIds(Result<IdBlock, ProducerIdError>),
@@ -226,7 +218,7 @@ payload!(Offsets, Option<Offsets>);
 payload!(Unit, ());
 payload!(Topic, Result<TopicMeta, TopicOpError>);
 payload!(TopicChange, Result<(), TopicOpError>);
-payload!(Report, ShardReport);
+payload!(Report, Box<ShardReport>);
 payload!(LowWatermark, Result<i64, StorageError>);
 payload!(TimeLookup, Result<Option<(i64, i64)>, StorageError>);
 payload!(ProducerIds, Result<IdBlock, ProducerIdError>);

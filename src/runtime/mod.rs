@@ -1,22 +1,27 @@
-//! Shards: start-up checks, one pinned executor per CPU, the shared listening
-//! port, the mesh between shards, the signal that stops them, and periodic
-//! work (retention).
+//! Shards: start-up checks, one pinned executor per CPU, the listeners the
+//! caller gives (`listener`: the runtime knows no protocol), the mesh between
+//! shards, the signal that stops them, and periodic work (retention).
 
+pub mod listener;
 pub mod mesh;
+mod partitions;
 pub mod registration;
 pub mod shard;
 pub mod task;
+mod topics;
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use glommio::channels::channel_mesh::{Full, MeshBuilder};
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::config::ServeConfig;
+use listener::{Listener, Shards};
 use mesh::{ShardMsg, MESH_QUEUE};
 use shard::{Shard, CATALOG_SHARD};
 
@@ -89,24 +94,21 @@ pub fn check_data_dir(dir: &Path) -> Result<(), StartError> {
 }
 
 /// Runs the broker until SIGTERM/SIGINT: one pinned executor per CPU in
-/// `config.cpus`, all accepting on the same port (SO_REUSEPORT). Blocks the
-/// calling thread.
-pub fn serve(mut config: ServeConfig) -> Result<(), StartError> {
+/// `config.cpus`, accepting on `listeners`. The first listener is the
+/// broker's client listener: every shard accepts on it, its address is
+/// advertised to clients (unless `config.advertise`) and printed in the
+/// ready line. Blocks the calling thread.
+pub fn serve(config: ServeConfig, mut listeners: Vec<Listener>, services: Vec<Service>) -> Result<(), StartError> {
+    let services = Arc::new(services);
+    assert!(
+        listeners.first().is_some_and(|l| l.shards == Shards::Every),
+        "the first listener is the client listener, on every shard"
+    );
     check_data_dir(&config.data_dir)?;
     let cpus = config.cpus.clone();
     let shards = cpus.len();
     assert!(shards > 0, "config validation guarantees at least one CPU");
-    // The host checks that would make the broker fail later, each explained
-    // on one line, before anything starts.
-    let findings = crate::tune::check(&crate::tune::CheckOptions { data_dir: config.data_dir.clone(), shards });
-    let fatal: Vec<String> = findings
-        .iter()
-        .filter(|f| f.status == crate::tune::Status::Fatal)
-        .map(|f| format!("{}: {} (needed: {})", f.setting, f.current, f.recommended))
-        .collect();
-    if !fatal.is_empty() {
-        return Err(StartError::Host(fatal.join("\nringmq: ")));
-    }
+    check_host(&config, shards)?;
     let (io_memory, why) = io_memory_per_shard(shards)?;
     tracing::info!(shards, ?cpus, io_memory_bytes_per_shard = io_memory, sizing = %why, "starting shards");
 
@@ -116,58 +118,20 @@ pub fn serve(mut config: ServeConfig) -> Result<(), StartError> {
             .map_err(|e| StartError::Executor(format!("signal handler: {e}")))?;
     }
     // With port 0, hold the chosen port until every shard listens on it.
-    let port_hold = reserve_port(config.listen)?;
-    config.listen = port_hold
-        .local_addr()
-        .ok()
-        .and_then(|a| a.as_socket())
-        .ok_or_else(|| StartError::Listen { addr: config.listen, message: "no local address".into() })?;
-    let amqp_hold = match config.amqp.as_mut() {
-        Some(amqp) => {
-            let hold = reserve_port(amqp.listen)?;
-            amqp.listen = hold
-                .local_addr()
-                .ok()
-                .and_then(|a| a.as_socket())
-                .ok_or_else(|| StartError::Listen { addr: amqp.listen, message: "no local address".into() })?;
-            Some(hold)
-        }
-        None => None,
+    let port_holds = reserve_ports(&mut listeners)?;
+    let start = ShardStart {
+        config,
+        listeners,
+        services,
+        io_memory,
+        stop,
+        mesh: MeshBuilder::<ShardMsg, Full>::full(shards, MESH_QUEUE),
+        gate: Arc::new(StartGate::new(shards)),
     };
-
-    let mesh = MeshBuilder::<ShardMsg, Full>::full(shards, MESH_QUEUE);
-    let gate = Arc::new(StartGate::new(shards));
-    let mut handles = Vec::with_capacity(shards);
-    for (id, &cpu) in cpus.iter().enumerate() {
-        let (config, stop, mesh, gate) = (config.clone(), stop.clone(), mesh.clone(), gate.clone());
-        let name = format!("ringmq-shard-{id}");
-        // The executor is made inside the shard's own thread so that a
-        // failure to create it (io_uring, memlock) is an error this thread
-        // reports and the start gate hears of, not a panic in glommio's spawn.
-        let handle = std::thread::Builder::new()
-            .name(name.clone())
-            .spawn(move || {
-                let executor = LocalExecutorBuilder::new(Placement::Fixed(cpu))
-                    .name(&name)
-                    .io_memory(io_memory)
-                    .spin_before_park(config.spin_before_park)
-                    .make();
-                let result = match executor {
-                    Ok(ex) => ex.run(run_shard(id, cpu, config, stop, mesh, gate.clone())),
-                    Err(e) => Err(StartError::Executor(format!("shard {id} on CPU {cpu}: {e}"))),
-                };
-                if result.is_err() {
-                    gate.fail();
-                }
-                result
-            })
-            .map_err(|e| StartError::Executor(e.to_string()))?;
-        handles.push(handle);
-    }
-    // Every shard listens (or one failed): the reservation can go.
-    gate.wait_blocking(Stage::Listening);
-    drop(port_hold);
-    drop(amqp_hold);
+    let handles = start.spawn_all(&cpus)?;
+    // Every shard listens (or one failed): the reservations can go.
+    start.gate.wait_blocking(Stage::Listening);
+    drop(port_holds);
     let mut first_error = None;
     for handle in handles {
         let result = handle.join().map_err(|_| StartError::Executor("a shard thread panicked".into())).and_then(|r| r);
@@ -179,6 +143,87 @@ pub fn serve(mut config: ServeConfig) -> Result<(), StartError> {
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// The host checks that would make the broker fail later, each explained on
+/// one line, before anything starts.
+fn check_host(config: &ServeConfig, shards: usize) -> Result<(), StartError> {
+    let findings = crate::tune::check(&crate::tune::CheckOptions { data_dir: config.data_dir.clone(), shards });
+    let fatal: Vec<String> = findings
+        .iter()
+        .filter(|f| f.status == crate::tune::Status::Fatal)
+        .map(|f| format!("{}: {} (needed: {})", f.setting, f.current, f.recommended))
+        .collect();
+    if fatal.is_empty() {
+        Ok(())
+    } else {
+        Err(StartError::Host(fatal.join("\nringmq: ")))
+    }
+}
+
+/// What every shard thread starts from.
+struct ShardStart {
+    config: ServeConfig,
+    listeners: Vec<Listener>,
+    services: Arc<Vec<Service>>,
+    io_memory: usize,
+    stop: Arc<AtomicBool>,
+    mesh: MeshBuilder<ShardMsg, Full>,
+    gate: Arc<StartGate>,
+}
+
+type ShardThread = std::thread::JoinHandle<Result<(), StartError>>;
+
+impl ShardStart {
+    /// One thread per CPU, each running its shard's executor.
+    fn spawn_all(&self, cpus: &[usize]) -> Result<Vec<ShardThread>, StartError> {
+        let mut handles = Vec::with_capacity(cpus.len());
+        for (id, &cpu) in cpus.iter().enumerate() {
+            let (config, wiring) = (self.config.clone(), (self.listeners.clone(), self.services.clone()));
+            let (stop, mesh, gate, io_memory) =
+                (self.stop.clone(), self.mesh.clone(), self.gate.clone(), self.io_memory);
+            let name = format!("ringmq-shard-{id}");
+            // The executor is made inside the shard's own thread so that a
+            // failure to create it (io_uring, memlock) is an error this thread
+            // reports and the start gate hears of, not a panic in glommio's spawn.
+            let handle = std::thread::Builder::new()
+                .name(name.clone())
+                .spawn(move || {
+                    let executor = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+                        .name(&name)
+                        .io_memory(io_memory)
+                        .spin_before_park(config.spin_before_park)
+                        .make();
+                    let result = match executor {
+                        Ok(ex) => ex.run(run_shard(id, cpu, config, wiring, stop, mesh, gate.clone())),
+                        Err(e) => Err(StartError::Executor(format!("shard {id} on CPU {cpu}: {e}"))),
+                    };
+                    if result.is_err() {
+                        gate.fail();
+                    }
+                    result
+                })
+                .map_err(|e| StartError::Executor(e.to_string()))?;
+            handles.push(handle);
+        }
+        Ok(handles)
+    }
+}
+
+/// Reserves the port of every listener all shards accept on, and writes the
+/// port chosen back into the listener when it asked for port 0.
+fn reserve_ports(listeners: &mut [Listener]) -> Result<Vec<socket2::Socket>, StartError> {
+    let mut holds = Vec::new();
+    for l in listeners.iter_mut().filter(|l| l.shards == Shards::Every) {
+        let hold = reserve_port(l.addr)?;
+        l.addr = hold
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .ok_or_else(|| StartError::Listen { addr: l.addr, message: "no local address".into() })?;
+        holds.push(hold);
+    }
+    Ok(holds)
 }
 
 /// Binds (without listening) a SO_REUSEPORT socket on `addr`, which picks the
@@ -249,18 +294,19 @@ impl StartGate {
     }
 }
 
+/// What a shard serves: its listeners and the services opened before them.
+type Wiring = (Vec<Listener>, Arc<Vec<Service>>);
+
 async fn run_shard(
     id: usize,
     cpu: usize,
     config: ServeConfig,
+    (listeners, services): Wiring,
     stop: Arc<AtomicBool>,
     mesh: MeshBuilder<ShardMsg, Full>,
     gate: Arc<StartGate>,
 ) -> Result<(), StartError> {
-    let started = Instant::now();
     let count = config.cpus.len();
-    let listen = config.listen;
-    let metrics_addr = config.metrics;
     let retention_every = config.retention_check;
     let registered = registration::succeeded_on_this_thread();
     tracing::info!(
@@ -269,6 +315,72 @@ async fn run_shard(
         buffer_registration = if registered { "ok" } else { "failed (unregistered buffers are used)" },
         "shard started"
     );
+    let Some(shard) = open_and_join(id, cpu, config, mesh, &gate).await? else {
+        return Ok(());
+    };
+    for service in services.iter() {
+        if let Err(e) = (service.open)(shard.clone()).await {
+            gate.fail();
+            return Err(StartError::Open(format!("{}: {e}", service.name)));
+        }
+    }
+    let bound = listener::bind(id, &listeners)?;
+    let client = bound.first().and_then(Option::as_ref).map(|b| b.addr).unwrap_or(listeners[0].addr);
+    *shard.advertised.borrow_mut() =
+        shard.config.advertise.clone().unwrap_or_else(|| (client.ip().to_string(), client.port()));
+    if !gate.arrive(Stage::Listening).await {
+        return Ok(());
+    }
+    spawn_retention(shard.clone(), retention_every);
+    if id == CATALOG_SHARD {
+        let mut ready = format!("ringmq ready listen={client}");
+        for (l, b) in listeners.iter().zip(&bound).skip(1) {
+            if let (Some(name), Some(b)) = (l.ready_name, b) {
+                ready.push_str(&format!(" {name}={}", b.addr));
+            }
+        }
+        println!("{ready}");
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        tracing::info!(listen = %client, shards = count, "ringmq ready");
+    }
+
+    let stop_signal = async move {
+        while !stop.load(Ordering::Relaxed) {
+            glommio::timer::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let accepting = listener::accept_all(shard.clone(), bound.into_iter().flatten().collect());
+    futures_lite::future::or(accepting, stop_signal).await;
+    tracing::info!(shard = id, "stopping: committing queued appends and closing logs");
+    for service in services.iter().rev() {
+        (service.close)().await;
+    }
+    shard.shutdown().await;
+    tracing::info!(shard = id, "stopped");
+    Ok(())
+}
+
+/// Per-shard state a protocol keeps outside `Shard` (the AMQP broker's
+/// queues): opened on every shard once the mesh is joined, before any
+/// listener accepts; closed at shutdown, before the shard's own logs.
+#[derive(Clone)]
+pub struct Service {
+    pub name: &'static str,
+    pub open: Arc<dyn Fn(Rc<Shard>) -> futures_util::future::LocalBoxFuture<'static, Result<(), String>> + Send + Sync>,
+    pub close: Arc<dyn Fn() -> futures_util::future::LocalBoxFuture<'static, ()> + Send + Sync>,
+}
+
+/// Opens this shard's logs, then joins the mesh, each step once every shard
+/// passed the one before. None when another shard failed (this one stops).
+async fn open_and_join(
+    id: usize,
+    cpu: usize,
+    config: ServeConfig,
+    mesh: MeshBuilder<ShardMsg, Full>,
+    gate: &StartGate,
+) -> Result<Option<Rc<Shard>>, StartError> {
+    let count = config.cpus.len();
     let opened = Shard::open(id, count, cpu, config).await.map_err(|e| StartError::Open(e.to_string()));
     let shard = match opened {
         Ok(s) => s,
@@ -277,64 +389,26 @@ async fn run_shard(
             return Err(e);
         }
     };
-    let amqp = match shard.config.amqp.clone() {
-        Some(amqp_config) => {
-            match crate::amqp::broker::Broker::open(shard.clone(), amqp_config, &shard.config.log).await {
-                Ok(b) => Some(b),
-                Err(e) => {
-                    gate.fail();
-                    return Err(StartError::Open(e));
-                }
-            }
-        }
-        None => None,
-    };
     if !gate.arrive(Stage::Opened).await {
-        return Ok(());
+        return Ok(None);
     }
     let (senders, receivers) =
         mesh.join().await.map_err(|_| StartError::Executor("joining the shard mesh failed".into()))?;
     gate.peer_of[id].store(senders.peer_id(), Ordering::SeqCst);
     if !gate.arrive(Stage::Joined).await {
-        return Ok(());
+        return Ok(None);
     }
     let peer_of = gate.peer_of.iter().map(|p| p.load(Ordering::SeqCst)).collect();
     shard.attach_mesh(senders, receivers, peer_of);
-    let listener = glommio::net::TcpListener::bind(listen)
-        .map_err(|e| StartError::Listen { addr: listen, message: e.to_string() })?;
-    let bound = listener.local_addr().map_err(|e| StartError::Listen { addr: listen, message: e.to_string() })?;
-    *shard.advertised.borrow_mut() =
-        shard.config.advertise.clone().unwrap_or_else(|| (bound.ip().to_string(), bound.port()));
-    if id == CATALOG_SHARD {
-        if let Some(addr) = metrics_addr {
-            let bound_metrics = crate::net::metrics_http::start(shard.clone(), addr, started)
-                .map_err(|e| StartError::Listen { addr, message: e.to_string() })?;
-            tracing::info!(metrics = %bound_metrics, "metrics endpoint listening");
-        }
-    }
-    let amqp_listener = match &amqp {
-        Some(b) => {
-            let addr = b.config.listen;
-            let l = glommio::net::TcpListener::bind(addr)
-                .map_err(|e| StartError::Listen { addr, message: e.to_string() })?;
-            let bound = l.local_addr().map_err(|e| StartError::Listen { addr, message: e.to_string() })?;
-            Some((l, bound))
-        }
-        None => None,
-    };
-    if !gate.arrive(Stage::Listening).await {
-        return Ok(());
-    }
-    if let Some(b) = &amqp {
-        crate::amqp::broker::spawn_disk_watch(b.clone());
-    }
+    Ok(Some(shard))
+}
 
-    // Retention, on a timer, for this shard's partitions.
-    let retention_shard = shard.clone();
+/// Retention, on a timer, for this shard's partitions.
+fn spawn_retention(shard: Rc<Shard>, every: Duration) {
     glommio::spawn_local(async move {
-        while !retention_shard.stopping.get() {
-            glommio::timer::sleep(retention_every).await;
-            for log in retention_shard.logs() {
+        while !shard.stopping.get() {
+            glommio::timer::sleep(every).await;
+            for log in shard.logs() {
                 if let Err(e) = log.enforce_retention().await {
                     tracing::warn!(topic = %log.topic, partition = log.partition, error = %e, "retention failed");
                 }
@@ -342,62 +416,4 @@ async fn run_shard(
         }
     })
     .detach();
-
-    if id == CATALOG_SHARD {
-        match &amqp_listener {
-            Some((_, amqp_bound)) => println!("ringmq ready listen={bound} amqp={amqp_bound}"),
-            None => println!("ringmq ready listen={bound}"),
-        }
-        use std::io::Write;
-        let _ = std::io::stdout().flush();
-        tracing::info!(listen = %bound, shards = count, "ringmq ready");
-    }
-
-    let stop_signal = {
-        let stop = stop.clone();
-        async move {
-            while !stop.load(Ordering::Relaxed) {
-                glommio::timer::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    };
-    let accept_loop = {
-        let shard = shard.clone();
-        async move {
-            loop {
-                match listener.accept().await {
-                    Ok(stream) => {
-                        glommio::spawn_local(crate::net::serve_connection(shard.clone(), stream)).detach();
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        glommio::timer::sleep(Duration::from_millis(10)).await;
-                    }
-                }
-            }
-        }
-    };
-    let amqp_accept_loop = async move {
-        let Some((listener, _)) = amqp_listener else { return std::future::pending::<()>().await };
-        let Some(broker) = amqp.clone() else { return std::future::pending::<()>().await };
-        loop {
-            match listener.accept().await {
-                Ok(stream) => {
-                    glommio::spawn_local(crate::net::amqp::serve_amqp_connection(broker.clone(), stream)).detach();
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "AMQP accept failed");
-                    glommio::timer::sleep(Duration::from_millis(10)).await;
-                }
-            }
-        }
-    };
-    futures_lite::future::or(futures_lite::future::or(accept_loop, amqp_accept_loop), stop_signal).await;
-    tracing::info!(shard = id, "stopping: committing queued appends and closing logs");
-    if let Some(b) = crate::amqp::broker::Broker::current() {
-        b.close().await;
-    }
-    shard.shutdown().await;
-    tracing::info!(shard = id, "stopped");
-    Ok(())
 }

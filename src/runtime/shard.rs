@@ -1,11 +1,11 @@
 //! One shard's state and its routing: the partition logs it owns, its
-//! snapshot of the topic catalog, and the calls that reach a partition or the
-//! catalog wherever they live. Shard 0 owns the catalog (DESIGN §2); every
-//! other shard keeps a read-only snapshot that shard 0 updates by message
-//! before it answers the change.
+//! snapshot of the topic catalog (changes in `topics`), its consumer group
+//! coordinator, and `route`, the one helper that runs an operation where
+//! its object lives: on this shard, or on the owner over the mesh.
 
 use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Duration;
@@ -16,12 +16,14 @@ use glommio::channels::channel_mesh::{Receivers, Senders};
 use glommio::sync::Semaphore;
 
 use super::mesh::{AnyAnswer, Job, PartitionGauges, ReplyPayload, ReplyTo, ShardMsg, ShardReport};
-use crate::catalog::producer_ids::{IdBlock, ProducerIdError, ProducerIdStore, ShardProducerIds};
-use crate::catalog::{self, Catalog, TopicError, TopicMeta, TopicUpdate};
+use super::partitions::PartitionLogs;
+use crate::catalog::producer_ids::{ProducerIdStore, ShardProducerIds};
+use crate::catalog::{self, Catalog, TopicError, TopicMeta};
 use crate::config::ServeConfig;
+use crate::groups::{GroupAnswer, GroupCall};
 use crate::storage::log::{AckWait, AppendOutcome, Offsets};
 use crate::storage::reader::ReadResult;
-use crate::storage::{segment, PartitionLog, StorageError};
+use crate::storage::{PartitionLog, StorageError};
 
 /// The shard that owns the catalog.
 pub const CATALOG_SHARD: usize = 0;
@@ -86,10 +88,10 @@ pub struct Shard {
     pub config: ServeConfig,
     /// Host and port given to clients in Metadata.
     pub advertised: RefCell<(String, u16)>,
-    catalog: RefCell<Catalog>,
-    logs: RefCell<HashMap<(String, i32), Rc<PartitionLog>>>,
+    pub(super) catalog: RefCell<Catalog>,
+    pub(super) logs: RefCell<PartitionLogs>,
     /// Serialises catalog changes on the catalog shard.
-    catalog_change: Semaphore,
+    pub(super) catalog_change: Semaphore,
     peers: OnceCell<Senders<ShardMsg>>,
     /// One turn per peer shard: requests to a peer enter its mesh channel in
     /// the order they were asked (glommio's `send_to` lets a newer sender
@@ -112,21 +114,10 @@ pub struct Shard {
     pub groups: Rc<crate::groups::Coordinator>,
 }
 
-/// Which shard owns a partition: a stable function of the topic, the
-/// partition and the shard count (FNV-1a), needing no lookup table. Nothing
-/// on disk depends on it, so the shard count may change between runs.
-pub fn shard_of(topic: &str, partition: i32, shard_count: usize) -> usize {
-    assert!(shard_count > 0);
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in topic.bytes().chain(partition.to_be_bytes()) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    (h % shard_count as u64) as usize
-}
+pub use crate::placement::shard_of;
 
 impl Shard {
-    fn topics_dir(&self) -> PathBuf {
+    pub(super) fn topics_dir(&self) -> PathBuf {
         self.config.data_dir.join("topics")
     }
 
@@ -159,7 +150,7 @@ impl Shard {
             config,
             advertised: RefCell::new(advertised),
             catalog: RefCell::new(catalog),
-            logs: RefCell::new(HashMap::new()),
+            logs: RefCell::new(PartitionLogs::default()),
             catalog_change: Semaphore::new(1),
             peers: OnceCell::new(),
             send_turns: (0..count).map(|_| Semaphore::new(1)).collect(),
@@ -196,14 +187,19 @@ impl Shard {
         Ok(shard)
     }
 
-    async fn open_partitions(&self, name: &str, meta: &TopicMeta) -> Result<(), TopicOpError> {
+    /// Opens the partitions of a topic that this shard owns and has not opened yet.
+    pub(super) async fn open_partitions(&self, name: &str, meta: &TopicMeta) -> Result<(), TopicOpError> {
         let log_config = catalog::log_config(&self.config.log, meta);
         for p in 0..meta.partitions {
-            if !self.owns(name, p) || self.logs.borrow().contains_key(&(name.to_string(), p)) {
+            if !self.owns(name, p) || self.logs.borrow().contains(name, p) {
                 continue;
             }
             let log = PartitionLog::open(self.partition_dir(name, p), name.to_string(), p, log_config.clone()).await?;
-            self.logs.borrow_mut().insert((name.to_string(), p), log);
+            // `route` runs a partition's operations here only if this shard
+            // owns it; `insert` checks it was not opened twice (catalog
+            // changes are serialised).
+            assert!(self.owns(name, p), "shard {} opened {name}/{p}, owned by shard {}", self.id, self.owner(name, p));
+            self.logs.borrow_mut().insert(name, p, log);
         }
         Ok(())
     }
@@ -243,14 +239,15 @@ impl Shard {
         to: usize,
         make: impl FnOnce(ReplyTo<R>) -> ShardMsg,
     ) -> Option<R> {
-        debug_assert_ne!(to, self.id);
+        assert_ne!(to, self.id, "a shard asks itself over the mesh");
         let peers = self.peers.get()?;
         let peer = *self.peer_of.get()?.get(to)?;
         let turns = self.send_turns.get(to)?;
         let id = self.next_request_id.get();
         self.next_request_id.set(id.wrapping_add(1));
         let (tx, rx) = oneshot::channel();
-        self.pending.borrow_mut().insert(id, tx);
+        let earlier = self.pending.borrow_mut().insert(id, tx);
+        assert!(earlier.is_none(), "request id {id} is still waiting for its answer");
         bump(&self.counters.cross_shard_hops, 1);
         let sent = match turns.acquire_permit(1).await {
             Ok(_turn) => peers.send_to(peer, make(ReplyTo::new(self.id, id))).await.is_ok(),
@@ -264,29 +261,58 @@ impl Shard {
         R::try_from(payload).ok()
     }
 
-    /// Runs `make()`'s future on shard `to` (here when it is this one) and
-    /// returns its output; `None` when that shard is gone.
+    /// Runs an operation on the shard that owns its object (a partition, a
+    /// consumer group, the catalog): here by `local` when that is this
+    /// shard, with no message and no extra task; else by sending the message
+    /// `remote` builds to `owner` and waiting for its answer, None when
+    /// `owner` is not answering (stopping). `input` goes to whichever runs,
+    /// so what the operation consumes (records to append) is moved, never
+    /// copied. The one place that decides local or remote: a new kind of
+    /// owned object needs its owner's index, a message, and a call here.
+    pub(crate) async fn route<I, R, F>(
+        &self,
+        owner: usize,
+        input: I,
+        local: impl FnOnce(I) -> F,
+        remote: impl FnOnce(I, ReplyTo<R>) -> ShardMsg,
+    ) -> Option<R>
+    where
+        F: Future<Output = R>,
+        R: TryFrom<ReplyPayload>,
+    {
+        assert!(owner < self.count, "shard {owner} of {}", self.count);
+        if owner == self.id {
+            return Some(local(input).await);
+        }
+        self.ask(owner, |reply| remote(input, reply)).await
+    }
+
+    /// Runs `make()`'s future on shard `to` (here when it is this one, with
+    /// no message and no task) and returns its output; `None` when that
+    /// shard is not answering. For protocol state that lives per shard
+    /// outside `Shard` (the AMQP broker): the job finds it there.
     pub async fn run_on<R, F, Fut>(&self, to: usize, make: F) -> Option<R>
     where
         R: Send + 'static,
         F: FnOnce() -> Fut + Send + 'static,
-        Fut: std::future::Future<Output = R> + 'static,
+        Fut: Future<Output = R> + 'static,
     {
-        if to == self.id {
-            return Some(make().await);
-        }
-        let job: Job = Box::new(move || Box::pin(async move { Box::new(make().await) as AnyAnswer }));
-        let answer: AnyAnswer = self.ask(to, |reply| ShardMsg::Run { job, reply: Some(reply) }).await?;
+        let remote = |make: F, reply| {
+            let job: Job = Box::new(move || Box::pin(async move { Box::new(make().await) as AnyAnswer }));
+            ShardMsg::Run { job, reply: Some(reply) }
+        };
+        let local = |make: F| async move { Box::new(make().await) as AnyAnswer };
+        let answer: AnyAnswer = self.route(to, make, local, remote).await?;
         answer.downcast::<R>().ok().map(|r| *r)
     }
 
-    /// Runs `make()`'s future on shard `to` without waiting for it to finish
-    /// (only for its turn in the mesh, in the order of calls); false when
-    /// that shard is gone. On this shard it is spawned.
+    /// Runs `make()`'s future on shard `to` without waiting for it (only for
+    /// its turn in the mesh, so jobs for one shard start in the order of
+    /// calls); on this shard it is spawned. False when that shard is gone.
     pub async fn tell_on<F, Fut>(&self, to: usize, make: F) -> bool
     where
         F: FnOnce() -> Fut + Send + 'static,
-        Fut: std::future::Future<Output = ()> + 'static,
+        Fut: Future<Output = ()> + 'static,
     {
         if to == self.id {
             glommio::spawn_local(make()).detach();
@@ -311,7 +337,7 @@ impl Shard {
     }
 
     /// Sends an answer back to the shard that asked.
-    async fn answer<T: Into<ReplyPayload>>(&self, to: ReplyTo<T>, value: T) {
+    pub(super) async fn answer<T: Into<ReplyPayload>>(&self, to: ReplyTo<T>, value: T) {
         let (Some(peers), Some(peer)) = (self.peers.get(), self.peer_of.get().and_then(|p| p.get(to.from).copied()))
         else {
             return;
@@ -322,72 +348,33 @@ impl Shard {
         }
     }
 
+    /// Serves a message from another shard. Each request carries its
+    /// `ReplyTo`, which `answer` consumes: one answer per request.
     async fn serve_msg(self: Rc<Self>, msg: ShardMsg) {
         match msg {
             ShardMsg::Append { topic, partition, records, wait, reply } => {
-                let r = self.append(&topic, partition, records, wait).await;
-                self.answer(reply, r).await;
+                self.answer(reply, self.append(&topic, partition, records, wait).await).await
             }
             ShardMsg::Read { topic, partition, offset, max_bytes, reply } => {
-                let r = self.read(&topic, partition, offset, max_bytes).await;
-                self.answer(reply, r).await;
+                self.answer(reply, self.read(&topic, partition, offset, max_bytes).await).await
             }
             ShardMsg::Offsets { topic, partition, reply } => {
-                let r = self.offsets(&topic, partition).await;
-                self.answer(reply, r).await;
+                self.answer(reply, self.offsets(&topic, partition).await).await
             }
             ShardMsg::WaitForData { topic, partition, offset, timeout, reply } => {
                 // Bounded by the fetch's own deadline; an asker that stopped
                 // waiting drops the answer.
-                if let Some(log) = self.log(&topic, partition) {
-                    log.wait_for_data(offset, timeout).await;
-                }
-                self.answer(reply, ()).await;
-            }
-            ShardMsg::CreateTopic { name, partitions, configs, validate_only, reply } => {
-                let r = self.create_topic(&name, partitions, configs, validate_only).await;
-                self.answer(reply, r).await;
-            }
-            ShardMsg::DeleteTopic { name, reply } => {
-                let r = self.delete_topic(&name).await;
-                self.answer(reply, r).await;
-            }
-            ShardMsg::TopicCreated { name, meta, reply } => {
-                let r = self.apply_created(&name, &meta).await;
-                self.answer(reply, r).await;
-            }
-            ShardMsg::TopicDeleted { name, reply } => {
-                self.apply_deleted(&name).await;
-                self.answer(reply, ()).await;
-            }
-            ShardMsg::UpdateTopic { name, update, validate_only, reply } => {
-                let r = self.update_topic(&name, update, validate_only).await;
-                self.answer(reply, r).await;
-            }
-            ShardMsg::TopicChanged { name, meta, reply } => {
-                let r = self.apply_changed(&name, &meta).await;
-                self.answer(reply, r).await;
+                self.wait_for_data(&topic, partition, offset, timeout).await;
+                self.answer(reply, ()).await
             }
             ShardMsg::DeleteRecords { topic, partition, offset, reply } => {
-                let r = self.delete_records(&topic, partition, offset).await;
-                self.answer(reply, r).await;
+                self.answer(reply, self.delete_records(&topic, partition, offset).await).await
             }
             ShardMsg::OffsetForTime { topic, partition, timestamp_ms, reply } => {
-                let r = self.offset_for_timestamp(&topic, partition, timestamp_ms).await;
-                self.answer(reply, r).await;
+                self.answer(reply, self.offset_for_timestamp(&topic, partition, timestamp_ms).await).await
             }
-            ShardMsg::Report { reply } => {
-                let r = self.report();
-                self.answer(reply, r).await;
-            }
-            ShardMsg::AllocateProducerIds { reply } => {
-                let r = self.reserve_producer_ids().await;
-                self.answer(reply, r).await;
-            }
-            ShardMsg::Group { call, reply } => {
-                let r = self.groups.call(call).await;
-                self.answer(reply, r).await;
-            }
+            ShardMsg::Report { reply } => self.answer(reply, Box::new(self.report())).await,
+            ShardMsg::Group { call, reply } => self.answer(reply, self.groups.call(call).await).await,
             ShardMsg::Run { job, reply } => {
                 let out = job().await;
                 if let Some(reply) = reply {
@@ -395,10 +382,14 @@ impl Shard {
                 }
             }
             ShardMsg::Reply { id, payload } => {
-                if let Some(waiter) = self.pending.borrow_mut().remove(&id) {
+                let waiter = self.pending.borrow_mut().remove(&id);
+                assert!(waiter.is_some(), "an answer to request {id}, which is not waiting: answered twice?");
+                if let Some(waiter) = waiter {
+                    // The asker may have stopped waiting (a fetch that returned).
                     let _ = waiter.send(payload);
                 }
             }
+            ShardMsg::Catalog(msg) => self.serve_catalog_msg(msg).await,
         }
     }
 
@@ -406,11 +397,17 @@ impl Shard {
 
     /// The log of a partition owned by this shard.
     pub fn log(&self, topic: &str, partition: i32) -> Option<Rc<PartitionLog>> {
-        self.logs.borrow().get(&(topic.to_string(), partition)).cloned()
+        self.logs.borrow().get(topic, partition).cloned()
+    }
+
+    /// The log of a partition this shard owns, on the local path of a route.
+    fn owned_log(&self, topic: &str, partition: i32) -> Result<Rc<PartitionLog>, StorageError> {
+        debug_assert!(self.owns(topic, partition));
+        self.log(topic, partition).ok_or(StorageError::Closed)
     }
 
     pub fn logs(&self) -> Vec<Rc<PartitionLog>> {
-        self.logs.borrow().values().cloned().collect()
+        self.logs.borrow().all()
     }
 
     pub async fn append(
@@ -420,15 +417,14 @@ impl Shard {
         records: BytesMut,
         wait: AckWait,
     ) -> Result<AppendOutcome, StorageError> {
-        let owner = self.owner(topic, partition);
-        if owner == self.id {
-            let log = self.log(topic, partition).ok_or(StorageError::Closed)?;
-            return log.append(records, wait).await;
-        }
-        let topic = topic.to_string();
-        self.ask(owner, |reply| ShardMsg::Append { topic, partition, records, wait, reply })
-            .await
-            .unwrap_or(Err(StorageError::Closed))
+        self.route(
+            self.owner(topic, partition),
+            records,
+            |records| async move { self.owned_log(topic, partition)?.append(records, wait).await },
+            |records, reply| ShardMsg::Append { topic: topic.to_string(), partition, records, wait, reply },
+        )
+        .await
+        .unwrap_or(Err(StorageError::Closed))
     }
 
     pub async fn read(
@@ -438,180 +434,48 @@ impl Shard {
         offset: i64,
         max_bytes: usize,
     ) -> Result<ReadResult, StorageError> {
-        let owner = self.owner(topic, partition);
-        if owner == self.id {
-            let log = self.log(topic, partition).ok_or(StorageError::Closed)?;
-            return log.read(offset, max_bytes);
-        }
-        let topic = topic.to_string();
-        self.ask(owner, |reply| ShardMsg::Read { topic, partition, offset, max_bytes, reply })
-            .await
-            .unwrap_or(Err(StorageError::Closed))
+        self.route(
+            self.owner(topic, partition),
+            (),
+            |()| async move { self.owned_log(topic, partition)?.read(offset, max_bytes) },
+            |(), reply| ShardMsg::Read { topic: topic.to_string(), partition, offset, max_bytes, reply },
+        )
+        .await
+        .unwrap_or(Err(StorageError::Closed))
     }
 
     pub async fn offsets(&self, topic: &str, partition: i32) -> Option<Offsets> {
-        let owner = self.owner(topic, partition);
-        if owner == self.id {
-            return self.log(topic, partition).map(|l| l.offsets());
-        }
-        let topic = topic.to_string();
-        self.ask(owner, |reply| ShardMsg::Offsets { topic, partition, reply }).await.flatten()
+        self.route(
+            self.owner(topic, partition),
+            (),
+            |()| async move { self.log(topic, partition).map(|l| l.offsets()) },
+            |(), reply| ShardMsg::Offsets { topic: topic.to_string(), partition, reply },
+        )
+        .await
+        .flatten()
     }
 
     /// Waits until the partition's high watermark passes `offset`, or `timeout`.
     pub async fn wait_for_data(&self, topic: &str, partition: i32, offset: i64, timeout: Duration) {
-        let owner = self.owner(topic, partition);
-        if owner == self.id {
+        let local = |()| async move {
             if let Some(log) = self.log(topic, partition) {
                 log.wait_for_data(offset, timeout).await;
             }
-            return;
-        }
-        let topic = topic.to_string();
-        self.ask(owner, |reply| ShardMsg::WaitForData { topic, partition, offset, timeout, reply }).await;
-    }
-
-    // ---- the catalog ----
-
-    pub fn topic(&self, name: &str) -> Option<TopicMeta> {
-        self.catalog.borrow().topics.get(name).cloned()
-    }
-
-    pub fn topics(&self) -> Vec<(String, TopicMeta)> {
-        self.catalog.borrow().topics.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
-    }
-
-    /// Creates a topic. On the catalog shard: the catalog is made durable
-    /// first, then every shard opens its partitions and shows the topic, then
-    /// the call returns. Elsewhere: asks the catalog shard.
-    pub async fn create_topic(
-        &self,
-        name: &str,
-        partitions: i32,
-        configs: BTreeMap<String, String>,
-        validate_only: bool,
-    ) -> Result<TopicMeta, TopicOpError> {
-        catalog::validate_topic_name(name)?;
-        if !(1..=catalog::MAX_PARTITIONS).contains(&partitions) {
-            return Err(TopicError::InvalidPartitions(partitions).into());
-        }
-        let mut probe = self.config.log.clone();
-        for (k, v) in &configs {
-            catalog::apply_config(&mut probe, k, v)?;
-        }
-        if self.id != CATALOG_SHARD {
-            let name = name.to_string();
-            return self
-                .ask(CATALOG_SHARD, |reply| ShardMsg::CreateTopic { name, partitions, configs, validate_only, reply })
-                .await
-                .unwrap_or(Err(TopicOpError::ShardGone(CATALOG_SHARD)));
-        }
-        let _permit = self.catalog_change.acquire_permit(1).await.map_err(|_| StorageError::Closed)?;
-        if self.catalog.borrow().topics.contains_key(name) {
-            return Err(TopicOpError::AlreadyExists(name.to_string()));
-        }
-        let meta = TopicMeta { id: uuid::Uuid::new_v4(), partitions, configs };
-        if validate_only {
-            return Ok(meta);
-        }
-        let mut next = self.catalog.borrow().clone();
-        next.topics.insert(name.to_string(), meta.clone());
-        self.store_catalog(next).await?;
-        self.apply_created(name, &meta).await?;
-        for peer in (0..self.count).filter(|&p| p != self.id) {
-            let (n, m) = (name.to_string(), meta.clone());
-            self.ask(peer, |reply| ShardMsg::TopicCreated { name: n, meta: m, reply })
-                .await
-                .unwrap_or(Err(TopicOpError::ShardGone(peer)))?;
-        }
-        tracing::info!(topic = name, partitions, "created topic");
-        Ok(meta)
-    }
-
-    async fn store_catalog(&self, next: Catalog) -> Result<(), TopicOpError> {
-        let dir = self.config.data_dir.clone();
-        segment::blocking(move || next.store(&dir).map(|_| next)).await.map(|stored| {
-            *self.catalog.borrow_mut() = stored;
-        })?;
-        Ok(())
-    }
-
-    async fn apply_created(&self, name: &str, meta: &TopicMeta) -> Result<(), TopicOpError> {
-        self.open_partitions(name, meta).await?;
-        self.catalog.borrow_mut().topics.insert(name.to_string(), meta.clone());
-        Ok(())
-    }
-
-    async fn apply_deleted(&self, name: &str) {
-        self.catalog.borrow_mut().topics.remove(name);
-        let logs: Vec<Rc<PartitionLog>> = {
-            let mut all = self.logs.borrow_mut();
-            let keys: Vec<_> = all.keys().filter(|(t, _)| t == name).cloned().collect();
-            keys.into_iter().filter_map(|k| all.remove(&k)).collect()
         };
-        for log in logs {
-            log.close().await;
-        }
-    }
-
-    /// The topic, created with the default partition count when auto-creation is on.
-    pub async fn ensure_topic(&self, name: &str) -> Option<TopicMeta> {
-        if let Some(meta) = self.topic(name) {
-            return Some(meta);
-        }
-        if !self.config.auto_create_topics {
-            return None;
-        }
-        match self.create_topic(name, self.config.default_partitions, BTreeMap::new(), false).await {
-            Ok(meta) => Some(meta),
-            Err(TopicOpError::AlreadyExists(_)) => self.topic(name),
-            Err(e) => {
-                tracing::warn!(topic = name, error = %e, "auto-creating topic failed");
-                None
-            }
-        }
-    }
-
-    /// Deletes a topic: the catalog change is made durable, every shard
-    /// closes its logs of the topic, then its files are removed.
-    pub async fn delete_topic(&self, name: &str) -> Result<(), TopicOpError> {
-        if self.id != CATALOG_SHARD {
-            let name = name.to_string();
-            return self
-                .ask(CATALOG_SHARD, |reply| ShardMsg::DeleteTopic { name, reply })
-                .await
-                .unwrap_or(Err(TopicOpError::ShardGone(CATALOG_SHARD)));
-        }
-        let _permit = self.catalog_change.acquire_permit(1).await.map_err(|_| StorageError::Closed)?;
-        let mut next = self.catalog.borrow().clone();
-        if next.topics.remove(name).is_none() {
-            return Err(TopicOpError::Unknown(name.to_string()));
-        }
-        self.store_catalog(next).await?;
-        self.apply_deleted(name).await;
-        for peer in (0..self.count).filter(|&p| p != self.id) {
-            let n = name.to_string();
-            self.ask(peer, |reply| ShardMsg::TopicDeleted { name: n, reply }).await;
-        }
-        let topic_dir = self.topics_dir().join(name);
-        segment::blocking(move || std::fs::remove_dir_all(&topic_dir))
-            .await
-            .map_err(|e| StorageError::io(format!("remove topic {name}"), e))?;
-        tracing::info!(topic = name, "deleted topic");
-        Ok(())
+        let remote = |(), reply| ShardMsg::WaitForData { topic: topic.to_string(), partition, offset, timeout, reply };
+        self.route(self.owner(topic, partition), (), local, remote).await;
     }
 
     /// Moves a partition's log start offset (DeleteRecords); returns the new one.
     pub async fn delete_records(&self, topic: &str, partition: i32, offset: i64) -> Result<i64, StorageError> {
-        let owner = self.owner(topic, partition);
-        if owner == self.id {
-            let log = self.log(topic, partition).ok_or(StorageError::Closed)?;
-            return log.delete_records(offset).await;
-        }
-        let topic = topic.to_string();
-        self.ask(owner, |reply| ShardMsg::DeleteRecords { topic, partition, offset, reply })
-            .await
-            .unwrap_or(Err(StorageError::Closed))
+        self.route(
+            self.owner(topic, partition),
+            (),
+            |()| async move { self.owned_log(topic, partition)?.delete_records(offset).await },
+            |(), reply| ShardMsg::DeleteRecords { topic: topic.to_string(), partition, offset, reply },
+        )
+        .await
+        .unwrap_or(Err(StorageError::Closed))
     }
 
     /// ListOffsets by timestamp: (offset, timestamp) of the first record at
@@ -622,105 +486,24 @@ impl Shard {
         partition: i32,
         timestamp_ms: i64,
     ) -> Result<Option<(i64, i64)>, StorageError> {
-        let owner = self.owner(topic, partition);
-        if owner == self.id {
-            let log = self.log(topic, partition).ok_or(StorageError::Closed)?;
-            return Ok(if timestamp_ms == MAX_TIMESTAMP {
+        let local = |()| async move {
+            let log = self.owned_log(topic, partition)?;
+            Ok(if timestamp_ms == MAX_TIMESTAMP {
                 log.offset_of_max_timestamp()
             } else {
                 log.offset_for_timestamp(timestamp_ms)
-            });
-        }
-        let topic = topic.to_string();
-        self.ask(owner, |reply| ShardMsg::OffsetForTime { topic, partition, timestamp_ms, reply })
-            .await
-            .unwrap_or(Err(StorageError::Closed))
-    }
-
-    /// Changes a topic's configs or partition count. On the catalog shard:
-    /// the catalog is made durable first, then every shard takes the new
-    /// entry (opening new partitions, applying configs to running logs), then
-    /// the call returns. Elsewhere: asks the catalog shard.
-    pub async fn update_topic(
-        &self,
-        name: &str,
-        update: TopicUpdate,
-        validate_only: bool,
-    ) -> Result<TopicMeta, TopicOpError> {
-        if self.id != CATALOG_SHARD {
-            let name = name.to_string();
-            return self
-                .ask(CATALOG_SHARD, |reply| ShardMsg::UpdateTopic { name, update, validate_only, reply })
-                .await
-                .unwrap_or(Err(TopicOpError::ShardGone(CATALOG_SHARD)));
-        }
-        let _permit = self.catalog_change.acquire_permit(1).await.map_err(|_| StorageError::Closed)?;
-        let meta = self.topic(name).ok_or_else(|| TopicOpError::Unknown(name.to_string()))?;
-        let next_meta = catalog::apply_update(&meta, &update, &self.config.log)?;
-        if validate_only || next_meta == meta {
-            return Ok(next_meta);
-        }
-        let mut next = self.catalog.borrow().clone();
-        next.topics.insert(name.to_string(), next_meta.clone());
-        self.store_catalog(next).await?;
-        self.apply_changed(name, &next_meta).await?;
-        for peer in (0..self.count).filter(|&p| p != self.id) {
-            let (n, m) = (name.to_string(), next_meta.clone());
-            self.ask(peer, |reply| ShardMsg::TopicChanged { name: n, meta: m, reply })
-                .await
-                .unwrap_or(Err(TopicOpError::ShardGone(peer)))?;
-        }
-        tracing::info!(topic = name, partitions = next_meta.partitions, configs = ?next_meta.configs, "changed topic");
-        Ok(next_meta)
-    }
-
-    async fn apply_changed(&self, name: &str, meta: &TopicMeta) -> Result<(), TopicOpError> {
-        self.open_partitions(name, meta).await?;
-        let log_config = catalog::log_config(&self.config.log, meta);
-        for log in self.logs().into_iter().filter(|l| l.topic == name) {
-            log.set_config(log_config.clone());
-        }
-        self.catalog.borrow_mut().topics.insert(name.to_string(), meta.clone());
-        Ok(())
-    }
-
-    // ---- producer ids ----
-
-    /// A producer id never handed out before, by any shard or any earlier run.
-    pub async fn new_producer_id(&self) -> Result<i64, ProducerIdError> {
-        if let Some(id) = self.producer_ids.take() {
-            return Ok(id);
-        }
-        let _permit = self.producer_ids.fetching.acquire_permit(1).await.map_err(|_| ProducerIdError::ShardGone)?;
-        if let Some(id) = self.producer_ids.take() {
-            return Ok(id);
-        }
-        let block = if self.id == CATALOG_SHARD {
-            self.reserve_producer_ids().await?
-        } else {
-            self.ask(CATALOG_SHARD, |reply| ShardMsg::AllocateProducerIds { reply })
-                .await
-                .unwrap_or(Err(ProducerIdError::ShardGone))?
+            })
         };
-        self.producer_ids.install(block);
-        self.producer_ids.take().ok_or(ProducerIdError::Exhausted)
+        let remote = |(), reply| ShardMsg::OffsetForTime { topic: topic.to_string(), partition, timestamp_ms, reply };
+        self.route(self.owner(topic, partition), (), local, remote).await.unwrap_or(Err(StorageError::Closed))
     }
 
-    /// On the catalog shard: the next block of producer ids, made durable
-    /// before it is returned.
-    async fn reserve_producer_ids(&self) -> Result<IdBlock, ProducerIdError> {
-        let store = self.producer_ids.store.as_ref().ok_or(ProducerIdError::NotOwner)?;
-        let _permit = self.producer_ids.storing.acquire_permit(1).await.map_err(|_| ProducerIdError::ShardGone)?;
-        let (block, next, dir) = {
-            let s = store.borrow();
-            let (block, next) = s.plan()?;
-            (block, next, s.dir().to_path_buf())
-        };
-        segment::blocking(move || ProducerIdStore::persist(&dir, next)).await?;
-        store.borrow_mut().set_next_block(next);
-        self.producer_ids.note_allocated(next);
-        tracing::debug!(first = block.first, end = block.end, "reserved a block of producer ids");
-        Ok(block)
+    // ---- consumer groups, wherever they live ----
+
+    /// Runs a consumer group call on shard `target` (the group's, or each
+    /// shard in turn for a listing); None when that shard is not answering.
+    pub async fn call_group(&self, target: usize, call: GroupCall) -> Option<GroupAnswer> {
+        self.route(target, call, |call| self.groups.call(call), |call, reply| ShardMsg::Group { call, reply }).await
     }
 
     // ---- reporting and shutdown ----
@@ -770,7 +553,7 @@ impl Shard {
         let mut out = vec![self.report()];
         for peer in (0..self.count).filter(|&p| p != self.id) {
             if let Some(r) = self.ask(peer, |reply| ShardMsg::Report { reply }).await {
-                out.push(r);
+                out.push(*r);
             }
         }
         out.sort_by_key(|r| r.shard);

@@ -1,6 +1,6 @@
-//! Building RecordBatch v2 bytes (uncompressed) the way a producer does: used
-//! by the benches, the storage tests and client-side tools. The broker itself
-//! never re-encodes batches.
+//! Building RecordBatch v2 bytes the way a producer does: used by the
+//! consumer offsets logs (`groups::store`), the benches, the storage tests
+//! and client-side tools. The broker never re-encodes a client's batches.
 
 use bytes::{Bytes, BytesMut};
 use indexmap::IndexMap;
