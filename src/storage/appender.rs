@@ -33,9 +33,10 @@ use std::time::Duration;
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use glommio::io::{DmaBuffer, DmaFile};
 
+use super::config::{align_up, FlushPolicy, LogConfig, PAGE_BYTES};
+use super::error::{gerr, StorageError};
 use super::log::{CachedBatch, PartitionLog, PendingBatch};
 use super::segment::{self, ActiveSegment, SealedSegment};
-use super::{gerr, FlushPolicy, LogConfig, StorageError, PAGE_BYTES};
 
 /// Commit writes one partition keeps in flight at most. Two let the disk
 /// start the next write while the last one's completion is being handled;
@@ -680,8 +681,4 @@ impl PartitionLog {
         }
         Ok(())
     }
-}
-
-pub(crate) fn align_up(n: usize) -> usize {
-    n.div_ceil(PAGE_BYTES) * PAGE_BYTES
 }

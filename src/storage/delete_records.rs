@@ -11,9 +11,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use super::error::StorageError;
 use super::log::PartitionLog;
 use super::segment::{self, SealedSegment};
-use super::StorageError;
 
 pub const LOG_START_FILE_NAME: &str = "log-start-offset";
 const LOG_START_TMP_NAME: &str = "log-start-offset.tmp";

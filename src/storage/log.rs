@@ -15,9 +15,10 @@ use event_listener::Event;
 use futures_channel::oneshot;
 
 use super::batch;
+use super::config::LogConfig;
+use super::error::StorageError;
 use super::producer_state::{ProducerBatch, ProducerStateTable, Verdict};
 use super::segment::{ActiveSegment, PreparedSegment, SealedSegment};
-use super::{LogConfig, StorageError};
 
 /// A batch with its offsets assigned, waiting for its commit.
 pub(crate) struct PendingBatch {

@@ -32,9 +32,9 @@ use std::ops::Range;
 use std::path::Path;
 
 use super::batch::BatchHeader;
+use super::error::StorageError;
 use super::log::{AckWait, AppendOutcome, PartitionLog};
 use super::segment::{ActiveSegment, SealedSegment};
-use super::StorageError;
 
 /// Batches remembered per producer for duplicate detection (Kafka: 5, the
 /// largest `max.in.flight.requests.per.connection` an idempotent producer uses).

@@ -7,8 +7,8 @@
 use bytes::Bytes;
 
 use super::batch::{BatchHeader, LOG_OVERHEAD_BYTES};
+use super::error::StorageError;
 use super::log::PartitionLog;
-use super::StorageError;
 
 #[derive(Debug, Default)]
 pub struct ReadResult {

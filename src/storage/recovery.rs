@@ -20,14 +20,14 @@ use std::rc::Rc;
 
 use event_listener::Event;
 
-use super::appender::align_up;
 use super::batch::{self, ScanStop};
+use super::config::{align_up, FlushPolicy, LogConfig, PAGE_BYTES};
+use super::error::{gerr, StorageError};
 use super::index::SparseIndex;
 use super::log::{LogState, PartitionLog};
 use super::producer_state::{self, DEFAULT_MAX_PRODUCERS};
 use super::segment::{self, ActiveSegment, SealedSegment};
 use super::time_index::TimeIndex;
-use super::{gerr, FlushPolicy, LogConfig, StorageError, PAGE_BYTES};
 
 impl PartitionLog {
     /// Opens (or creates) the log in `dir` and starts its committer.

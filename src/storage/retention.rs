@@ -8,9 +8,9 @@
 //! segment (`segment::recycle_retired`) when no reader still maps it.
 
 use super::delete_records::remove_segments;
+use super::error::StorageError;
 use super::log::{LogState, PartitionLog};
 use super::segment::{self, SealedSegment};
-use super::{now_ms, StorageError};
 
 impl PartitionLog {
     /// Applies retention once; returns the number of segments deleted.
@@ -127,4 +127,10 @@ impl PartitionLog {
     pub fn pending_bytes(&self) -> usize {
         self.state.borrow().pending_bytes
     }
+}
+
+/// Wall-clock time in ms since the Unix epoch: what `retention.ms` is
+/// measured against (and what the broker stamps its own records with).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }

@@ -25,9 +25,10 @@ use std::sync::{Arc, Weak};
 use bytes::Bytes;
 use glommio::io::{DmaFile, OpenOptions};
 
+use super::config::{Preallocation, PAGE_BYTES};
+use super::error::{gerr, StorageError};
 use super::index::SparseIndex;
 use super::time_index::TimeIndex;
-use super::{gerr, Preallocation, StorageError, PAGE_BYTES};
 
 pub const PREPARED_FILE_NAME: &str = "next.prepared";
 pub const RECYCLED_FILE_NAME: &str = "recycled.segment";
