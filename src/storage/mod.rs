@@ -6,7 +6,30 @@
 //! `segment.rs` and `batch.rs`; start-up repair in `recovery.rs`; lookups by
 //! timestamp in `time_index.rs` and `time_lookup.rs`; DeleteRecords in
 //! `delete_records.rs`.
+//!
+//! One module per concept, each the one owner of its state; `PartitionLog`
+//! (`log`) composes them and is the only `impl PartitionLog`. Who uses whom
+//! (a DAG: nothing below uses anything above it; `mod.rs` only re-exports):
+//!
+//! - `log` → every module below: `PartitionLog`, its tasks and its API
+//! - `recovery` → appender, batch, config, delete_records, error, index,
+//!   producer_state, segment, time_index: builds a `RecoveredLog`
+//! - `reader`, `time_lookup` → state, batch, index/time_index, segment, error
+//! - `state` → appender, batch, segment, segment_set, tail: `LogState`, the
+//!   changes that span pieces, and the offsets' order
+//! - `retention` → delete_records, segment, config, error
+//! - `delete_records` → segment, producer_state, error
+//! - `appender` → batch, segment, config, error: the pending queue and the
+//!   commit pipeline
+//! - `segment_set` → segment: sealed, active, prepared, placement
+//! - `admission` → error: the queue of appends waiting for room
+//! - `segment` → index, time_index, config, error: files, maps, segments
+//! - `error` → batch, producer_state
+//! - `producer_state` → batch: the idempotent-producer table
+//! - `time_index` → index
+//! - `batch`, `config`, `index`, `tail`: leaves
 
+mod admission;
 pub mod appender;
 pub mod batch;
 pub mod config;
@@ -19,6 +42,9 @@ pub mod reader;
 pub mod recovery;
 pub mod retention;
 pub mod segment;
+mod segment_set;
+mod state;
+mod tail;
 pub mod time_index;
 pub mod time_lookup;
 
