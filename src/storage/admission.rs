@@ -1,4 +1,6 @@
-//! Back-pressure on appends: a bounded amount may wait for the disk
+//! What an append passes before it gets offsets: its batches are validated
+//! against the size limits (`check_request`), then it waits for room under
+//! back-pressure: a bounded amount may wait for the disk
 //! (`pending_max_bytes`), and appends that have to wait for room are served
 //! in arrival order: a later, smaller one must not overtake (an idempotent
 //! producer's sequences would arrive out of order). This module owns the
@@ -6,10 +8,64 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
+use std::ops::Range;
 
 use event_listener::Event;
 
+use super::batch::{self, BatchError, BatchHeader};
+use super::config::LogConfig;
 use super::error::StorageError;
+use super::producer_state::ProducerBatch;
+
+/// The size limits an append is checked against, as configured when it came.
+pub(crate) struct AppendLimits {
+    pub max_message_bytes: usize,
+    pub segment_bytes: u64,
+    pub pending_max_bytes: usize,
+}
+
+impl AppendLimits {
+    pub fn of(config: &LogConfig) -> AppendLimits {
+        AppendLimits {
+            max_message_bytes: config.max_message_bytes,
+            segment_bytes: config.segment_bytes,
+            pending_max_bytes: config.pending_max_bytes,
+        }
+    }
+}
+
+/// A produce request's validated batches (ranges of its bytes).
+pub(crate) type Batches = Vec<(Range<usize>, BatchHeader)>;
+
+/// A produce request that passed validation.
+pub(crate) enum Checked {
+    /// To append, with its producer fields when it carries a producer id.
+    Valid(Batches, Option<ProducerBatch>),
+    /// Valid but over a size limit: refused with the error, unless it is the
+    /// retry of an idempotent batch stored before the limit was lowered.
+    OverLimit(Batches, StorageError),
+}
+
+/// Validates a produce request's `records` against the size limits.
+pub(crate) fn check_request(records: &[u8], limits: &AppendLimits) -> Result<Checked, StorageError> {
+    let batches = match batch::validate_all(records, limits.max_message_bytes) {
+        Ok(batches) => batches,
+        Err(too_large @ BatchError::TooLarge { .. }) => {
+            // Valid but over max.message.bytes: a retry of a batch stored
+            // before the limit was lowered still gets its offsets.
+            let Ok(batches) = batch::validate_all(records, usize::MAX) else { return Err(too_large.into()) };
+            return Ok(Checked::OverLimit(batches, too_large.into()));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let producer = ProducerBatch::of_request(&batches)?;
+    let capacity = limits.segment_bytes;
+    if batches.iter().any(|(r, _)| r.len() as u64 > capacity) {
+        let too_large = StorageError::TooLarge { bytes: records.len(), max: capacity as usize };
+        return Ok(Checked::OverLimit(batches, too_large));
+    }
+    Ok(Checked::Valid(batches, producer))
+}
 
 /// Tickets of the appends waiting for pending space, oldest first.
 #[derive(Default)]

@@ -25,9 +25,9 @@ use bytes::BytesMut;
 use event_listener::Event;
 use futures_channel::oneshot;
 
-use super::admission::{AppendQueue, Room};
+use super::admission::{self, AppendLimits, AppendQueue, Batches, Checked, Room};
 use super::appender::{self, CommitFlight, CommitMetrics, CommitPipeline, CommitWaiter, WriteDone};
-use super::batch::{self, BatchError, BatchHeader};
+use super::batch::BatchHeader;
 use super::config::{align_up, FlushPolicy, LogConfig};
 use super::delete_records;
 use super::error::StorageError;
@@ -43,11 +43,11 @@ use super::time_lookup;
 pub struct PartitionLog {
     pub topic: String,
     pub partition: i32,
-    pub(crate) dir: PathBuf,
+    dir: PathBuf,
     pub(crate) config: RefCell<LogConfig>,
     pub(crate) state: RefCell<LogState>,
     /// Idempotent producers' sequences and epochs (see `producer_state`).
-    pub(crate) producers: RefCell<ProducerStateTable>,
+    producers: RefCell<ProducerStateTable>,
     /// Fired when the high watermark moves or the log closes.
     hw_changed: Event,
     /// Fired when a batch is queued for commit or the log closes.
@@ -90,25 +90,6 @@ pub struct Offsets {
     pub log_start_offset: i64,
     pub high_watermark: i64,
     pub log_end_offset: i64,
-}
-
-/// The size limits an append is checked against, as configured when it came.
-struct AppendLimits {
-    max_message_bytes: usize,
-    segment_bytes: u64,
-    pending_max_bytes: usize,
-}
-
-/// A produce request's validated batches (ranges of its bytes).
-type Batches = Vec<(Range<usize>, BatchHeader)>;
-
-/// A produce request that passed validation.
-enum Checked {
-    /// To append, with its producer fields when it carries a producer id.
-    Valid(Batches, Option<ProducerBatch>),
-    /// Valid but over a size limit: refused with the error, unless it is the
-    /// retry of an idempotent batch stored before the limit was lowered.
-    OverLimit(Batches, StorageError),
 }
 
 /// How a commit started with nothing in flight.
@@ -288,8 +269,8 @@ impl PartitionLog {
         if self.closed.get() {
             return Err(StorageError::Closed);
         }
-        let limits = self.append_limits();
-        let (batches, producer) = match check_request(&records, &limits)? {
+        let limits = AppendLimits::of(&self.config.borrow());
+        let (batches, producer) = match admission::check_request(&records, &limits)? {
             Checked::Valid(batches, producer) => (batches, producer),
             Checked::OverLimit(batches, refusal) => return self.answer_stored_duplicate(&batches, wait, refusal).await,
         };
@@ -316,15 +297,6 @@ impl PartitionLog {
             committed.await.unwrap_or(Err(StorageError::Closed))?;
         }
         Ok(AppendOutcome { base_offset: enqueued.base_offset, log_start_offset: enqueued.log_start_offset })
-    }
-
-    fn append_limits(&self) -> AppendLimits {
-        let c = self.config.borrow();
-        AppendLimits {
-            max_message_bytes: c.max_message_bytes,
-            segment_bytes: c.segment_bytes,
-            pending_max_bytes: c.pending_max_bytes,
-        }
     }
 
     /// Gives the batches their offsets, queues them, and records an
@@ -392,27 +364,6 @@ impl PartitionLog {
             futures_lite::future::or(hw_moved, commit_failed).await;
         }
     }
-}
-
-/// Validates a produce request's `records` against the size limits.
-fn check_request(records: &[u8], limits: &AppendLimits) -> Result<Checked, StorageError> {
-    let batches = match batch::validate_all(records, limits.max_message_bytes) {
-        Ok(batches) => batches,
-        Err(too_large @ BatchError::TooLarge { .. }) => {
-            // Valid but over max.message.bytes: a retry of a batch stored
-            // before the limit was lowered still gets its offsets.
-            let Ok(batches) = batch::validate_all(records, usize::MAX) else { return Err(too_large.into()) };
-            return Ok(Checked::OverLimit(batches, too_large.into()));
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let producer = ProducerBatch::of_request(&batches)?;
-    let capacity = limits.segment_bytes;
-    if batches.iter().any(|(r, _)| r.len() as u64 > capacity) {
-        let too_large = StorageError::TooLarge { bytes: records.len(), max: capacity as usize };
-        return Ok(Checked::OverLimit(batches, too_large));
-    }
-    Ok(Checked::Valid(batches, producer))
 }
 
 // --- The commit task (see `appender` for the flush/ack contract) ---

@@ -22,7 +22,8 @@
 //! - `appender` → batch, segment, config, error: the pending queue and the
 //!   commit pipeline
 //! - `segment_set` → segment: sealed, active, prepared, placement
-//! - `admission` → error: the queue of appends waiting for room
+//! - `admission` → batch, config, producer_state, error: size checks and
+//!   the queue of appends waiting for room
 //! - `segment` → index, time_index, config, error: files, maps, segments
 //! - `error` → batch, producer_state
 //! - `producer_state` → batch: the idempotent-producer table
