@@ -1,19 +1,22 @@
 //! The segment set of one partition: its sealed segments, the active one,
-//! the file prepared to follow it, and the placement of queued batches into
-//! segments (which batch starts the next one). This module owns those
-//! fields; everything that changes them is a method here, and each method
-//! asserts what it keeps true:
+//! the file prepared to follow it, the count of recycled files, and the
+//! placement of queued batches into segments (which batch starts the next
+//! one). This module owns those fields: everything that changes them is a
+//! method here, except the active segment's durable end and indexes, which
+//! only the appender's complete step moves (`LogState::complete_write` lends
+//! it the active segment). Each method asserts what it keeps true:
 //!
 //! - sealed segments are in offset order, each ending where the next begins,
 //!   the last where the active segment begins;
 //! - the active segment's durable end lies within its file;
 //! - the bytes queued for the segment being filled fit the file they go to.
 //!
-//! A roll (see `PartitionLog`) is the sequence `prepared_fitting` (take the
-//! prepared file, big enough for what is queued), `segment::write_sealed`
-//! and `segment::install` (file work, no state), then `rotate` (the state
-//! change, with no await inside). Retention and DeleteRecords take sealed
-//! segments out with `take_oldest`.
+//! A roll (see `PartitionLog::roll`) is `seal_work` and
+//! `segment::write_sealed` (the old segment's file work), `prepared_fitting`
+//! (take the prepared file, big enough for what is queued),
+//! `segment::install_prepared` and `segment::open_installed` (the new file),
+//! then `rotate`: the state change, with no await inside. Retention and
+//! DeleteRecords take sealed segments out with `take_oldest`.
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
