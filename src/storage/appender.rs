@@ -1,7 +1,14 @@
-//! Group commit: the one task per partition that writes to its segment files.
+//! Group commit: the queue of appended batches waiting for their write, and
+//! the pipeline that writes them to the active segment and hands back the
+//! completions. This module is the only code that touches the in-flight
+//! write state: the queue and its byte count (`PendingQueue`), where the
+//! next write starts (`IssueCursor`), the writes in flight (`CommitFlight`s
+//! in the `CommitPipeline`), and the step that turns a completed write into
+//! acknowledged batches (`CommitPipeline::complete`). The commit task that
+//! drives it (waiting for work, rolling, failing) is `PartitionLog`'s.
 //!
 //! Flush/ack contract (kept here):
-//! - Appends queue in `LogState::pending` with offsets already assigned.
+//! - Appends queue in the `PendingQueue` with offsets already assigned.
 //! - Queued batches go out as O_DIRECT writes of page-aligned ranges, each
 //!   starting with the partly filled page the previous one left (up to
 //!   `commit_max_bytes` of batches per write). Under `flush=always` the
@@ -26,21 +33,31 @@
 //!   was; the next commit rewrites from the page holding the durable end.
 //!   After a crash, unacknowledged bytes can lie as far as
 //!   `unacknowledged_reach_bytes` past that page (recovery zeroes them).
+//!
+//! Every batch copied into a write buffer is asserted to pass the checks
+//! recovery applies when it reads the segment back (`batch::check_in_log`).
 
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::Future;
 use std::rc::Rc;
-use std::time::Duration;
 
+use bytes::Bytes;
+use futures_channel::oneshot;
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use glommio::io::{DmaBuffer, DmaFile};
 
-use super::log::{CachedBatch, PartitionLog, PendingBatch};
-use super::segment::{self, ActiveSegment, SealedSegment};
-use super::{gerr, FlushPolicy, LogConfig, StorageError, PAGE_BYTES};
+use super::batch::{self, Crc};
+use super::config::{LogConfig, PAGE_BYTES};
+use super::error::{gerr, StorageError};
+use super::segment::ActiveSegment;
+use crate::histogram::Log2Histogram;
 
 /// Commit writes one partition keeps in flight at most. Two let the disk
 /// start the next write while the last one's completion is being handled;
 /// measured against one in the storage benches (see README, Performance).
 pub(crate) const COMMIT_WRITES_IN_FLIGHT_MAX: usize = 2;
+const _: () = assert!(COMMIT_WRITES_IN_FLIGHT_MAX >= 1);
 
 /// How far past the page holding the acknowledged end a crash can leave
 /// bytes of unacknowledged batches: the part of a batch that straddled a
@@ -51,6 +68,139 @@ pub(crate) fn unacknowledged_reach_bytes(config: &LogConfig) -> usize {
     let batch_max = config.max_message_bytes;
     let write_max = config.commit_max_bytes.max(batch_max) + 2 * PAGE_BYTES;
     batch_max + COMMIT_WRITES_IN_FLIGHT_MAX * write_max
+}
+
+/// The outcome an append waits for: `Ok` once the commit covering it completed.
+pub(crate) type CommitWaiter = oneshot::Sender<Result<(), StorageError>>;
+
+/// A batch with its offsets assigned, waiting for its commit.
+pub(crate) struct PendingBatch {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub max_timestamp_ms: i64,
+    pub data: Bytes,
+    /// Starts a new segment: the active one had no room for it.
+    pub starts_segment: bool,
+    /// Completion for the append this batch ends (one per request).
+    pub done: Option<CommitWaiter>,
+}
+
+/// The batches waiting for their commit, in offset order, and their bytes.
+#[derive(Default)]
+pub(crate) struct PendingQueue {
+    batches: VecDeque<PendingBatch>,
+    bytes: usize,
+}
+
+impl PendingQueue {
+    /// Bytes of the queued batches (what back-pressure bounds).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.batches.is_empty()
+    }
+
+    pub fn front(&self) -> Option<&PendingBatch> {
+        self.batches.front()
+    }
+
+    /// Queues a batch; it must follow the last queued one.
+    pub fn push(&mut self, batch: PendingBatch) {
+        assert!(batch.last_offset >= batch.base_offset);
+        if let Some(last) = self.batches.back() {
+            assert_eq!(batch.base_offset, last.last_offset + 1, "queued batches follow each other");
+        }
+        self.bytes += batch.data.len();
+        self.batches.push_back(batch);
+    }
+
+    /// Base offset of the first queued batch when it starts a new segment
+    /// (the roll is due before it is written).
+    pub fn roll_due(&self) -> Option<i64> {
+        self.front().filter(|b| b.starts_segment).map(|b| b.base_offset)
+    }
+
+    /// The roll before the first batch is done: it is written like any other.
+    pub fn rolled(&mut self) {
+        if let Some(front) = self.batches.front_mut() {
+            front.starts_segment = false;
+        }
+    }
+
+    /// Bytes queued for the segment the first batch starts (up to the next
+    /// batch that starts one), and whether that is the segment appends are
+    /// filling (no later batch starts one).
+    pub fn bytes_for_next_segment(&self) -> (u64, bool) {
+        let mut need = 0u64;
+        for (i, b) in self.batches.iter().enumerate() {
+            if i > 0 && b.starts_segment {
+                return (need, false);
+            }
+            need += b.data.len() as u64;
+        }
+        (need, true)
+    }
+
+    fn pop_front(&mut self) -> Option<PendingBatch> {
+        let batch = self.batches.pop_front()?;
+        self.bytes -= batch.data.len();
+        Some(batch)
+    }
+
+    /// Drops every queued batch (their commit failed); returns their waiters.
+    pub fn fail_all(&mut self) -> Vec<CommitWaiter> {
+        let waiters = self.batches.drain(..).filter_map(|b| b.done).collect();
+        self.bytes = 0;
+        waiters
+    }
+
+    /// O(n): the byte count is the sum of the queued batches' lengths.
+    fn debug_check(&self) {
+        debug_assert_eq!(self.bytes, self.batches.iter().map(|b| b.data.len()).sum::<usize>());
+        assert_eq!(self.batches.is_empty(), self.bytes == 0, "an empty queue holds no bytes");
+    }
+}
+
+/// Completed group commits, the bytes they made durable, and how they went.
+#[derive(Default)]
+pub(crate) struct CommitMetrics {
+    commits: Cell<u64>,
+    committed_bytes: Cell<u64>,
+    /// Commit writes started while an earlier one was still in flight.
+    writes_overlapped: Cell<u64>,
+    /// Time from a commit's start to its durable completion, in µs.
+    latency_us: RefCell<Log2Histogram>,
+    /// Bytes written per commit (carried page included).
+    write_bytes: RefCell<Log2Histogram>,
+}
+
+impl CommitMetrics {
+    pub fn commits(&self) -> u64 {
+        self.commits.get()
+    }
+
+    pub fn committed_bytes(&self) -> u64 {
+        self.committed_bytes.get()
+    }
+
+    pub fn writes_overlapped(&self) -> u64 {
+        self.writes_overlapped.get()
+    }
+
+    /// (commit latency in µs, bytes written per commit).
+    pub fn histograms(&self) -> (Log2Histogram, Log2Histogram) {
+        (*self.latency_us.borrow(), *self.write_bytes.borrow())
+    }
+
+    /// A write completed and acknowledged `acked_bytes` of batches.
+    pub fn record(&self, flight: &CommitFlight, acked_bytes: usize) {
+        self.commits.set(self.commits.get() + 1);
+        self.latency_us.borrow_mut().record(flight.started.elapsed().as_micros() as u64);
+        self.write_bytes.borrow_mut().record(flight.total as u64);
+        self.committed_bytes.set(self.committed_bytes.get() + acked_bytes as u64);
+    }
 }
 
 /// Where the next commit write starts: after the queued batches already in
@@ -86,10 +236,151 @@ impl IssueCursor {
         self.open = false;
         self.failed = None;
     }
+
+    /// Copies the carried page and the run's batches into `out` (the write's
+    /// buffer, laid out by `layout`) and the bytes past a split write's end
+    /// into `self.page`; returns the acknowledged end once the write
+    /// completes: the end of the last batch before its durable end.
+    fn fill<'a>(&mut self, out: &mut [u8], layout: &WriteLayout, run: impl Iterator<Item = &'a PendingBatch>) -> u64 {
+        let total = out.len();
+        let carried = (self.end - layout.page_start) as usize;
+        out[..carried].copy_from_slice(&self.page[..carried]);
+        // From here `self.page` is the page holding `data_end`: what opens
+        // the next write.
+        self.page.fill(0);
+        let mut pos = carried;
+        // The batches this write completes (with every earlier write): those
+        // ending at or before its durable end. A batch that began in an
+        // earlier write and ends in this one's first page is among them.
+        let mut acked_end = self.end;
+        for b in run {
+            assert_recoverable(b);
+            let len = b.data.len();
+            let into_write = len.min(total.saturating_sub(pos));
+            if into_write > 0 {
+                out[pos..pos + into_write].copy_from_slice(&b.data[..into_write]);
+            }
+            if into_write < len {
+                // Bytes past a split write's end open the next write.
+                let held_start = pos + into_write - total;
+                self.page[held_start..held_start + len - into_write].copy_from_slice(&b.data[into_write..]);
+            }
+            pos += len;
+            if layout.page_start + pos as u64 <= layout.durable_end {
+                acked_end = layout.page_start + pos as u64;
+            }
+        }
+        assert_eq!(layout.page_start + pos as u64, layout.data_end, "the run fills the write up to its data end");
+        if pos < total {
+            out[pos..].fill(0);
+        }
+        acked_end
+    }
+
+    /// After a write laid out by `layout` (its bytes `out`) took the queued
+    /// batches up to `batches`: the next write starts at its data end.
+    fn advance(&mut self, batches: usize, layout: &WriteLayout, out: &[u8]) {
+        if !layout.split && !layout.data_end.is_multiple_of(PAGE_BYTES as u64) {
+            self.page.copy_from_slice(&out[out.len() - PAGE_BYTES..]);
+        }
+        self.batches = batches;
+        self.end = layout.data_end;
+        self.open = layout.split;
+    }
+}
+
+/// Asserts that a batch about to be written passes the checks recovery
+/// applies when it reads it back: its header (cheap, always) and its CRC
+/// (O(n), debug builds). A batch failing them would be acknowledged, then
+/// dropped by the next recovery.
+fn assert_recoverable(b: &PendingBatch) {
+    let checked = batch::check_in_log(&b.data, Some(b.base_offset), Crc::Skip);
+    assert!(
+        matches!(checked, Ok((h, next)) if h.total_bytes() == b.data.len() && next == b.last_offset + 1),
+        "batch at offset {} would not pass recovery: {checked:?}",
+        b.base_offset
+    );
+    debug_assert!(
+        batch::check_in_log(&b.data, Some(b.base_offset), Crc::Check).is_ok(),
+        "batch at offset {} would not pass recovery's CRC check",
+        b.base_offset
+    );
+}
+
+/// The queued batches one write takes: `count` from the cursor, `bytes` long.
+struct Run {
+    count: usize,
+    bytes: usize,
+    /// More batches for the same segment wait behind it.
+    more_behind: bool,
+}
+
+impl Run {
+    /// The batches after the first `first` up to the size cap (at least one)
+    /// and up to the next segment start; `None` when there is none to write
+    /// now (nothing queued, or a roll is due first).
+    fn plan(pending: &PendingQueue, first: usize, commit_max: usize) -> Option<Run> {
+        if pending.batches.get(first).is_none_or(|b| b.starts_segment) {
+            return None;
+        }
+        let mut count = 0;
+        let mut bytes = 0usize;
+        for (i, b) in pending.batches.iter().skip(first).enumerate() {
+            if i > 0 && (b.starts_segment || bytes + b.data.len() > commit_max) {
+                break;
+            }
+            bytes += b.data.len();
+            count += 1;
+        }
+        let more_behind = pending.batches.get(first + count).is_some_and(|b| !b.starts_segment);
+        Some(Run { count, bytes, more_behind })
+    }
+}
+
+/// The byte layout of one commit write, in segment positions.
+struct WriteLayout {
+    /// Where the write starts: the page holding the cursor's end.
+    page_start: u64,
+    /// End of the run's batches.
+    data_end: u64,
+    /// The write ends at the run's last page boundary (past its first page),
+    /// holding the rest for the next write, which may then start at once.
+    split: bool,
+    write_end: u64,
+    /// Where the log is durable once this write and every earlier one have
+    /// completed.
+    durable_end: u64,
+}
+
+impl WriteLayout {
+    fn new(start: u64, run: &Run) -> WriteLayout {
+        let page = PAGE_BYTES as u64;
+        let page_start = start / page * page;
+        let data_end = start + run.bytes as u64;
+        let split = run.more_behind && data_end / page * page > page_start;
+        let write_end = if split { data_end / page * page } else { data_end.div_ceil(page) * page };
+        let durable_end = write_end.min(data_end);
+        WriteLayout { page_start, data_end, split, write_end, durable_end }
+    }
+
+    fn total_bytes(&self) -> usize {
+        (self.write_end - self.page_start) as usize
+    }
+
+    /// The page holding `acked_end` (within this write, whose bytes are
+    /// `out`), valid up to it: what the next write after a failure rewrites.
+    fn page_holding(&self, acked_end: u64, out: &[u8]) -> Box<[u8; PAGE_BYTES]> {
+        let acked_page_start = acked_end / PAGE_BYTES as u64 * PAGE_BYTES as u64;
+        let mut tail_page = Box::new([0u8; PAGE_BYTES]);
+        let from = (acked_page_start - self.page_start) as usize;
+        let acked_in_page = (acked_end - acked_page_start) as usize;
+        tail_page[..acked_in_page].copy_from_slice(&out[from..from + acked_in_page]);
+        tail_page
+    }
 }
 
 /// A commit write issued and not yet handled.
-struct CommitFlight {
+pub(crate) struct CommitFlight {
     path: std::path::PathBuf,
     total: usize,
     /// Segment position up to which the log is durable once this write and
@@ -103,146 +394,96 @@ struct CommitFlight {
     started: std::time::Instant,
 }
 
-/// A write ready to start: file, buffer, position, and what it completes.
-type IssuedWrite = (Rc<DmaFile>, DmaBuffer, u64, CommitFlight);
+/// What a commit write's future yields.
+pub(crate) type WriteDone = (glommio::Result<usize, ()>, CommitFlight);
 
-async fn write_flight(
-    file: Rc<DmaFile>,
-    buf: DmaBuffer,
-    position: u64,
-    flight: CommitFlight,
-) -> (glommio::Result<usize, ()>, CommitFlight) {
+async fn write_flight(file: Rc<DmaFile>, buf: DmaBuffer, position: u64, flight: CommitFlight) -> WriteDone {
     let result = file.write_at(buf, position).await;
     (result, flight)
 }
 
-impl PartitionLog {
-    /// Spawns the committer (and, under `flush=interval`, the fsync timer).
-    pub(crate) fn start_tasks(self: &Rc<Self>) {
-        let log = self.clone();
-        self.committer_running.set(true);
-        glommio::spawn_local(async move {
-            log.commit_loop().await;
-            log.committer_running.set(false);
-            log.committer_done.notify(usize::MAX);
-        })
-        .detach();
-        if let FlushPolicy::Interval(period) = self.config.borrow().flush {
-            let log = self.clone();
-            glommio::spawn_local(async move {
-                while !log.closed.get() {
-                    glommio::timer::sleep(period).await;
-                    let file = log.state.borrow().active.file.clone();
-                    if let Err(e) = file.fdatasync().await {
-                        tracing::error!(topic = %log.topic, partition = log.partition, error = %e, "periodic fdatasync failed");
-                    }
-                }
-            })
-            .detach();
-        }
-        self.maybe_prepare_next();
+/// A batch a completed write acknowledged, at `position` in segment
+/// `segment_base`.
+pub(crate) struct AckedBatch {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub segment_base: i64,
+    pub position: u64,
+    pub data: Bytes,
+    pub done: Option<CommitWaiter>,
+}
+
+/// The commit writes of one partition: where the next starts, and those in
+/// flight (futures of type `W`, see `pipeline`). Owned by the commit task.
+pub(crate) struct CommitPipeline<W: Future> {
+    topic: String,
+    partition: i32,
+    cursor: IssueCursor,
+    flights: FuturesOrdered<W>,
+    start_write: fn(Rc<DmaFile>, DmaBuffer, u64, CommitFlight) -> W,
+}
+
+/// An idle pipeline for the partition's commit task.
+pub(crate) fn pipeline(topic: &str, partition: i32) -> CommitPipeline<impl Future<Output = WriteDone>> {
+    CommitPipeline {
+        topic: topic.to_owned(),
+        partition,
+        cursor: IssueCursor::default(),
+        flights: FuturesOrdered::new(),
+        start_write: write_flight,
+    }
+}
+
+impl<W: Future<Output = WriteDone>> CommitPipeline<W> {
+    pub fn is_idle(&self) -> bool {
+        self.flights.is_empty()
     }
 
-    async fn commit_loop(self: &Rc<Self>) {
-        let mut flights = FuturesOrdered::new();
-        let mut cursor = IssueCursor::default();
-        loop {
-            if flights.is_empty() {
-                let listener = self.work_queued.listen();
-                let has_work = !self.state.borrow().pending.is_empty();
-                if !has_work {
-                    if self.closed.get() {
-                        return;
-                    }
-                    listener.await;
-                    continue;
+    /// With nothing in flight (every issued batch acknowledged): issues the
+    /// first write from the active segment's durable end. `false` when
+    /// there is nothing to write now.
+    pub fn start(
+        &mut self,
+        pending: &PendingQueue,
+        active: &ActiveSegment,
+        commit_max: usize,
+    ) -> Result<bool, StorageError> {
+        assert!(self.flights.is_empty(), "a commit starts from the durable end only with nothing in flight");
+        self.cursor.reset_to(active);
+        let Some(write) = self.issue(pending, active, commit_max)? else { return Ok(false) };
+        self.flights.push_back(write);
+        Ok(true)
+    }
+
+    /// Issues the writes that may start while earlier ones are in flight
+    /// (the last issued ends on a page boundary), up to the in-flight cap.
+    /// An error building one is reported once those in flight complete.
+    pub fn issue_behind(
+        &mut self,
+        pending: &PendingQueue,
+        active: &ActiveSegment,
+        commit_max: usize,
+        metrics: &CommitMetrics,
+    ) {
+        while self.flights.len() < COMMIT_WRITES_IN_FLIGHT_MAX && self.cursor.open {
+            match self.issue(pending, active, commit_max) {
+                Ok(Some(write)) => {
+                    metrics.writes_overlapped.set(metrics.writes_overlapped.get() + 1);
+                    self.flights.push_back(write);
                 }
-                let linger = self.config.borrow().commit_linger;
-                if linger > Duration::ZERO && !self.closed.get() {
-                    glommio::timer::sleep(linger).await;
-                }
-                if let Err(error) = self.roll_if_due().await {
-                    self.fail_pending(error);
-                    continue;
-                }
-                // Nothing in flight: every issued batch is acknowledged.
-                cursor.reset_to(&self.state.borrow().active);
-                match self.issue(&mut cursor) {
-                    Ok(Some((file, buf, position, flight))) => {
-                        flights.push_back(write_flight(file, buf, position, flight))
-                    }
-                    Ok(None) => continue,
-                    Err(error) => {
-                        self.fail_pending(error);
-                        continue;
-                    }
+                Ok(None) => break,
+                Err(error) => {
+                    // Nothing was issued; what is in flight completes first.
+                    self.cursor.failed = Some(error);
+                    break;
                 }
             }
-            // A write that ends on a page boundary leaves the next one free
-            // to start while it is in flight (see `issue`).
-            while flights.len() < COMMIT_WRITES_IN_FLIGHT_MAX && cursor.open {
-                match self.issue(&mut cursor) {
-                    Ok(Some((file, buf, position, flight))) => {
-                        self.commit_writes_overlapped.set(self.commit_writes_overlapped.get() + 1);
-                        flights.push_back(write_flight(file, buf, position, flight));
-                    }
-                    Ok(None) => break,
-                    Err(error) => {
-                        // Nothing was issued; what is in flight completes first.
-                        cursor.failed = Some(error);
-                        break;
-                    }
-                }
-            }
-            let Some((result, flight)) = flights.next().await else { continue };
-            let outcome = result.map_err(gerr(format!("write {}", flight.path.display()))).and_then(|written| {
-                if written == flight.total {
-                    Ok(())
-                } else {
-                    Err(StorageError::io(
-                        format!("write {}", flight.path.display()),
-                        std::io::Error::other(format!("short write: {written} of {} bytes", flight.total)),
-                    ))
-                }
-            });
-            let error = match (outcome, cursor.failed.take()) {
-                (Ok(()), None) => {
-                    self.complete(&flight, &mut cursor);
-                    continue;
-                }
-                (Ok(()), Some(error)) => {
-                    self.complete(&flight, &mut cursor);
-                    error
-                }
-                (Err(error), _) => error,
-            };
-            // Later writes may still be in flight: let them finish before the
-            // queue is failed and the next commit rewrites from the durable end.
-            while flights.next().await.is_some() {}
-            self.fail_pending(error);
         }
     }
 
-    /// Rolls to a new segment when the next batch to write starts one; only
-    /// called with no write in flight.
-    async fn roll_if_due(self: &Rc<Self>) -> Result<(), StorageError> {
-        let needs_roll = self.state.borrow().pending.front().is_some_and(|b| b.starts_segment);
-        if !needs_roll {
-            return Ok(());
-        }
-        let base = self.state.borrow().pending.front().map(|b| b.base_offset).unwrap_or_default();
-        let roll_started = std::time::Instant::now();
-        self.roll(base).await?;
-        tracing::debug!(topic = %self.topic, partition = self.partition, base, roll_us = roll_started.elapsed().as_micros() as u64, "rolled to a new segment");
-        if let Some(front) = self.state.borrow_mut().pending.front_mut() {
-            front.starts_segment = false;
-        }
-        Ok(())
-    }
-
-    /// Builds the next commit write from the queued batches after `cursor`
-    /// (submitted once the committer awaits it); `None` when nothing can be
-    /// written now.
+    /// Builds the next commit write from the queued batches after the
+    /// cursor (submitted once the committer awaits it); `None` when nothing
+    /// can be written now.
     ///
     /// The run is the batches up to the size cap (at least one) and up to
     /// the next segment boundary. When more batches wait behind it (in the
@@ -251,437 +492,176 @@ impl PartitionLog {
     /// be in flight together with this one: the two never share a page. A
     /// write that takes everything queued ends with the partly filled page,
     /// which the next write rewrites, so that one waits for it to complete.
-    fn issue(&self, cursor: &mut IssueCursor) -> Result<Option<IssuedWrite>, StorageError> {
-        let s = self.state.borrow();
-        let first = cursor.batches;
-        if s.pending.get(first).is_none_or(|b| b.starts_segment) {
-            cursor.open = false;
+    fn issue(
+        &mut self,
+        pending: &PendingQueue,
+        active: &ActiveSegment,
+        commit_max: usize,
+    ) -> Result<Option<W>, StorageError> {
+        let first = self.cursor.batches;
+        let Some(run) = Run::plan(pending, first, commit_max) else {
+            self.cursor.open = false;
             return Ok(None);
-        }
-        let commit_max = self.config.borrow().commit_max_bytes;
-        let mut count = 0;
-        let mut run_bytes = 0usize;
-        for (i, b) in s.pending.iter().skip(first).enumerate() {
-            if i > 0 && (b.starts_segment || run_bytes + b.data.len() > commit_max) {
-                break;
-            }
-            run_bytes += b.data.len();
-            count += 1;
-        }
-        let active = &s.active;
-        if cursor.end + run_bytes as u64 > active.capacity_bytes {
-            // Appends are counted against the file they go to (see
-            // `ensure_prepared_fits`), so this is a bug; fail the queued
-            // appends (the producers retry) rather than the shard.
-            tracing::error!(topic = %self.topic, partition = self.partition, written = cursor.end, run_bytes, capacity = active.capacity_bytes, "queued batches overrun the active segment");
-            return Err(StorageError::io(
-                format!("commit to {}", active.path.display()),
-                std::io::Error::other(format!(
-                    "{run_bytes} bytes queued at {} do not fit the segment's {} bytes",
-                    cursor.end, active.capacity_bytes
-                )),
-            ));
-        }
-        let page = PAGE_BYTES as u64;
-        let page_start = cursor.end / page * page;
-        let data_end = cursor.end + run_bytes as u64;
-        let more_behind = s.pending.get(first + count).is_some_and(|b| !b.starts_segment);
-        // With more batches behind it, the write ends at the run's last page
-        // boundary (past its first page), so the next one may start at once.
-        let split = more_behind && data_end / page * page > page_start;
-        let write_end = if split { data_end / page * page } else { data_end.div_ceil(page) * page };
-        let durable_end = write_end.min(data_end);
-        let total = (write_end - page_start) as usize;
-        let carried = (cursor.end - page_start) as usize;
-
-        let mut buf = active.file.alloc_dma_buffer(total);
+        };
+        self.check_fits(active, &run)?;
+        let layout = WriteLayout::new(self.cursor.end, &run);
+        let mut buf = active.file.alloc_dma_buffer(layout.total_bytes());
         let out = buf.as_bytes_mut();
-        out[..carried].copy_from_slice(&cursor.page[..carried]);
-        // From here `cursor.page` is the page holding `data_end`: what opens
-        // the next write.
-        cursor.page.fill(0);
-        let mut pos = carried;
-        // The batches this write completes (with every earlier write): those
-        // ending at or before its durable end. A batch that began in an
-        // earlier write and ends in this one's first page is among them.
-        let mut acked_end = cursor.end;
-        for b in s.pending.iter().skip(first).take(count) {
-            let len = b.data.len();
-            let into_write = len.min(total.saturating_sub(pos));
-            if into_write > 0 {
-                out[pos..pos + into_write].copy_from_slice(&b.data[..into_write]);
-            }
-            if into_write < len {
-                // Bytes past a split write's end open the next write.
-                let held_start = pos + into_write - total;
-                cursor.page[held_start..held_start + len - into_write].copy_from_slice(&b.data[into_write..]);
-            }
-            pos += b.data.len();
-            if page_start + pos as u64 <= durable_end {
-                acked_end = page_start + pos as u64;
-            }
-        }
-        if pos < total {
-            out[pos..].fill(0);
-        }
-        // The page holding the acknowledged end once this write completes, as
-        // the next write after a failure would rewrite it: always within this
-        // write (cursor.end <= acked_end <= durable_end <= write_end).
+        let acked_end = self.cursor.fill(out, &layout, pending.batches.iter().skip(first).take(run.count));
         assert!(
-            page_start <= cursor.end && cursor.end <= acked_end && acked_end <= durable_end && durable_end <= write_end
+            layout.page_start <= self.cursor.end
+                && self.cursor.end <= acked_end
+                && acked_end <= layout.durable_end
+                && layout.durable_end <= layout.write_end,
+            "the acknowledged end lies within the write"
         );
-        let acked_page_start = acked_end / page * page;
-        let mut tail_page = Box::new([0u8; PAGE_BYTES]);
-        let from = (acked_page_start - page_start) as usize;
-        let acked_in_page = (acked_end - acked_page_start) as usize;
-        tail_page[..acked_in_page].copy_from_slice(&out[from..from + acked_in_page]);
-        if !split && !data_end.is_multiple_of(page) {
-            cursor.page.copy_from_slice(&out[total - PAGE_BYTES..total]);
-        }
-        cursor.batches = first + count;
-        cursor.end = data_end;
-        cursor.open = split;
+        let tail_page = layout.page_holding(acked_end, out);
+        self.cursor.advance(first + run.count, &layout, out);
         let flight = CommitFlight {
             path: active.path.clone(),
-            total,
-            durable_end,
+            total: layout.total_bytes(),
+            durable_end: layout.durable_end,
             acked_end,
             tail_page,
             started: std::time::Instant::now(),
         };
-        Ok(Some((active.file.clone(), buf, page_start, flight)))
+        Ok(Some((self.start_write)(active.file.clone(), buf, layout.page_start, flight)))
     }
 
-    /// Records a completed write (all earlier ones have completed): the
-    /// batches it finished become readable and their producers get their
-    /// acknowledgement.
-    fn complete(self: &Rc<Self>, flight: &CommitFlight, cursor: &mut IssueCursor) {
-        let mut done = Vec::new();
-        let acked_bytes;
-        {
-            let mut s = self.state.borrow_mut();
-            let interval = self.config.borrow().index_interval_bytes;
-            let tail_max = self.config.borrow().tail_cache_bytes;
-            let mut position = s.active.written_bytes;
-            let mut popped = 0;
-            while position < flight.acked_end {
-                let Some(b) = s.pending.pop_front() else { break };
-                popped += 1;
-                let PendingBatch { base_offset, last_offset, max_timestamp_ms, data, done: waiter, .. } = b;
-                let active = &mut s.active;
-                let relative = (base_offset - active.base_offset) as u32;
-                let segment_base = active.base_offset;
-                active.index.on_batch(relative, position as u32, data.len() as u64, interval);
-                active.time_index.on_batch(relative, position as u32, data.len() as u64, max_timestamp_ms, interval);
-                active.max_timestamp_ms = active.max_timestamp_ms.max(max_timestamp_ms);
-                let batch_position = position;
-                position += data.len() as u64;
-                s.high_watermark = last_offset + 1;
-                s.tail_bytes += data.len();
-                s.tail.push_back(CachedBatch {
-                    base_offset,
-                    last_offset,
-                    segment_base,
-                    position: batch_position,
-                    data,
-                });
-                if let Some(w) = waiter {
-                    done.push(w);
-                }
-            }
-            assert_eq!(position, flight.acked_end, "a commit write completes whole batches");
-            assert!(flight.acked_end <= flight.durable_end);
-            while s.tail_bytes > tail_max && s.tail.len() > 1 {
-                if let Some(old) = s.tail.pop_front() {
-                    s.tail_bytes -= old.data.len();
-                }
-            }
-            acked_bytes = (position - s.active.written_bytes) as usize;
-            let active = &mut s.active;
-            active.written_bytes = position;
-            // Zeros when the end sits on a page boundary: the next page is empty.
-            active.tail_page.copy_from_slice(&flight.tail_page[..]);
-            s.pending_bytes -= acked_bytes;
-            cursor.batches -= popped;
+    /// Appends are counted against the file they go to (see
+    /// `SegmentSet::prepared_fitting`), so a run past the active segment's
+    /// end is a bug; it fails the queued appends (the producers retry)
+    /// rather than the shard.
+    fn check_fits(&self, active: &ActiveSegment, run: &Run) -> Result<(), StorageError> {
+        if self.cursor.end + run.bytes as u64 <= active.capacity_bytes {
+            return Ok(());
         }
-        self.commits.set(self.commits.get() + 1);
-        self.commit_latency_us.borrow_mut().record(flight.started.elapsed().as_micros() as u64);
-        self.commit_write_bytes.borrow_mut().record(flight.total as u64);
-        self.committed_bytes.set(self.committed_bytes.get() + acked_bytes as u64);
-        for w in done {
-            let _ = w.send(Ok(()));
-        }
-        self.hw_changed.notify(usize::MAX);
-        self.space_freed.notify(usize::MAX);
-        self.maybe_prepare_next();
+        let (written, run_bytes, capacity) = (self.cursor.end, run.bytes, active.capacity_bytes);
+        tracing::error!(topic = %self.topic, partition = self.partition, written, run_bytes, capacity, "queued batches overrun the active segment");
+        Err(StorageError::io(
+            format!("commit to {}", active.path.display()),
+            std::io::Error::other(format!(
+                "{run_bytes} bytes queued at {written} do not fit the segment's {capacity} bytes"
+            )),
+        ))
     }
 
-    /// Fails every queued append and rewinds the log end to what is written.
-    fn fail_pending(&self, error: StorageError) {
-        tracing::error!(topic = %self.topic, partition = self.partition, %error, "commit failed; failing queued appends");
-        self.commit_failed.set(true);
-        let mut s = self.state.borrow_mut();
-        let waiters: Vec<_> = s.pending.drain(..).filter_map(|b| b.done).collect();
-        s.pending_bytes = 0;
-        s.log_end_offset = s.high_watermark;
-        s.enqueued_segment_bytes = s.active.written_bytes;
-        s.filling_capacity_bytes = s.active.capacity_bytes;
-        self.producers.borrow_mut().rollback(s.log_end_offset);
-        drop(s);
-        let message = error.to_string();
-        let disk_full = matches!(error, StorageError::DiskFull { .. });
-        for w in waiters {
-            let e = if disk_full {
-                StorageError::DiskFull { context: message.clone() }
-            } else {
-                StorageError::Io { context: message.clone(), source: std::io::Error::other("commit failed") }
-            };
-            let _ = w.send(Err(e));
-        }
-        self.space_freed.notify(usize::MAX);
-    }
-
-    /// Starts preparing the next segment file once the active one is half full.
-    pub(crate) fn maybe_prepare_next(self: &Rc<Self>) {
-        {
-            let s = self.state.borrow();
-            if self.preparing.get() || s.prepared.is_some() || self.closed.get() {
-                return;
-            }
-            if s.active.written_bytes < s.active.capacity_bytes / 2 {
-                return;
-            }
-        }
-        self.spawn_prepare();
-    }
-
-    fn spawn_prepare(self: &Rc<Self>) {
-        if self.preparing.replace(true) {
-            return;
-        }
-        let log = self.clone();
-        glommio::spawn_local(async move {
-            let (capacity, mode) = {
-                let c = log.config.borrow();
-                (align_up(c.segment_bytes as usize) as u64, c.preallocation)
-            };
-            match segment::prepare_next(&log.dir, capacity, mode).await {
-                Ok(p) => log.state.borrow_mut().prepared = Some(p),
-                Err(e) => {
-                    tracing::warn!(topic = %log.topic, partition = log.partition, error = %e, "preparing the next segment failed; will retry at roll");
-                    // A half-allocated file only takes space (a full disk is the usual cause).
-                    let path = log.dir.join(segment::PREPARED_FILE_NAME);
-                    let _ = segment::blocking(move || std::fs::remove_file(path)).await;
-                }
-            }
-            log.preparing.set(false);
-            log.prepared_ready.notify(usize::MAX);
-        })
-        .detach();
-    }
-
-    /// Seals the active segment and makes the prepared file the new active
-    /// segment starting at `base_offset`.
-    ///
-    /// An empty active segment starting at `base_offset` (its file too small
-    /// for the batch that starts the new one) is replaced instead of sealed:
-    /// the prepared file takes its name.
-    async fn roll(self: &Rc<Self>, base_offset: i64) -> Result<(), StorageError> {
-        // 1. Wait for (or make) the prepared file.
-        loop {
-            let listener = self.prepared_ready.listen();
-            if self.state.borrow().prepared.is_some() {
-                break;
-            }
-            if !self.preparing.get() {
-                self.spawn_prepare();
-            }
-            listener.await;
-            if self.state.borrow().prepared.is_none() && !self.preparing.get() {
-                return Err(StorageError::io(
-                    format!("prepare next segment in {}", self.dir.display()),
-                    std::io::Error::other("preparation failed"),
-                ));
-            }
-        }
-        // 2. Seal: cut the old file to its data, make that durable, write its index.
-        let (old_file, old_path, written, old_base, index_bytes, time_index_bytes) = {
-            let s = self.state.borrow();
-            let a = &s.active;
-            (
-                a.file.clone(),
-                a.path.clone(),
-                a.written_bytes,
-                a.base_offset,
-                a.index.encode(a.max_timestamp_ms),
-                a.time_index.encode(),
-            )
+    /// The oldest write in flight, once it completed whole (earlier ones
+    /// have); `None` when none is in flight.
+    pub async fn next_completion(&mut self) -> Option<Result<CommitFlight, StorageError>> {
+        let (result, flight) = self.flights.next().await?;
+        let context = || format!("write {}", flight.path.display());
+        let checked = match result {
+            Err(e) => Err(gerr(context())(e)),
+            Ok(written) if written != flight.total => Err(StorageError::io(
+                context(),
+                std::io::Error::other(format!("short write: {written} of {} bytes", flight.total)),
+            )),
+            Ok(_) => Ok(()),
         };
-        if written == 0 && old_base == base_offset {
-            return self.replace_empty_active(base_offset).await;
-        }
-        old_file.truncate(written).await.map_err(gerr(format!("truncate {}", old_path.display())))?;
-        old_file.fdatasync().await.map_err(gerr(format!("fdatasync {}", old_path.display())))?;
-        let index_path = self.dir.join(segment::index_file_name(old_base));
-        segment::blocking(move || std::fs::write(&index_path, index_bytes))
-            .await
-            .map_err(|e| StorageError::io("write segment index", e))?;
-        // Not fsynced, like the offset index: a damaged one is rebuilt at open.
-        let time_index_path = self.dir.join(segment::time_index_file_name(old_base));
-        segment::blocking(move || std::fs::write(&time_index_path, time_index_bytes))
-            .await
-            .map_err(|e| StorageError::io("write segment time index", e))?;
-        // 3a. A prepared file allocated before segment.bytes grew may be too
-        // small for the batches queued for the new segment: make a bigger one.
-        // 3. Name the prepared file after the new base offset, durably.
-        let prepared = self.ensure_prepared_fits().await?;
-        let new_path = segment::install_prepared(&self.dir, &prepared, base_offset).await?;
-        self.segments_recycled.set(self.segments_recycled.get() + u64::from(prepared.recycled));
-        let dsync = self.config.borrow().flush == FlushPolicy::Always;
-        let new_file = segment::open_rw(&new_path, dsync).await?;
-        let new_map_use = segment::MapUse::default();
-        let new_data = segment::map_active_file(&new_path, prepared.capacity_bytes, &new_map_use)?;
-        let sealed_data = segment::map_file(&old_path, written, &self.state.borrow().active.map_use)?;
+        Some(checked.map(|()| flight))
+    }
 
-        let mut s = self.state.borrow_mut();
-        let next_offset = base_offset;
-        let new_active = ActiveSegment {
+    /// The error building a later write hit while this one was in flight.
+    pub fn take_failed(&mut self) -> Option<StorageError> {
+        self.cursor.failed.take()
+    }
+
+    /// Waits for every write in flight (after a failure, before the queue
+    /// is failed and the next commit rewrites from the durable end).
+    pub async fn drain(&mut self) {
+        while self.flights.next().await.is_some() {}
+    }
+
+    /// Records a completed write (all earlier ones have completed): pops the
+    /// batches it finished from `pending`, indexes them in `active`, hands
+    /// each to `on_acked` in offset order, and moves the active segment's
+    /// durable end to their end. Returns the bytes acknowledged.
+    pub fn complete(
+        &mut self,
+        flight: &CommitFlight,
+        pending: &mut PendingQueue,
+        active: &mut ActiveSegment,
+        index_interval_bytes: u32,
+        mut on_acked: impl FnMut(AckedBatch),
+    ) -> usize {
+        let start = active.written_bytes;
+        let pending_before = pending.bytes();
+        let mut position = start;
+        let mut popped = 0;
+        while position < flight.acked_end {
+            let Some(b) = pending.pop_front() else { break };
+            popped += 1;
+            let len = b.data.len();
+            active.record_batch(b.base_offset, position, len, b.max_timestamp_ms, index_interval_bytes);
+            let PendingBatch { base_offset, last_offset, data, done, .. } = b;
+            on_acked(AckedBatch { base_offset, last_offset, segment_base: active.base_offset, position, data, done });
+            position += len as u64;
+        }
+        assert_eq!(position, flight.acked_end, "a commit write completes whole batches");
+        assert!(flight.acked_end <= flight.durable_end);
+        assert!(popped <= self.cursor.batches, "only batches in issued writes complete");
+        // Zeros when the end sits on a page boundary: the next page is empty.
+        active.advance_durable_end(position, &flight.tail_page);
+        self.cursor.batches -= popped;
+        let acked_bytes = (position - start) as usize;
+        assert_eq!(pending_before - pending.bytes(), acked_bytes, "the queue gives up the bytes acknowledged");
+        pending.debug_check();
+        acked_bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(base_offset: i64, records: i64, bytes: usize) -> PendingBatch {
+        PendingBatch {
             base_offset,
-            file: Rc::new(new_file),
-            path: new_path,
-            capacity_bytes: prepared.capacity_bytes,
-            written_bytes: 0,
-            data: new_data,
-            map_use: new_map_use,
-            index: Default::default(),
-            time_index: Default::default(),
-            max_timestamp_ms: -1,
-            tail_page: Box::new([0u8; PAGE_BYTES]),
-        };
-        let old = std::mem::replace(&mut s.active, new_active);
-        s.sealed.insert(
-            old.base_offset,
-            SealedSegment {
-                base_offset: old.base_offset,
-                next_offset,
-                data: sealed_data,
-                index: old.index,
-                time_index: old.time_index,
-                max_timestamp_ms: old.max_timestamp_ms,
-                path: old.path,
-                maps: old.map_use.watch(),
-            },
-        );
-        drop(s);
-        if let Ok(f) = Rc::try_unwrap(old.file) {
-            let _ = f.close().await;
-        }
-        // The old active map goes now: retention may retire the sealed segment
-        // at once, and recycles its file only when no map of it is left.
-        drop((old.data, old.map_use));
-        tracing::debug!(topic = %self.topic, partition = self.partition, base_offset, "rolled segment");
-        self.snapshot_producers(base_offset);
-        self.retain_after_roll();
-        Ok(())
-    }
-}
-
-impl PartitionLog {
-    /// Takes the prepared file for the segment about to start, making sure
-    /// it can hold the batches queued for that segment (those up to the next
-    /// segment start), which were counted against the `segment.bytes` in
-    /// force when they came (possibly more than the prepared file holds).
-    ///
-    /// If that segment is the one appends are filling, its capacity becomes
-    /// the limit for further appends before this returns, with no await in
-    /// between: appends arriving during the rest of the roll are counted
-    /// against the file they will go to, and start the next segment when it
-    /// is full.
-    async fn ensure_prepared_fits(self: &Rc<Self>) -> Result<segment::PreparedSegment, StorageError> {
-        loop {
-            {
-                let mut s = self.state.borrow_mut();
-                let mut need = 0u64;
-                let mut filling = true;
-                for (i, b) in s.pending.iter().enumerate() {
-                    if i > 0 && b.starts_segment {
-                        filling = false;
-                        break;
-                    }
-                    need += b.data.len() as u64;
-                }
-                let have = s.prepared.as_ref().map_or(0, |p| p.capacity_bytes);
-                if need <= have {
-                    if filling {
-                        s.filling_capacity_bytes = have;
-                    }
-                    return s.prepared.take().ok_or(StorageError::Closed);
-                }
-                s.prepared = None;
-                drop(s);
-                let (segment_bytes, mode) = {
-                    let c = self.config.borrow();
-                    (c.segment_bytes, c.preallocation)
-                };
-                let capacity = align_up(need.max(segment_bytes) as usize) as u64;
-                tracing::info!(topic = %self.topic, partition = self.partition, had = have, capacity, "preparing a larger next segment (segment.bytes changed)");
-                // Appends may keep coming while it is made: checked again above.
-                let prepared = segment::prepare_next(&self.dir, capacity, mode).await?;
-                self.state.borrow_mut().prepared = Some(prepared);
-            }
+            last_offset: base_offset + records - 1,
+            max_timestamp_ms: 0,
+            data: Bytes::from(vec![0u8; bytes]),
+            starts_segment: false,
+            done: None,
         }
     }
 
-    /// Under `retention.bytes`, applies retention now rather than at the next
-    /// periodic pass: each roll can put the log over its size, and retiring a
-    /// segment here leaves its file for the next one, which is prepared once
-    /// the new segment is half full (a partition rolling faster than
-    /// `retention-check-ms` would otherwise zero-fill most of its segments).
-    /// Time retention stays periodic.
-    fn retain_after_roll(self: &Rc<Self>) {
-        if self.config.borrow().retention_bytes < 0 {
-            return;
-        }
-        let log = self.clone();
-        glommio::spawn_local(async move {
-            if log.closed.get() {
-                return;
-            }
-            if let Err(e) = log.enforce_retention().await {
-                tracing::warn!(topic = %log.topic, partition = log.partition, error = %e, "retention after a roll failed");
-            }
-        })
-        .detach();
+    #[test]
+    fn pending_bytes_are_the_queued_batches_and_return_to_zero_when_failed() {
+        let mut q = PendingQueue::default();
+        q.push(pending(0, 2, 100));
+        q.push(PendingBatch { starts_segment: true, ..pending(2, 1, 50) });
+        q.push(pending(3, 1, 30));
+        assert_eq!(q.bytes(), 180);
+        assert_eq!(q.bytes_for_next_segment(), (100, false), "the second batch starts the next segment");
+        assert_eq!(q.pop_front().map(|b| b.base_offset), Some(0));
+        assert_eq!((q.bytes(), q.roll_due()), (80, Some(2)));
+        q.rolled();
+        assert_eq!(q.roll_due(), None);
+        assert!(q.fail_all().is_empty());
+        assert_eq!((q.bytes(), q.is_empty()), (0, true));
+        q.debug_check();
     }
 
-    /// Replaces the empty active segment at `base_offset` with the prepared
-    /// file (made big enough for the batch that starts it): the rename
-    /// atomically puts the new file under the same name.
-    async fn replace_empty_active(self: &Rc<Self>, base_offset: i64) -> Result<(), StorageError> {
-        let prepared = self.ensure_prepared_fits().await?;
-        tracing::info!(topic = %self.topic, partition = self.partition, base_offset, capacity = prepared.capacity_bytes, "replacing the empty active segment with a larger one for a batch bigger than its file");
-        let new_path = segment::install_prepared(&self.dir, &prepared, base_offset).await?;
-        self.segments_recycled.set(self.segments_recycled.get() + u64::from(prepared.recycled));
-        let dsync = self.config.borrow().flush == FlushPolicy::Always;
-        let new_file = segment::open_rw(&new_path, dsync).await?;
-        let new_map_use = segment::MapUse::default();
-        let new_data = segment::map_active_file(&new_path, prepared.capacity_bytes, &new_map_use)?;
-        let old_file = {
-            let mut s = self.state.borrow_mut();
-            let active = &mut s.active;
-            active.capacity_bytes = prepared.capacity_bytes;
-            active.data = new_data;
-            active.map_use = new_map_use;
-            active.path = new_path;
-            std::mem::replace(&mut active.file, Rc::new(new_file))
-        };
-        if let Ok(f) = Rc::try_unwrap(old_file) {
-            let _ = f.close().await;
-        }
-        Ok(())
+    #[test]
+    #[should_panic(expected = "queued batches follow each other")]
+    fn a_batch_that_does_not_follow_the_last_queued_one_is_refused() {
+        let mut q = PendingQueue::default();
+        q.push(pending(0, 2, 100));
+        q.push(pending(3, 1, 100));
     }
-}
 
-pub(crate) fn align_up(n: usize) -> usize {
-    n.div_ceil(PAGE_BYTES) * PAGE_BYTES
+    #[test]
+    fn a_write_ends_at_the_runs_last_page_boundary_only_with_more_behind() {
+        let run = |bytes, more_behind| Run { count: 1, bytes, more_behind };
+        // From 100 bytes into a page, 9000 bytes of batches end at 9100.
+        let alone = WriteLayout::new(100, &run(9000, false));
+        assert_eq!((alone.page_start, alone.data_end, alone.split), (0, 9100, false));
+        assert_eq!((alone.write_end, alone.durable_end, alone.total_bytes()), (12288, 9100, 12288));
+        let followed = WriteLayout::new(100, &run(9000, true));
+        assert_eq!((followed.split, followed.write_end, followed.durable_end), (true, 8192, 8192));
+        // Within its first page a write cannot split: the next one would share it.
+        let short = WriteLayout::new(100, &run(1000, true));
+        assert_eq!((short.split, short.write_end, short.durable_end), (false, 4096, 1100));
+    }
 }

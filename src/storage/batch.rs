@@ -31,6 +31,24 @@ const MAGIC_AT: usize = 16;
 const CRC_AT: usize = 17;
 const CRC_START: usize = 21;
 
+// The layout in the module doc, checked where it is used: each field ends
+// where the next begins, and the header is the fields' sizes summed.
+const _: () = assert!(LOG_OVERHEAD_BYTES == size_of::<i64>() + size_of::<i32>());
+const _: () = assert!(LENGTH_AT == size_of::<i64>() && LENGTH_AT + size_of::<i32>() == LOG_OVERHEAD_BYTES);
+const _: () = assert!(EPOCH_AT == LOG_OVERHEAD_BYTES && EPOCH_AT + size_of::<i32>() == MAGIC_AT);
+const _: () = assert!(MAGIC_AT + size_of::<i8>() == CRC_AT && CRC_AT + size_of::<u32>() == CRC_START);
+const _: () = assert!(
+    BATCH_HEADER_BYTES
+        == CRC_START
+            + size_of::<i16>() // attributes
+            + size_of::<i32>() // lastOffsetDelta
+            + 2 * size_of::<i64>() // baseTimestamp, maxTimestamp
+            + size_of::<i64>() // producerId
+            + size_of::<i16>() // producerEpoch
+            + 2 * size_of::<i32>() // baseSequence, recordsCount
+);
+const _: () = assert!(MIN_BATCH_LENGTH > 0 && MIN_BATCH_LENGTH as usize + LOG_OVERHEAD_BYTES == BATCH_HEADER_BYTES);
+
 const COMPRESSION_MASK: i16 = 0b111;
 const TIMESTAMP_TYPE_BIT: i16 = 1 << 3;
 const TRANSACTIONAL_BIT: i16 = 1 << 4;
@@ -164,6 +182,20 @@ fn batch_length_of(buf: &[u8]) -> Option<i32> {
 /// is checked before the batch is required to be complete, so a huge declared
 /// length reads as `TooLarge` rather than `Truncated`.
 pub fn validate(buf: &[u8], max_bytes: usize) -> Result<BatchHeader, BatchError> {
+    validate_with(buf, max_bytes, Crc::Check)
+}
+
+/// Whether a validation computes the CRC-32C over the batch (O(n) in its
+/// bytes) or checks only its header fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Crc {
+    Check,
+    Skip,
+}
+
+/// `validate`, with the CRC checked or not; the checks run in the order
+/// `validate` documents either way.
+fn validate_with(buf: &[u8], max_bytes: usize, crc: Crc) -> Result<BatchHeader, BatchError> {
     let header = BatchHeader::parse(buf)?;
     let total_bytes = header.total_bytes();
     if total_bytes > max_bytes {
@@ -172,9 +204,11 @@ pub fn validate(buf: &[u8], max_bytes: usize) -> Result<BatchHeader, BatchError>
     let Some(batch) = buf.get(..total_bytes) else {
         return Err(BatchError::Truncated { needed: total_bytes, available: buf.len() });
     };
-    let computed = crc32c::crc32c(&batch[CRC_START..]);
-    if computed != header.crc {
-        return Err(BatchError::CrcMismatch { stored: header.crc, computed });
+    if crc == Crc::Check {
+        let computed = crc32c::crc32c(&batch[CRC_START..]);
+        if computed != header.crc {
+            return Err(BatchError::CrcMismatch { stored: header.crc, computed });
+        }
     }
     if header.records_count < 1 || header.last_offset_delta != header.records_count - 1 {
         return Err(BatchError::BadRecordCount {
@@ -183,6 +217,29 @@ pub fn validate(buf: &[u8], max_bytes: usize) -> Result<BatchHeader, BatchError>
         });
     }
     Ok(header)
+}
+
+/// One batch of a segment as recovery reads it back (`scan`): valid
+/// (`validate`, the CRC per `crc`), starting at `expected_base_offset` when
+/// given, with a next offset that fits an i64. Returns its header and that
+/// next offset.
+///
+/// Both sides of a write apply it: the appender asserts it on every batch it
+/// copies into a write buffer (the CRC only in debug builds), so what it
+/// writes is what recovery will accept; recovery's scan stops at the first
+/// batch that fails it.
+pub fn check_in_log(buf: &[u8], expected_base_offset: Option<i64>, crc: Crc) -> Result<(BatchHeader, i64), BatchError> {
+    let header = validate_with(buf, usize::MAX, crc)?;
+    if let Some(expected) = expected_base_offset.filter(|&e| e != header.base_offset) {
+        return Err(BatchError::OffsetGap { expected, found: header.base_offset });
+    }
+    let Some(next) = header.base_offset.checked_add(i64::from(header.last_offset_delta) + 1) else {
+        return Err(BatchError::OffsetOverflow {
+            base_offset: header.base_offset,
+            last_offset_delta: header.last_offset_delta,
+        });
+    };
+    Ok((header, next))
 }
 
 /// Validates a produce request's `records`: one or more batches back to back
@@ -256,21 +313,9 @@ pub fn scan(
         if matches!(batch_length_of(rest), None | Some(0)) {
             break ScanStop::CleanEnd;
         }
-        let header = match validate(rest, usize::MAX) {
-            Ok(header) => header,
+        let (header, next) = match check_in_log(rest, expected, Crc::Check) {
+            Ok(checked) => checked,
             Err(error) => break ScanStop::Invalid { position, error },
-        };
-        if let Some(expected) = expected.filter(|&e| e != header.base_offset) {
-            let found = header.base_offset;
-            let error = BatchError::OffsetGap { expected, found };
-            break ScanStop::Invalid { position, error };
-        }
-        let Some(next) = header.base_offset.checked_add(i64::from(header.last_offset_delta) + 1) else {
-            let error = BatchError::OffsetOverflow {
-                base_offset: header.base_offset,
-                last_offset_delta: header.last_offset_delta,
-            };
-            break ScanStop::Invalid { position, error };
         };
         on_batch(position, &header);
         batches += 1;

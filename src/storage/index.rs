@@ -7,7 +7,12 @@
 //! then a trailer of i64 max timestamp (ms) of the segment, u32 entry count
 //! and u32 CRC-32C over everything before it.
 
+/// One entry: u32 relative offset, u32 position.
+const ENTRY_BYTES: usize = 2 * size_of::<u32>();
+/// i64 max timestamp, u32 entry count, u32 CRC-32C.
 const TRAILER_BYTES: usize = 16;
+const _: () = assert!(ENTRY_BYTES == 8);
+const _: () = assert!(TRAILER_BYTES == size_of::<i64>() + 2 * size_of::<u32>());
 
 #[derive(Debug, Default, Clone)]
 pub struct SparseIndex {
@@ -57,7 +62,7 @@ impl SparseIndex {
     }
 
     pub fn encode(&self, max_timestamp_ms: i64) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.entries.len() * 8 + TRAILER_BYTES);
+        let mut out = Vec::with_capacity(self.entries.len() * ENTRY_BYTES + TRAILER_BYTES);
         for &(o, p) in &self.entries {
             out.extend_from_slice(&o.to_be_bytes());
             out.extend_from_slice(&p.to_be_bytes());
@@ -71,10 +76,11 @@ impl SparseIndex {
     /// strictly increasing, or points past `segment_bytes`.
     /// Returns the index and the segment's max timestamp.
     pub fn decode(bytes: &[u8], segment_bytes: u64) -> Option<(SparseIndex, i64)> {
-        let count = sealed_entry_count(bytes, 8, TRAILER_BYTES)?;
-        let max_timestamp_ms = i64::from_be_bytes(bytes[count * 8..count * 8 + 8].try_into().ok()?);
+        let count = sealed_entry_count(bytes, ENTRY_BYTES, TRAILER_BYTES)?;
+        let entries_end = count * ENTRY_BYTES;
+        let max_timestamp_ms = i64::from_be_bytes(bytes[entries_end..entries_end + 8].try_into().ok()?);
         let mut entries = Vec::with_capacity(count);
-        for chunk in bytes[..count * 8].chunks_exact(8) {
+        for chunk in bytes[..entries_end].chunks_exact(ENTRY_BYTES) {
             let o = u32::from_be_bytes(chunk[..4].try_into().ok()?);
             let p = u32::from_be_bytes(chunk[4..].try_into().ok()?);
             if let Some(&(lo, lp)) = entries.last() {

@@ -26,21 +26,24 @@
 //! - its bound: at most `max_producers` producers per partition; beyond that
 //!   the least recently used one is forgotten (like Kafka's producer-id
 //!   expiration, by use instead of time).
+//!
+//! The table is plain data: it knows nothing of the log. Its snapshot files
+//! are read and written by the functions at the end of this module
+//! (`recover`, `write_snapshot`), called by recovery and by the log's roll.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Range;
 use std::path::Path;
 
 use super::batch::BatchHeader;
-use super::log::{AckWait, AppendOutcome, PartitionLog};
-use super::segment::{ActiveSegment, SealedSegment};
-use super::StorageError;
 
 /// Batches remembered per producer for duplicate detection (Kafka: 5, the
 /// largest `max.in.flight.requests.per.connection` an idempotent producer uses).
 pub const MAX_BATCHES_PER_PRODUCER: usize = 5;
 /// Producers remembered per partition by default.
 pub const DEFAULT_MAX_PRODUCERS: usize = 10_000;
+// A snapshot stores each producer's batch count in one byte.
+const _: () = assert!(MAX_BATCHES_PER_PRODUCER <= u8::MAX as usize);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProducerError {
@@ -375,6 +378,8 @@ impl Reader<'_> {
     }
 }
 
+// --- Snapshot files (blocking I/O; the table above does none) ---
+
 /// `<base offset, 20 digits>.producers`: the producer state before that
 /// segment, written when the log rolled to it.
 pub fn snapshot_file_name(offset: i64) -> String {
@@ -400,27 +405,24 @@ fn snapshots_in(dir: &Path) -> Vec<i64> {
     found
 }
 
-/// The table of a partition being opened: from the newest readable snapshot
-/// taken at one of its segment bases, plus the segments from that base on;
-/// without one, from every segment. Blocking reads, like the rest of
-/// recovery.
-pub(crate) fn recover(
-    dir: &Path,
-    sealed: &BTreeMap<i64, SealedSegment>,
-    active: &ActiveSegment,
-    max_producers: usize,
-) -> ProducerStateTable {
-    // A snapshot whose write a crash cut short.
+/// Deletes the snapshots whose write a crash cut short.
+fn remove_torn_snapshots(dir: &Path) {
     if let Ok(entries) = std::fs::read_dir(dir) {
         for e in entries.flatten().filter(|e| e.file_name().to_string_lossy().ends_with(".producers.tmp")) {
             let _ = std::fs::remove_file(e.path());
         }
     }
-    let active_data = active.data.get(..active.written_bytes as usize).unwrap_or_default();
+}
+
+/// The table of a partition being opened, whose segments are `segments`
+/// (base offset and valid bytes, oldest first, the active one last): from
+/// the newest readable snapshot taken at one of their bases, plus the
+/// segments from that base on; without one, from every segment. Blocking
+/// reads, like the rest of recovery.
+pub(crate) fn recover(dir: &Path, segments: &[(i64, &[u8])], max_producers: usize) -> ProducerStateTable {
+    remove_torn_snapshots(dir);
     for offset in snapshots_in(dir) {
-        if offset != active.base_offset && !sealed.contains_key(&offset) {
-            continue;
-        }
+        let Some(from) = segments.iter().position(|&(base, _)| base == offset) else { continue };
         let path = dir.join(snapshot_file_name(offset));
         let Some(mut table) =
             std::fs::read(&path).ok().and_then(|b| ProducerStateTable::decode_snapshot(&b, max_producers))
@@ -428,87 +430,32 @@ pub(crate) fn recover(
             tracing::warn!(snapshot = %path.display(), "producer state snapshot unreadable; trying an older one");
             continue;
         };
-        for seg in sealed.range(offset..).map(|(_, seg)| &seg.data[..]) {
-            table.scan_into(seg);
+        for &(_, data) in &segments[from..] {
+            table.scan_into(data);
         }
-        table.scan_into(active_data);
         return table;
     }
-    ProducerStateTable::rebuild(
-        sealed.values().map(|seg| &seg.data[..]).chain(std::iter::once(active_data)),
-        max_producers,
-    )
-}
-
-impl PartitionLog {
-    /// Answers a retried batch with its original's offsets: at once under
-    /// acks=0, else once the original's commit is done. If a commit failed
-    /// meanwhile (the original may be gone), the retry gets a retriable error.
-    pub(crate) async fn await_duplicate(
-        &self,
-        b: &ProducerBatch,
-        original: BatchMeta,
-        wait: AckWait,
-    ) -> Result<AppendOutcome, StorageError> {
-        tracing::debug!(topic = %self.topic, partition = self.partition, producer_id = b.producer_id, epoch = b.epoch, first_seq = b.first_seq, base_offset = original.base_offset, "duplicate batch: answering with the original's offsets");
-        let rollbacks = self.producers.borrow().rollbacks();
-        loop {
-            let hw_moved = self.hw_changed.listen();
-            let commit_failed = self.space_freed.listen();
-            if self.producers.borrow().rollbacks() != rollbacks {
-                return Err(ProducerError::OriginalFailed { producer_id: b.producer_id }.into());
-            }
-            let offsets = self.offsets();
-            if wait == AckWait::None || offsets.high_watermark > original.last_offset {
-                return Ok(AppendOutcome {
-                    base_offset: original.base_offset,
-                    log_start_offset: offsets.log_start_offset,
-                });
-            }
-            if self.is_closed() {
-                return Err(StorageError::Closed);
-            }
-            futures_lite::future::or(hw_moved, commit_failed).await;
-        }
-    }
+    ProducerStateTable::rebuild(segments.iter().map(|&(_, data)| data), max_producers)
 }
 
 /// Snapshots kept per partition (the newest, and one in case it is damaged).
 const SNAPSHOTS_KEPT: usize = 2;
 
-impl PartitionLog {
-    /// At a roll to `base_offset` (every batch before it is committed): writes
-    /// the producer state before it to `<base_offset>.producers` on a helper
-    /// thread and removes all but the newest `SNAPSHOTS_KEPT` snapshots, so a
-    /// restart reads the segments from there instead of the whole log. A
-    /// snapshot lost in a crash only makes that restart scan more.
-    pub(crate) fn snapshot_producers(&self, base_offset: i64) {
-        if self.closed.get() {
-            return;
-        }
-        let bytes = self.producers.borrow().encode_snapshot(base_offset);
-        let dir = self.dir.clone();
-        let (topic, partition) = (self.topic.clone(), self.partition);
-        glommio::spawn_local(async move {
-            let result = super::segment::blocking(move || -> std::io::Result<()> {
-                let path = dir.join(snapshot_file_name(base_offset));
-                let tmp = dir.join(format!("{}.tmp", snapshot_file_name(base_offset)));
-                std::fs::write(&tmp, &bytes)?;
-                std::fs::rename(&tmp, &path)?;
-                for old in snapshots_in(&dir).into_iter().skip(SNAPSHOTS_KEPT) {
-                    let _ = std::fs::remove_file(dir.join(snapshot_file_name(old)));
-                }
-                Ok(())
-            })
-            .await;
-            if let Err(error) = result {
-                tracing::warn!(topic, partition, base_offset, %error, "could not write the producer state snapshot (the next start scans more of the log)");
-            }
-        })
-        .detach();
+/// Writes `bytes` (`encode_snapshot` at `base_offset`) as the snapshot at
+/// `base_offset` (through a temporary file and a rename) and removes all but
+/// the newest `SNAPSHOTS_KEPT` snapshots. Blocking: run it on a helper
+/// thread. Not fsynced: a snapshot lost in a crash only makes the next start
+/// scan more of the log.
+pub(crate) fn write_snapshot(dir: &Path, base_offset: i64, bytes: &[u8]) -> std::io::Result<()> {
+    let path = dir.join(snapshot_file_name(base_offset));
+    let tmp = dir.join(format!("{}.tmp", snapshot_file_name(base_offset)));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, &path)?;
+    for old in snapshots_in(dir).into_iter().skip(SNAPSHOTS_KEPT) {
+        let _ = std::fs::remove_file(dir.join(snapshot_file_name(old)));
     }
+    Ok(())
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -590,89 +537,6 @@ mod tests {
         assert_eq!(t.check(&b(9, 3, 0, 2)), Ok(Verdict::Append));
         assert_eq!(t.check(&b(9, 3, 5, 1)), Ok(Verdict::Append));
         assert!(matches!(t.check(&b(9, 4, 1, 1)), Err(ProducerError::NewEpochNotAtZero { .. })));
-    }
-
-    fn idempotent(first_seq: i32, value_bytes: usize) -> bytes::BytesMut {
-        let entries = vec![(None, bytes::Bytes::from(vec![b'x'; value_bytes]))];
-        crate::kafka::record_batch::encode_idempotent_batch(
-            &entries,
-            0,
-            crate::kafka::record_batch::Producer { id: 1, epoch: 0, base_sequence: first_seq },
-        )
-        .expect("encode")
-    }
-
-    #[test]
-    fn appends_waiting_for_pending_space_keep_their_order() {
-        use crate::storage::{LogConfig, Preallocation};
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().to_path_buf();
-        glommio::LocalExecutorBuilder::default().make().expect("executor").run(async move {
-            let config = LogConfig {
-                segment_bytes: 1 << 20,
-                preallocation: Preallocation::Fallocate,
-                pending_max_bytes: 10_000,
-                commit_linger: std::time::Duration::from_millis(100),
-                ..LogConfig::default()
-            };
-            let log = PartitionLog::open(path, "t".into(), 0, config).await.expect("open");
-            // 8 KB waiting for the (lingering) commit: the next 8 KB must wait.
-            log.append(idempotent(0, 8000), AckWait::None).await.expect("first");
-            let big = glommio::spawn_local({
-                let log = log.clone();
-                async move { log.append(idempotent(1, 8000), AckWait::Commit).await }
-            });
-            glommio::executor().yield_task_queue_now().await;
-            // Small enough to fit now, but it came later: it must not overtake.
-            let small = log.append(idempotent(2, 10), AckWait::Commit).await.expect("small batch after the big one");
-            let big = big.await.expect("big batch");
-            assert_eq!((big.base_offset, small.base_offset), (1, 2));
-            log.close().await;
-        });
-    }
-
-    #[test]
-    fn retry_of_a_stored_batch_gets_its_offsets_after_the_size_limits_were_lowered() {
-        use crate::storage::batch::BatchError;
-        use crate::storage::{LogConfig, Preallocation};
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().to_path_buf();
-        glommio::LocalExecutorBuilder::default().make().expect("executor").run(async move {
-            let config =
-                LogConfig { segment_bytes: 1 << 20, preallocation: Preallocation::Fallocate, ..LogConfig::default() };
-            let log = PartitionLog::open(path, "t".into(), 0, config).await.expect("open");
-            log.append(idempotent(0, 10), AckWait::Commit).await.expect("first");
-            assert_eq!(log.append(idempotent(1, 8000), AckWait::Commit).await.expect("big").base_offset, 1);
-            log.set_config(LogConfig { max_message_bytes: 1000, ..log.config() });
-            let retry = log
-                .append(idempotent(1, 8000), AckWait::Commit)
-                .await
-                .expect("retry after max.message.bytes was lowered");
-            assert_eq!(retry.base_offset, 1);
-            // A new batch of that size, or a damaged retry, is still refused.
-            assert!(matches!(
-                log.append(idempotent(2, 8000), AckWait::Commit).await,
-                Err(StorageError::Batch(BatchError::TooLarge { .. }))
-            ));
-            let mut damaged = idempotent(1, 8000);
-            let last = damaged.len() - 1;
-            damaged[last] ^= 1;
-            // Its header is not trusted: refused (for its size), not taken for the stored batch.
-            assert!(matches!(
-                log.append(damaged, AckWait::Commit).await,
-                Err(StorageError::Batch(BatchError::TooLarge { .. }))
-            ));
-            log.set_config(LogConfig { max_message_bytes: 1 << 20, segment_bytes: 4096, ..log.config() });
-            let retry =
-                log.append(idempotent(1, 8000), AckWait::Commit).await.expect("retry after segment.bytes was lowered");
-            assert_eq!(retry.base_offset, 1);
-            assert!(matches!(
-                log.append(idempotent(2, 8000), AckWait::Commit).await,
-                Err(StorageError::TooLarge { .. })
-            ));
-            assert_eq!(log.high_watermark(), 2);
-            log.close().await;
-        });
     }
 
     #[test]

@@ -25,13 +25,16 @@ use std::sync::{Arc, Weak};
 use bytes::Bytes;
 use glommio::io::{DmaFile, OpenOptions};
 
+use super::config::{Preallocation, PAGE_BYTES};
+use super::error::{gerr, StorageError};
 use super::index::SparseIndex;
 use super::time_index::TimeIndex;
-use super::{gerr, Preallocation, StorageError, PAGE_BYTES};
 
 pub const PREPARED_FILE_NAME: &str = "next.prepared";
 pub const RECYCLED_FILE_NAME: &str = "recycled.segment";
 const ZERO_FILL_CHUNK_BYTES: usize = 1024 * 1024;
+// Every full chunk of the zero-fill is an O_DIRECT write: whole pages.
+const _: () = assert!(ZERO_FILL_CHUNK_BYTES.is_multiple_of(PAGE_BYTES));
 
 pub fn log_file_name(base_offset: i64) -> String {
     format!("{base_offset:020}.log")
@@ -384,7 +387,169 @@ pub struct ActiveSegment {
 }
 
 impl ActiveSegment {
+    /// A new, empty active segment at `base_offset` in an installed file.
+    pub(crate) fn fresh(base_offset: i64, installed: InstalledFile) -> ActiveSegment {
+        ActiveSegment {
+            base_offset,
+            file: Rc::new(installed.file),
+            path: installed.path,
+            capacity_bytes: installed.capacity_bytes,
+            written_bytes: 0,
+            data: installed.data,
+            map_use: installed.map_use,
+            index: SparseIndex::new(),
+            time_index: TimeIndex::new(),
+            max_timestamp_ms: -1,
+            tail_page: Box::new([0u8; PAGE_BYTES]),
+        }
+    }
+
     pub fn tail_page_start(&self) -> u64 {
         self.written_bytes / PAGE_BYTES as u64 * PAGE_BYTES as u64
     }
+
+    /// Indexes a batch of `len` bytes at `position`, whose write completed.
+    pub(crate) fn record_batch(
+        &mut self,
+        base_offset: i64,
+        position: u64,
+        len: usize,
+        max_timestamp_ms: i64,
+        interval_bytes: u32,
+    ) {
+        assert!(base_offset >= self.base_offset && position + len as u64 <= self.capacity_bytes);
+        let relative = (base_offset - self.base_offset) as u32;
+        self.index.on_batch(relative, position as u32, len as u64, interval_bytes);
+        self.time_index.on_batch(relative, position as u32, len as u64, max_timestamp_ms, interval_bytes);
+        self.max_timestamp_ms = self.max_timestamp_ms.max(max_timestamp_ms);
+    }
+
+    /// Moves the durable end forward to `end`, with `tail_page` the page
+    /// holding it (valid up to it, zeros after).
+    pub(crate) fn advance_durable_end(&mut self, end: u64, tail_page: &[u8; PAGE_BYTES]) {
+        assert!(self.written_bytes <= end && end <= self.capacity_bytes, "the durable end only moves forward");
+        debug_assert!(tail_page[(end % PAGE_BYTES as u64) as usize..].iter().all(|&b| b == 0));
+        self.written_bytes = end;
+        self.tail_page.copy_from_slice(&tail_page[..]);
+    }
+
+    /// What sealing this segment writes (see `write_sealed`).
+    pub(crate) fn seal_work(&self) -> SealWork {
+        SealWork {
+            file: self.file.clone(),
+            path: self.path.clone(),
+            written_bytes: self.written_bytes,
+            base_offset: self.base_offset,
+            index_bytes: self.index.encode(self.max_timestamp_ms),
+            time_index_bytes: self.time_index.encode(),
+        }
+    }
+
+    /// The sealed segment this one becomes, holding offsets below
+    /// `next_offset`, read through `data` (a map of its written bytes made
+    /// with its `map_use`); and what is left of it to close.
+    pub(crate) fn seal(self, next_offset: i64, data: Bytes) -> (SealedSegment, RetiredActive) {
+        assert!(next_offset > self.base_offset, "a sealed segment holds at least one offset");
+        assert_eq!(data.len() as u64, self.written_bytes, "a sealed segment is read up to its written end");
+        let sealed = SealedSegment {
+            base_offset: self.base_offset,
+            next_offset,
+            data,
+            index: self.index,
+            time_index: self.time_index,
+            max_timestamp_ms: self.max_timestamp_ms,
+            path: self.path,
+            maps: self.map_use.watch(),
+        };
+        (sealed, RetiredActive { file: self.file, data: self.data, map_use: self.map_use })
+    }
+
+    /// Moves this (empty) segment into a bigger installed file under the same
+    /// name; returns the file it leaves.
+    pub(crate) fn replace_file(&mut self, installed: InstalledFile) -> Rc<DmaFile> {
+        assert_eq!(self.written_bytes, 0, "only an empty active segment changes files");
+        self.capacity_bytes = installed.capacity_bytes;
+        self.data = installed.data;
+        self.map_use = installed.map_use;
+        self.path = installed.path;
+        std::mem::replace(&mut self.file, Rc::new(installed.file))
+    }
+}
+
+/// What an active segment leaves when it is sealed: its writable file and
+/// its map of the whole capacity.
+pub(crate) struct RetiredActive {
+    file: Rc<DmaFile>,
+    data: Bytes,
+    map_use: MapUse,
+}
+
+impl RetiredActive {
+    /// Closes the file (if no write still holds it), then drops the map:
+    /// retention may retire the sealed segment at once, and recycles its
+    /// file only when no map of it is left.
+    pub(crate) async fn close(self) {
+        close_file(self.file).await;
+        drop((self.data, self.map_use));
+    }
+}
+
+/// Closes a segment file once nothing else holds it (a write in flight keeps
+/// its own handle, and the file closes when that drops it).
+pub(crate) async fn close_file(file: Rc<DmaFile>) {
+    if let Ok(f) = Rc::try_unwrap(file) {
+        let _ = f.close().await;
+    }
+}
+
+/// A prepared file installed under a segment's name, opened for appends and
+/// mapped whole.
+pub(crate) struct InstalledFile {
+    pub path: PathBuf,
+    pub file: DmaFile,
+    pub capacity_bytes: u64,
+    pub data: Bytes,
+    pub map_use: MapUse,
+}
+
+/// Opens the file installed at `path` (see `install_prepared`) for appends
+/// (O_DSYNC with `dsync`) and maps its `capacity_bytes`.
+pub(crate) async fn open_installed(
+    path: PathBuf,
+    capacity_bytes: u64,
+    dsync: bool,
+) -> Result<InstalledFile, StorageError> {
+    let file = open_rw(&path, dsync).await?;
+    let map_use = MapUse::default();
+    let data = map_active_file(&path, capacity_bytes, &map_use)?;
+    Ok(InstalledFile { path, file, capacity_bytes, data, map_use })
+}
+
+/// What sealing the active segment writes: its file cut to its data and
+/// made durable, and its two index files.
+pub(crate) struct SealWork {
+    pub file: Rc<DmaFile>,
+    pub path: PathBuf,
+    pub written_bytes: u64,
+    pub base_offset: i64,
+    pub index_bytes: Vec<u8>,
+    pub time_index_bytes: Vec<u8>,
+}
+
+/// Cuts the segment file to its data, makes that durable, and writes its
+/// offset and time indexes next to it (not fsynced: a damaged index is
+/// rebuilt at open).
+pub(crate) async fn write_sealed(dir: &Path, work: SealWork) -> Result<(), StorageError> {
+    let SealWork { file, path, written_bytes, base_offset, index_bytes, time_index_bytes } = work;
+    file.truncate(written_bytes).await.map_err(gerr(format!("truncate {}", path.display())))?;
+    file.fdatasync().await.map_err(gerr(format!("fdatasync {}", path.display())))?;
+    let index_path = dir.join(index_file_name(base_offset));
+    blocking(move || std::fs::write(&index_path, index_bytes))
+        .await
+        .map_err(|e| StorageError::io("write segment index", e))?;
+    let time_index_path = dir.join(time_index_file_name(base_offset));
+    blocking(move || std::fs::write(&time_index_path, time_index_bytes))
+        .await
+        .map_err(|e| StorageError::io("write segment time index", e))?;
+    Ok(())
 }

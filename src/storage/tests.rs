@@ -881,3 +881,9 @@ fn a_dma_write_reaches_the_disk_before_its_task_yields() {
     });
     assert!(read_first_page_direct(&path).as_slice().iter().all(|&b| b == 0xab));
 }
+
+// Tests of one piece that need a whole log, kept out of the piece's module
+// so that no piece depends on `PartitionLog`.
+mod delete_records;
+mod producer_state;
+mod time_lookup;

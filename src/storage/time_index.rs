@@ -23,8 +23,12 @@
 //! position), then a trailer of u32 entry count and u32 CRC-32C over
 //! everything before it.
 
+/// One entry: i64 timestamp, u32 relative offset, u32 position.
 const ENTRY_BYTES: usize = 16;
+/// u32 entry count, u32 CRC-32C.
 const TRAILER_BYTES: usize = 8;
+const _: () = assert!(ENTRY_BYTES == size_of::<i64>() + 2 * size_of::<u32>());
+const _: () = assert!(TRAILER_BYTES == 2 * size_of::<u32>());
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Entry {

@@ -19,13 +19,14 @@
 use std::ops::ControlFlow;
 
 use super::batch::{BatchHeader, BATCH_HEADER_BYTES, LOG_OVERHEAD_BYTES};
-use super::log::{LogState, PartitionLog};
+use super::state::LogState;
+use super::time_index::TimeIndex;
 
 /// One segment as the lookup sees it.
 struct SegmentView<'a> {
     base_offset: i64,
     max_timestamp_ms: i64,
-    time_index: &'a super::time_index::TimeIndex,
+    time_index: &'a TimeIndex,
     active: bool,
 }
 
@@ -62,7 +63,7 @@ fn for_each_batch<R>(
         let a = &s.active;
         // The cached tail is contiguous up to the end: its first batch in
         // this segment is where the map stops being read.
-        let end = s.tail.iter().find(|t| t.segment_base == a.base_offset).map_or(a.written_bytes, |t| t.position);
+        let end = s.tail.start_in_segment(a.base_offset).unwrap_or(a.written_bytes);
         (&a.data[..], end as usize)
     } else {
         let sealed = s.sealed.get(&seg.base_offset)?;
@@ -138,191 +139,74 @@ fn first_record_at_or_after(
     None
 }
 
-impl PartitionLog {
-    /// The first offset (at or after the log start) whose record timestamp
-    /// is >= `timestamp_ms`, with that timestamp; `None` when there is none.
-    pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Option<(i64, i64)> {
-        let s = self.state.borrow();
-        let start = s.log_start_offset;
-        for seg in segments(&s) {
-            if seg.max_timestamp_ms < timestamp_ms {
-                continue;
-            }
-            let from = seg.time_index.lookup(timestamp_ms) as usize;
-            let found = for_each_batch(&s, &seg, from, |h, bytes| {
-                if h.last_offset() < start || h.is_control() || h.max_timestamp < timestamp_ms {
-                    return ControlFlow::Continue(());
-                }
-                let exact = first_record_at_or_after(h, bytes, timestamp_ms, start);
-                ControlFlow::Break(exact.unwrap_or((h.base_offset.max(start), h.max_timestamp)))
-            });
-            if found.is_some() {
-                return found;
-            }
+/// The first offset (at or after the log start) whose record timestamp is
+/// >= `timestamp_ms`, with that timestamp; `None` when there is none.
+pub(crate) fn offset_for_timestamp(s: &LogState, timestamp_ms: i64) -> Option<(i64, i64)> {
+    let start = s.log_start_offset;
+    for seg in segments(s) {
+        if seg.max_timestamp_ms < timestamp_ms {
+            continue;
         }
-        None
-    }
-
-    /// The first record holding the largest timestamp at or after the log
-    /// start: (offset, timestamp); `None` for an empty log.
-    pub fn offset_of_max_timestamp(&self) -> Option<(i64, i64)> {
-        let s = self.state.borrow();
-        let start = s.log_start_offset;
-        let segs = segments(&s);
-        // Segment maxima; the first segment may hold batches below the start.
-        let maxima: Vec<i64> = segs
-            .iter()
-            .enumerate()
-            .map(|(i, seg)| {
-                if i > 0 || seg.base_offset >= start {
-                    return seg.max_timestamp_ms;
-                }
-                let mut max = -1;
-                for_each_batch::<()>(&s, seg, 0, |h, _| {
-                    if h.last_offset() >= start && !h.is_control() {
-                        max = max.max(h.max_timestamp);
-                    }
-                    ControlFlow::Continue(())
-                });
-                max
-            })
-            .collect();
-        let best = *maxima.iter().max()?;
-        if best < 0 {
-            // Nothing committed (or only records without timestamps).
-            return None;
-        }
-        let i = maxima.iter().position(|&m| m == best)?;
-        for_each_batch(&s, &segs[i], 0, |h, bytes| {
-            if h.last_offset() < start || h.is_control() || h.max_timestamp != best {
+        let from = seg.time_index.lookup(timestamp_ms) as usize;
+        let found = for_each_batch(s, &seg, from, |h, bytes| {
+            if h.last_offset() < start || h.is_control() || h.max_timestamp < timestamp_ms {
                 return ControlFlow::Continue(());
             }
-            ControlFlow::Break(
-                first_record_at_or_after(h, bytes, best, start).unwrap_or((h.base_offset.max(start), best)),
-            )
-        })
+            let exact = first_record_at_or_after(h, bytes, timestamp_ms, start);
+            ControlFlow::Break(exact.unwrap_or((h.base_offset.max(start), h.max_timestamp)))
+        });
+        if found.is_some() {
+            return found;
+        }
     }
+    None
+}
+
+/// The first record holding the largest timestamp at or after the log
+/// start: (offset, timestamp); `None` for an empty log.
+pub(crate) fn offset_of_max_timestamp(s: &LogState) -> Option<(i64, i64)> {
+    let start = s.log_start_offset;
+    let segs = segments(s);
+    let maxima = segment_maxima(s, &segs);
+    let best = *maxima.iter().max()?;
+    if best < 0 {
+        // Nothing committed (or only records without timestamps).
+        return None;
+    }
+    let i = maxima.iter().position(|&m| m == best)?;
+    for_each_batch(s, &segs[i], 0, |h, bytes| {
+        if h.last_offset() < start || h.is_control() || h.max_timestamp != best {
+            return ControlFlow::Continue(());
+        }
+        ControlFlow::Break(first_record_at_or_after(h, bytes, best, start).unwrap_or((h.base_offset.max(start), best)))
+    })
+}
+
+/// Each segment's max timestamp at or after the log start: the first
+/// segment may hold batches below the start, whose timestamps do not count.
+fn segment_maxima(s: &LogState, segs: &[SegmentView<'_>]) -> Vec<i64> {
+    let start = s.log_start_offset;
+    segs.iter()
+        .enumerate()
+        .map(|(i, seg)| {
+            if i > 0 || seg.base_offset >= start {
+                return seg.max_timestamp_ms;
+            }
+            let mut max = -1;
+            for_each_batch::<()>(s, seg, 0, |h, _| {
+                if h.last_offset() >= start && !h.is_control() {
+                    max = max.max(h.max_timestamp);
+                }
+                ControlFlow::Continue(())
+            });
+            max
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::Path;
-    use std::rc::Rc;
-
-    use bytes::{Bytes, BytesMut};
-    use indexmap::IndexMap;
-    use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
-
-    use crate::storage::log::AckWait;
-    use crate::storage::{LogConfig, Preallocation};
-
-    fn run<T>(f: impl std::future::Future<Output = T> + 'static) -> T {
-        glommio::LocalExecutorBuilder::default().make().expect("executor").run(f)
-    }
-
-    async fn open(dir: &Path) -> Rc<PartitionLog> {
-        let config = LogConfig {
-            segment_bytes: 64 * 1024,
-            preallocation: Preallocation::Fallocate,
-            tail_cache_bytes: 8 * 1024,
-            index_interval_bytes: 1024,
-            ..LogConfig::default()
-        };
-        PartitionLog::open(dir.to_path_buf(), "t".into(), 0, config).await.expect("open log")
-    }
-
-    /// One uncompressed batch with a record per timestamp.
-    fn batch(timestamps: &[i64]) -> BytesMut {
-        let records: Vec<Record> = timestamps
-            .iter()
-            .enumerate()
-            .map(|(i, &ts)| Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: -1,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: i as i64,
-                sequence: i as i32,
-                timestamp: ts,
-                key: None,
-                value: Some(Bytes::from(vec![7u8; 1500])),
-                headers: IndexMap::new(),
-            })
-            .collect();
-        let mut buf = BytesMut::new();
-        RecordBatchEncoder::encode(
-            &mut buf,
-            records.iter(),
-            &RecordEncodeOptions { version: 2, compression: Compression::None },
-        )
-        .expect("encode");
-        buf
-    }
-
-    /// Record timestamps by offset: batch i holds offsets 2i (ts 100i + 50)
-    /// and 2i+1 (ts 100i + 20), so a batch's records are not in time order;
-    /// batch 40 goes back in time (ts 5).
-    fn timestamps(i: i64) -> [i64; 2] {
-        if i == 40 {
-            [5, 5]
-        } else {
-            [100 * i + 50, 100 * i + 20]
-        }
-    }
-
-    /// The first offset whose batch max timestamp reaches `t`, refined to
-    /// the first record of that batch reaching it.
-    fn expected(t: i64, batches: i64) -> Option<(i64, i64)> {
-        (0..batches).find(|&i| timestamps(i).iter().any(|&ts| ts >= t)).map(|i| {
-            let ts = timestamps(i);
-            let j = ts.iter().position(|&x| x >= t).unwrap_or(0);
-            (2 * i + j as i64, ts[j])
-        })
-    }
-
-    #[test]
-    fn lookup_by_timestamp_matches_a_full_scan_across_segments_and_restart() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().to_path_buf();
-        let batches = 100i64;
-        run(async move {
-            let log = open(&path).await;
-            for i in 0..batches {
-                log.append(batch(&timestamps(i)), AckWait::Commit).await.expect("append");
-            }
-            assert!(log.state.borrow().sealed.len() >= 3, "the test needs sealed segments");
-            let targets: Vec<i64> = (-1..=(100 * batches + 60)).step_by(7).collect();
-            for &t in &targets {
-                assert_eq!(log.offset_for_timestamp(t), expected(t, batches), "timestamp {t}");
-            }
-            assert_eq!(log.offset_of_max_timestamp(), Some((2 * 99, 100 * 99 + 50)));
-            log.close().await;
-            drop(log);
-            // One time index lost, one damaged: both rebuilt at open.
-            let mut time_indexes: Vec<_> = std::fs::read_dir(&path)
-                .expect("list")
-                .flatten()
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|x| x == "timeindex"))
-                .collect();
-            time_indexes.sort();
-            assert!(time_indexes.len() >= 2);
-            std::fs::remove_file(&time_indexes[0]).expect("remove");
-            std::fs::write(&time_indexes[1], b"garbage").expect("damage");
-            let log = open(&path).await;
-            for &t in &targets {
-                assert_eq!(log.offset_for_timestamp(t), expected(t, batches), "timestamp {t} after restart");
-            }
-            // Below the log start offset nothing is returned.
-            log.delete_records(41).await.expect("delete records");
-            assert_eq!(log.offset_for_timestamp(0), Some((41, 20 * 100 + 20)));
-            log.close().await;
-        });
-    }
 
     #[test]
     fn zigzag_varints_decode() {
