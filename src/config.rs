@@ -93,6 +93,33 @@ pub struct ServeArgs {
     /// How long the first rebalance of an empty consumer group waits for more members to join, in ms (Kafka's group.initial.rebalance.delay.ms) [default: 3000]
     #[arg(long)]
     pub group_initial_rebalance_delay_ms: Option<u64>,
+    /// Address to accept AMQP 0-9-1 clients on (port 0 picks a free port), or `off` [default: 127.0.0.1:5672]
+    #[arg(long)]
+    pub amqp_listen: Option<String>,
+    /// Largest AMQP frame offered to clients (connection.tune frame_max), 4096-1048576 [default: 131072]
+    #[arg(long)]
+    pub amqp_frame_max: Option<u32>,
+    /// Channels per AMQP connection offered to clients, 1-65535 [default: 2047]
+    #[arg(long)]
+    pub amqp_channel_max: Option<u16>,
+    /// AMQP heartbeat interval offered to clients, in seconds, 0 for none [default: 60]
+    #[arg(long)]
+    pub amqp_heartbeat_s: Option<u16>,
+    /// Largest AMQP message body accepted [default: 16777216]
+    #[arg(long)]
+    pub amqp_max_message_bytes: Option<usize>,
+    /// Segment file size of each durable AMQP queue [default: 16777216]
+    #[arg(long)]
+    pub amqp_queue_segment_bytes: Option<u64>,
+    /// Memory for the messages of transient (non-durable) AMQP queues, per shard [default: 268435456]
+    #[arg(long)]
+    pub amqp_memory_queue_bytes: Option<usize>,
+    /// AMQP publishers are blocked (connection.blocked) while the data disk has less free space than this [default: 50000000]
+    #[arg(long)]
+    pub amqp_disk_free_min_bytes: Option<u64>,
+    /// Unacknowledged deliveries per AMQP channel, at most [default: 65535]
+    #[arg(long)]
+    pub amqp_max_unacked_per_channel: Option<u32>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -125,6 +152,8 @@ pub struct ServeConfig {
     /// First rebalance of an empty group waits this long for more members.
     pub group_initial_rebalance_delay: Duration,
     pub log: LogConfig,
+    /// The AMQP listener, unless `--amqp-listen off`.
+    pub amqp: Option<crate::amqp::AmqpConfig>,
 }
 
 fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
@@ -249,7 +278,54 @@ impl ServeConfig {
         if group_initial_rebalance_delay_ms > 300_000 {
             return Err(invalid("group_initial_rebalance_delay_ms", "must be at most 300000"));
         }
+        let amqp = match pick!(amqp_listen).unwrap_or_else(|| crate::amqp::DEFAULT_LISTEN.into()).as_str() {
+            "off" => None,
+            addr => {
+                let mut a = crate::amqp::AmqpConfig::with_listen(parse_addr("amqp_listen", addr)?);
+                if let Some(v) = pick!(amqp_frame_max) {
+                    if !(crate::amqp::frame::FRAME_MIN_BYTES..=1 << 20).contains(&v) {
+                        return Err(invalid("amqp_frame_max", "must be between 4096 and 1048576"));
+                    }
+                    a.frame_max = v;
+                }
+                if let Some(v) = pick!(amqp_channel_max) {
+                    if v == 0 {
+                        return Err(invalid("amqp_channel_max", "must be between 1 and 65535"));
+                    }
+                    a.channel_max = v;
+                }
+                if let Some(v) = pick!(amqp_heartbeat_s) {
+                    a.heartbeat_s = v;
+                }
+                if let Some(v) = pick!(amqp_max_message_bytes) {
+                    if !(1..=512 << 20).contains(&v) {
+                        return Err(invalid("amqp_max_message_bytes", "must be between 1 and 536870912"));
+                    }
+                    a.max_message_bytes = v;
+                }
+                if let Some(v) = pick!(amqp_queue_segment_bytes) {
+                    if !(64 * 1024..=1 << 30).contains(&v) {
+                        return Err(invalid("amqp_queue_segment_bytes", "must be between 65536 and 1073741824"));
+                    }
+                    a.queue_segment_bytes = v;
+                }
+                if let Some(v) = pick!(amqp_memory_queue_bytes) {
+                    a.memory_queue_bytes = v;
+                }
+                if let Some(v) = pick!(amqp_disk_free_min_bytes) {
+                    a.disk_free_min_bytes = v;
+                }
+                if let Some(v) = pick!(amqp_max_unacked_per_channel) {
+                    if v == 0 {
+                        return Err(invalid("amqp_max_unacked_per_channel", "must be at least 1"));
+                    }
+                    a.max_unacked_per_channel = v;
+                }
+                Some(a)
+            }
+        };
         Ok(ServeConfig {
+            amqp,
             data_dir: pick!(data_dir).unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
             listen,
             advertise,

@@ -5,24 +5,29 @@
 //!
 //! ```text
 //! server  -> net, runtime, config
-//! net     -> kafka, metrics, runtime
+//! net     -> kafka, amqp, metrics, runtime
 //! kafka   -> runtime, groups, catalog, storage, record_batch
+//! amqp    -> runtime, storage, placement, durable_file, histogram
 //! metrics -> runtime, histogram
 //! runtime -> groups, catalog, storage, placement, config, tune, histogram
 //! groups  -> storage, placement, record_batch
-//! catalog -> storage
-//! config  -> catalog, storage
+//! catalog -> storage, durable_file
+//! config  -> amqp (its settings' type), catalog, storage
+//! admin   -> kafka_protocol (a client; no broker module)
 //! ```
 //!
-//! `server` wires the listeners (Kafka, metrics) into `runtime`, which runs
-//! the shards, routes every operation to the shard owning its object
-//! (`runtime::shard::Shard::route`) and hands accepted connections to the
-//! handlers it was given. `kafka` speaks the protocol over `runtime`; the
-//! consumer group coordinator (`groups`) and the catalog speak their own types.
+//! `server` wires the listeners (Kafka, AMQP, metrics) into `runtime`, which
+//! runs the shards, routes every operation to the shard owning its object
+//! (`runtime::shard::Shard::route`, `run_on`) and hands accepted connections
+//! to the handlers it was given. `kafka` and `amqp` speak their protocols
+//! over `runtime`; the consumer group coordinator (`groups`) and the catalog
+//! speak their own types.
 
 pub mod admin;
+pub mod amqp;
 pub mod catalog;
 pub mod config;
+pub mod durable_file;
 pub mod groups;
 pub mod histogram;
 pub mod kafka;

@@ -154,3 +154,20 @@ pub fn render(reports: &[ShardReport], host: HostGauges) -> String {
     }
     out
 }
+
+/// Free and total bytes of the filesystem holding `dir` (statvfs: a quick,
+/// non-blocking metadata call).
+pub fn disk_space(dir: &std::path::Path) -> HostGauges {
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = HostGauges::default();
+    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else { return out };
+    // SAFETY: statvfs writes into the zeroed struct we pass; path is NUL-terminated.
+    unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        if libc::statvfs(path.as_ptr(), &mut st) == 0 {
+            out.disk_free_bytes = st.f_bavail as u64 * st.f_frsize as u64;
+            out.disk_total_bytes = st.f_blocks as u64 * st.f_frsize as u64;
+        }
+    }
+    out
+}

@@ -84,7 +84,18 @@ impl Broker {
         fs::create_dir_all(&data).expect("create data dir");
         let log = dir.join("broker.log");
         let mut child = Command::new(broker_bin())
-            .args(["serve", "--listen", "127.0.0.1:0", "--metrics", "off", "--segment-bytes", "16777216", "--data-dir"])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--amqp-listen",
+                "off",
+                "--metrics",
+                "off",
+                "--segment-bytes",
+                "16777216",
+                "--data-dir",
+            ])
             .arg(&data)
             .args(extra)
             .stdin(Stdio::null())
@@ -97,8 +108,8 @@ impl Broker {
         thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if let Some(addr) = line.trim().strip_prefix("ringmq ready listen=") {
-                    let _ = tx.send(addr.trim().to_string());
+                if let Some(rest) = line.trim().strip_prefix("ringmq ready listen=") {
+                    let _ = tx.send(rest.split_whitespace().next().unwrap_or_default().to_string());
                 }
             }
         });

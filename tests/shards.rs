@@ -202,7 +202,7 @@ fn non_root_broker_with_8_mib_memlock_serves_two_shards() {
     std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let data = dir.path().join("data");
     let serve = format!(
-        "ulimit -l 8192 && exec {} serve --data-dir {} --listen 127.0.0.1:0 --metrics off --cores 2",
+        "ulimit -l 8192 && exec {} serve --data-dir {} --listen 127.0.0.1:0 --amqp-listen 127.0.0.1:0 --metrics off --cores 2",
         bin.display(),
         data.display()
     );
@@ -225,7 +225,7 @@ fn non_root_broker_with_8_mib_memlock_serves_two_shards() {
     let addr = loop {
         match lines.next() {
             Some(Ok(line)) if line.starts_with("ringmq ready listen=") => {
-                break line["ringmq ready listen=".len()..].to_string()
+                break line["ringmq ready listen=".len()..].split_whitespace().next().unwrap_or_default().to_string()
             }
             Some(Ok(_)) => continue,
             _ => {

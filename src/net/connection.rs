@@ -27,7 +27,7 @@ use crate::runtime::shard::{bump, Shard};
 
 /// A half of a stream shared by one reader and one writer on the same
 /// thread; each borrow lasts a single poll.
-struct Half(Rc<RefCell<TcpStream>>);
+pub(super) struct Half(pub(super) Rc<RefCell<TcpStream>>);
 
 impl AsyncRead for Half {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<std::io::Result<usize>> {
@@ -55,25 +55,46 @@ pub fn listener(addr: SocketAddr) -> Listener {
         shards: Shards::Every,
         handler: Arc::new(|shard, stream| Box::pin(serve_connection(shard, stream))),
         announce: None,
+        ready_name: None,
     }
 }
 
-/// Client connections open over all shards (bounded by `max_connections`).
+/// Client connections open over all shards and listeners (bounded by
+/// `max_connections`).
 static OPEN_CONNECTIONS: AtomicUsize = AtomicUsize::new(0);
 
-pub async fn serve_connection(shard: Rc<Shard>, stream: TcpStream) {
-    bump(&shard.counters.connections_accepted, 1);
-    if OPEN_CONNECTIONS.fetch_add(1, Ordering::Relaxed) >= shard.config.max_connections {
-        OPEN_CONNECTIONS.fetch_sub(1, Ordering::Relaxed);
-        bump(&shard.counters.connections_refused, 1);
-        tracing::warn!(peer = ?stream.peer_addr().ok(), max = shard.config.max_connections, "too many connections; closing the new one");
-        shut_down(stream.as_raw_fd());
-        return;
+/// A connection's place under `max_connections`, given back when dropped.
+pub struct ConnectionSlot {
+    shard: Rc<Shard>,
+}
+
+impl ConnectionSlot {
+    /// Counts a new connection in, or closes it when the broker is full.
+    pub fn admit(shard: &Rc<Shard>, stream: &TcpStream) -> Option<ConnectionSlot> {
+        bump(&shard.counters.connections_accepted, 1);
+        if OPEN_CONNECTIONS.fetch_add(1, Ordering::Relaxed) >= shard.config.max_connections {
+            OPEN_CONNECTIONS.fetch_sub(1, Ordering::Relaxed);
+            bump(&shard.counters.connections_refused, 1);
+            tracing::warn!(peer = ?stream.peer_addr().ok(), max = shard.config.max_connections, "too many connections; closing the new one");
+            shut_down(stream.as_raw_fd());
+            return None;
+        }
+        bump(&shard.counters.connections_open, 1);
+        Some(ConnectionSlot { shard: shard.clone() })
     }
-    bump(&shard.counters.connections_open, 1);
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        let open = &self.shard.counters.connections_open;
+        open.set(open.get().saturating_sub(1));
+        OPEN_CONNECTIONS.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+pub async fn serve_connection(shard: Rc<Shard>, stream: TcpStream) {
+    let Some(_slot) = ConnectionSlot::admit(&shard, &stream) else { return };
     serve(&shard, stream).await;
-    shard.counters.connections_open.set(shard.counters.connections_open.get().saturating_sub(1));
-    OPEN_CONNECTIONS.fetch_sub(1, Ordering::Relaxed);
 }
 
 /// A request being handled, and when it was read if it is a Produce (its

@@ -23,6 +23,7 @@ pub fn listener(addr: SocketAddr, started: Instant) -> Listener {
         shards: Shards::One(CATALOG_SHARD),
         handler: Arc::new(move |shard, stream| Box::pin(serve(shard, stream, started))),
         announce: Some(|bound| tracing::info!(metrics = %bound, "metrics endpoint listening")),
+        ready_name: None,
     }
 }
 
@@ -38,8 +39,15 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream, started: Instant) {
     }
     let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
     let (status, body) = if line.starts_with(b"GET /metrics") {
-        let host = crate::metrics::HostGauges { uptime: started.elapsed(), ..disk_space(&shard.config.data_dir) };
-        ("200 OK", crate::metrics::render(&shard.reports().await, host))
+        let host = crate::metrics::HostGauges {
+            uptime: started.elapsed(),
+            ..crate::metrics::disk_space(&shard.config.data_dir)
+        };
+        let mut text = crate::metrics::render(&shard.reports().await, host);
+        if let Some(broker) = crate::amqp::broker::Broker::current() {
+            text.push_str(&crate::amqp::metrics::render(&crate::amqp::metrics::reports(&broker).await));
+        }
+        ("200 OK", text)
     } else if line.starts_with(b"GET /health") {
         ("200 OK", "ok\n".to_string())
     } else {
@@ -51,21 +59,4 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream, started: Instant) {
     );
     let _ = stream.write_all(response.as_bytes()).await;
     let _ = stream.close().await;
-}
-
-/// Free and total bytes of the filesystem holding `dir` (statvfs: a quick,
-/// non-blocking metadata call).
-fn disk_space(dir: &std::path::Path) -> crate::metrics::HostGauges {
-    use std::os::unix::ffi::OsStrExt;
-    let mut out = crate::metrics::HostGauges::default();
-    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else { return out };
-    // SAFETY: statvfs writes into the zeroed struct we pass; path is NUL-terminated.
-    unsafe {
-        let mut st: libc::statvfs = std::mem::zeroed();
-        if libc::statvfs(path.as_ptr(), &mut st) == 0 {
-            out.disk_free_bytes = st.f_bavail as u64 * st.f_frsize as u64;
-            out.disk_total_bytes = st.f_blocks as u64 * st.f_frsize as u64;
-        }
-    }
-    out
 }

@@ -3,6 +3,7 @@
 //! connection, reader and writer, request framing and back-pressure),
 //! `metrics_http` the Prometheus endpoint.
 
+pub mod amqp;
 pub mod connection;
 pub mod framing;
 pub mod metrics_http;

@@ -42,6 +42,9 @@ pub struct Listener {
     pub handler: Handler,
     /// Called once with the address bound, on the shard that bound it first.
     pub announce: Option<fn(SocketAddr)>,
+    /// Named in the ready line as `NAME=HOST:PORT` after the client
+    /// listener (`amqp=127.0.0.1:5672`).
+    pub ready_name: Option<&'static str>,
 }
 
 impl Listener {

@@ -110,12 +110,24 @@ pub enum ShardMsg {
         call: crate::groups::GroupCall,
         reply: ReplyTo<crate::groups::GroupAnswer>,
     },
+    /// A job for the receiving shard (`Shard::run_on`, `Shard::tell_on`):
+    /// built there and run there; its output goes back when asked for.
+    Run {
+        job: Job,
+        reply: Option<ReplyTo<AnyAnswer>>,
+    },
     /// The answer to request `id` of the receiving shard.
     Reply {
         id: u64,
         payload: ReplyPayload,
     },
 }
+
+/// Work another shard runs on this one's behalf: a `Send` closure that
+/// makes the future there (so the future itself needs not be `Send`).
+pub type Job = Box<dyn FnOnce() -> futures_util::future::LocalBoxFuture<'static, AnyAnswer> + Send>;
+/// A job's output, on its way back.
+pub type AnyAnswer = Box<dyn std::any::Any + Send>;
 
 /// Messages about the catalog and producer ids, which shard 0 owns.
 pub enum CatalogMsg {
@@ -179,6 +191,7 @@ pub enum ReplyPayload {
     TimeLookup(Result<Option<(i64, i64)>, StorageError>),
     ProducerIds(Result<IdBlock, ProducerIdError>),
     Group(crate::groups::GroupAnswer),
+    Any(AnyAnswer),
 }
 
 macro_rules! payload {
@@ -210,3 +223,4 @@ payload!(LowWatermark, Result<i64, StorageError>);
 payload!(TimeLookup, Result<Option<(i64, i64)>, StorageError>);
 payload!(ProducerIds, Result<IdBlock, ProducerIdError>);
 payload!(Group, crate::groups::GroupAnswer);
+payload!(Any, AnyAnswer);

@@ -7,6 +7,7 @@ pub mod mesh;
 mod partitions;
 pub mod registration;
 pub mod shard;
+pub mod task;
 mod topics;
 
 use std::net::SocketAddr;
@@ -97,7 +98,8 @@ pub fn check_data_dir(dir: &Path) -> Result<(), StartError> {
 /// broker's client listener: every shard accepts on it, its address is
 /// advertised to clients (unless `config.advertise`) and printed in the
 /// ready line. Blocks the calling thread.
-pub fn serve(config: ServeConfig, mut listeners: Vec<Listener>) -> Result<(), StartError> {
+pub fn serve(config: ServeConfig, mut listeners: Vec<Listener>, services: Vec<Service>) -> Result<(), StartError> {
+    let services = Arc::new(services);
     assert!(
         listeners.first().is_some_and(|l| l.shards == Shards::Every),
         "the first listener is the client listener, on every shard"
@@ -120,6 +122,7 @@ pub fn serve(config: ServeConfig, mut listeners: Vec<Listener>) -> Result<(), St
     let start = ShardStart {
         config,
         listeners,
+        services,
         io_memory,
         stop,
         mesh: MeshBuilder::<ShardMsg, Full>::full(shards, MESH_QUEUE),
@@ -162,6 +165,7 @@ fn check_host(config: &ServeConfig, shards: usize) -> Result<(), StartError> {
 struct ShardStart {
     config: ServeConfig,
     listeners: Vec<Listener>,
+    services: Arc<Vec<Service>>,
     io_memory: usize,
     stop: Arc<AtomicBool>,
     mesh: MeshBuilder<ShardMsg, Full>,
@@ -175,7 +179,7 @@ impl ShardStart {
     fn spawn_all(&self, cpus: &[usize]) -> Result<Vec<ShardThread>, StartError> {
         let mut handles = Vec::with_capacity(cpus.len());
         for (id, &cpu) in cpus.iter().enumerate() {
-            let (config, listeners) = (self.config.clone(), self.listeners.clone());
+            let (config, wiring) = (self.config.clone(), (self.listeners.clone(), self.services.clone()));
             let (stop, mesh, gate, io_memory) =
                 (self.stop.clone(), self.mesh.clone(), self.gate.clone(), self.io_memory);
             let name = format!("ringmq-shard-{id}");
@@ -191,7 +195,7 @@ impl ShardStart {
                         .spin_before_park(config.spin_before_park)
                         .make();
                     let result = match executor {
-                        Ok(ex) => ex.run(run_shard(id, cpu, config, listeners, stop, mesh, gate.clone())),
+                        Ok(ex) => ex.run(run_shard(id, cpu, config, wiring, stop, mesh, gate.clone())),
                         Err(e) => Err(StartError::Executor(format!("shard {id} on CPU {cpu}: {e}"))),
                     };
                     if result.is_err() {
@@ -290,11 +294,14 @@ impl StartGate {
     }
 }
 
+/// What a shard serves: its listeners and the services opened before them.
+type Wiring = (Vec<Listener>, Arc<Vec<Service>>);
+
 async fn run_shard(
     id: usize,
     cpu: usize,
     config: ServeConfig,
-    listeners: Vec<Listener>,
+    (listeners, services): Wiring,
     stop: Arc<AtomicBool>,
     mesh: MeshBuilder<ShardMsg, Full>,
     gate: Arc<StartGate>,
@@ -311,6 +318,12 @@ async fn run_shard(
     let Some(shard) = open_and_join(id, cpu, config, mesh, &gate).await? else {
         return Ok(());
     };
+    for service in services.iter() {
+        if let Err(e) = (service.open)(shard.clone()).await {
+            gate.fail();
+            return Err(StartError::Open(format!("{}: {e}", service.name)));
+        }
+    }
     let bound = listener::bind(id, &listeners)?;
     let client = bound.first().and_then(Option::as_ref).map(|b| b.addr).unwrap_or(listeners[0].addr);
     *shard.advertised.borrow_mut() =
@@ -320,7 +333,13 @@ async fn run_shard(
     }
     spawn_retention(shard.clone(), retention_every);
     if id == CATALOG_SHARD {
-        println!("ringmq ready listen={client}");
+        let mut ready = format!("ringmq ready listen={client}");
+        for (l, b) in listeners.iter().zip(&bound).skip(1) {
+            if let (Some(name), Some(b)) = (l.ready_name, b) {
+                ready.push_str(&format!(" {name}={}", b.addr));
+            }
+        }
+        println!("{ready}");
         use std::io::Write;
         let _ = std::io::stdout().flush();
         tracing::info!(listen = %client, shards = count, "ringmq ready");
@@ -334,9 +353,22 @@ async fn run_shard(
     let accepting = listener::accept_all(shard.clone(), bound.into_iter().flatten().collect());
     futures_lite::future::or(accepting, stop_signal).await;
     tracing::info!(shard = id, "stopping: committing queued appends and closing logs");
+    for service in services.iter().rev() {
+        (service.close)().await;
+    }
     shard.shutdown().await;
     tracing::info!(shard = id, "stopped");
     Ok(())
+}
+
+/// Per-shard state a protocol keeps outside `Shard` (the AMQP broker's
+/// queues): opened on every shard once the mesh is joined, before any
+/// listener accepts; closed at shutdown, before the shard's own logs.
+#[derive(Clone)]
+pub struct Service {
+    pub name: &'static str,
+    pub open: Arc<dyn Fn(Rc<Shard>) -> futures_util::future::LocalBoxFuture<'static, Result<(), String>> + Send + Sync>,
+    pub close: Arc<dyn Fn() -> futures_util::future::LocalBoxFuture<'static, ()> + Send + Sync>,
 }
 
 /// Opens this shard's logs, then joins the mesh, each step once every shard

@@ -15,7 +15,7 @@ use futures_channel::oneshot;
 use glommio::channels::channel_mesh::{Receivers, Senders};
 use glommio::sync::Semaphore;
 
-use super::mesh::{PartitionGauges, ReplyPayload, ReplyTo, ShardMsg, ShardReport};
+use super::mesh::{AnyAnswer, Job, PartitionGauges, ReplyPayload, ReplyTo, ShardMsg, ShardReport};
 use super::partitions::PartitionLogs;
 use crate::catalog::producer_ids::{ProducerIdStore, ShardProducerIds};
 use crate::catalog::{self, Catalog, TopicError, TopicMeta};
@@ -287,6 +287,55 @@ impl Shard {
         self.ask(owner, |reply| remote(input, reply)).await
     }
 
+    /// Runs `make()`'s future on shard `to` (here when it is this one, with
+    /// no message and no task) and returns its output; `None` when that
+    /// shard is not answering. For protocol state that lives per shard
+    /// outside `Shard` (the AMQP broker): the job finds it there.
+    pub async fn run_on<R, F, Fut>(&self, to: usize, make: F) -> Option<R>
+    where
+        R: Send + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = R> + 'static,
+    {
+        let remote = |make: F, reply| {
+            let job: Job = Box::new(move || Box::pin(async move { Box::new(make().await) as AnyAnswer }));
+            ShardMsg::Run { job, reply: Some(reply) }
+        };
+        let local = |make: F| async move { Box::new(make().await) as AnyAnswer };
+        let answer: AnyAnswer = self.route(to, make, local, remote).await?;
+        answer.downcast::<R>().ok().map(|r| *r)
+    }
+
+    /// Runs `make()`'s future on shard `to` without waiting for it (only for
+    /// its turn in the mesh, so jobs for one shard start in the order of
+    /// calls); on this shard it is spawned. False when that shard is gone.
+    pub async fn tell_on<F, Fut>(&self, to: usize, make: F) -> bool
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + 'static,
+    {
+        if to == self.id {
+            glommio::spawn_local(make()).detach();
+            return true;
+        }
+        let job: Job = Box::new(move || {
+            Box::pin(async move {
+                make().await;
+                Box::new(()) as AnyAnswer
+            })
+        });
+        let (Some(peers), Some(peer), Some(turns)) =
+            (self.peers.get(), self.peer_of.get().and_then(|p| p.get(to).copied()), self.send_turns.get(to))
+        else {
+            return false;
+        };
+        bump(&self.counters.cross_shard_hops, 1);
+        match turns.acquire_permit(1).await {
+            Ok(_turn) => peers.send_to(peer, ShardMsg::Run { job, reply: None }).await.is_ok(),
+            Err(_) => false,
+        }
+    }
+
     /// Sends an answer back to the shard that asked.
     pub(super) async fn answer<T: Into<ReplyPayload>>(&self, to: ReplyTo<T>, value: T) {
         let (Some(peers), Some(peer)) = (self.peers.get(), self.peer_of.get().and_then(|p| p.get(to.from).copied()))
@@ -326,6 +375,12 @@ impl Shard {
             }
             ShardMsg::Report { reply } => self.answer(reply, Box::new(self.report())).await,
             ShardMsg::Group { call, reply } => self.answer(reply, self.groups.call(call).await).await,
+            ShardMsg::Run { job, reply } => {
+                let out = job().await;
+                if let Some(reply) = reply {
+                    self.answer(reply, out).await;
+                }
+            }
             ShardMsg::Reply { id, payload } => {
                 let waiter = self.pending.borrow_mut().remove(&id);
                 assert!(waiter.is_some(), "an answer to request {id}, which is not waiting: answered twice?");

@@ -150,6 +150,8 @@ pub struct Broker {
     data_dir: PathBuf,
     log_path: PathBuf,
     addr: SocketAddr,
+    /// The AMQP listener's address (from the ready line's `amqp=`).
+    amqp_addr: Option<SocketAddr>,
     starts: u32,
     /// Every line the broker printed on stdout, over all its runs.
     stdout_lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
@@ -171,6 +173,7 @@ impl Broker {
             data_dir,
             log_path,
             addr: "127.0.0.1:0".parse().unwrap(),
+            amqp_addr: None,
             starts: 0,
             stdout_lines: Default::default(),
         };
@@ -179,6 +182,16 @@ impl Broker {
     }
 
     /// `127.0.0.1:PORT` the broker listens on.
+    /// The AMQP listener's `HOST:PORT`.
+    pub fn amqp_addr(&self) -> String {
+        self.amqp_addr.expect("the broker's ready line named no AMQP listener").to_string()
+    }
+
+    /// `amqp://guest:guest@HOST:PORT/` for clients.
+    pub fn amqp_url(&self) -> String {
+        format!("amqp://guest:guest@{}/", self.amqp_addr())
+    }
+
     pub fn addr(&self) -> String {
         self.addr.to_string()
     }
@@ -340,6 +353,12 @@ impl Broker {
         if let Some(f) = &self.opts.flush {
             cmd.arg("--flush").arg(f);
         }
+        // The AMQP listener on a free port (the same one again on restarts),
+        // unless the test chose.
+        if !self.opts.extra_args.iter().any(|a| a == "--amqp-listen") {
+            let amqp = self.amqp_addr.map_or_else(|| "127.0.0.1:0".to_string(), |a| a.to_string());
+            cmd.arg("--amqp-listen").arg(amqp);
+        }
         cmd.args(&self.opts.extra_args);
         cmd
     }
@@ -402,7 +421,12 @@ impl Broker {
             match rx.recv_timeout(Duration::from_millis(50)) {
                 Ok(line) => {
                     if let Some(rest) = line.trim().strip_prefix("ringmq ready listen=") {
-                        let addr: SocketAddr = match rest.trim().parse() {
+                        let mut fields = rest.split_whitespace();
+                        let kafka = fields.next().unwrap_or_default();
+                        if let Some(amqp) = fields.find_map(|f| f.strip_prefix("amqp=")) {
+                            self.amqp_addr = amqp.parse().ok();
+                        }
+                        let addr: SocketAddr = match kafka.parse() {
                             Ok(a) => a,
                             Err(e) => {
                                 let _ = child.kill();

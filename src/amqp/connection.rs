@@ -1,0 +1,507 @@
+//! One client connection after its handshake: the negotiated limits, its
+//! channels, its exclusive queues, the bounded queue of frames to write
+//! (read by the writer task, which also returns delivery credit to the
+//! queues), and the deliveries its consumers receive (`ConnectionPort`).
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeSet, HashMap};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use amq_protocol::protocol::{basic, channel, connection, AMQPClass};
+use bytes::Bytes;
+use futures_util::future::LocalBoxFuture;
+
+use super::broker::{Broker, ConnectionPort};
+use super::channel::{Channel, Unacked};
+use super::codec::{method_frame, short};
+use super::codes;
+use super::frame::{body_frames, header_frame};
+use super::io::FrameSink;
+use super::message::StoredMessage;
+use super::queue::{ConsumerKey, Delivery};
+use crate::runtime::task::{self, Receiver, Sender};
+
+/// Frames waiting to be written, per connection, at most (then senders wait).
+pub const OUTBOUND_QUEUE: usize = 256;
+/// Credits returned to a queue at once, at most (more are sent as they come).
+const CREDIT_BATCH: u32 = 32;
+
+/// What the handshake settled.
+#[derive(Debug, Clone, Copy)]
+pub struct Tuned {
+    pub frame_max: u32,
+    pub channel_max: u16,
+    pub heartbeat_s: u16,
+}
+
+/// Capabilities the client announced in connection.start-ok.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ClientCaps {
+    pub consumer_cancel_notify: bool,
+    pub connection_blocked: bool,
+}
+
+pub enum Outbound {
+    Frames(Vec<Bytes>),
+    /// A delivery to a consumer: its queue gets a credit once it is written.
+    Delivered {
+        frames: Vec<Bytes>,
+        queue: Arc<str>,
+        consumer: ConsumerKey,
+    },
+    /// Everything before it is written: the writer stops.
+    Stop,
+}
+
+/// An AMQP error to close a channel (soft) or the connection (hard) with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AmqpError {
+    pub code: u16,
+    pub text: String,
+    pub class_id: u16,
+    pub method_id: u16,
+}
+
+impl AmqpError {
+    pub fn new(code: u16, text: impl Into<String>) -> AmqpError {
+        AmqpError { code, text: text.into(), class_id: 0, method_id: 0 }
+    }
+
+    pub fn on(mut self, method: &AMQPClass) -> AmqpError {
+        self.class_id = method.get_amqp_class_id();
+        self.method_id = method.get_amqp_method_id();
+        self
+    }
+
+    pub fn is_hard(&self) -> bool {
+        codes::is_hard(self.code)
+    }
+
+    /// The reply text as RabbitMQ words it: `CODE_NAME - text`.
+    pub fn reply_text(&self) -> String {
+        format!("{} - {}", codes::name(self.code), self.text)
+    }
+}
+
+impl From<super::definitions::DefinitionError> for AmqpError {
+    fn from(e: super::definitions::DefinitionError) -> AmqpError {
+        AmqpError::new(e.code, e.text)
+    }
+}
+
+pub struct Conn {
+    pub id: u64,
+    pub broker: Rc<Broker>,
+    pub peer: String,
+    pub tuned: Tuned,
+    pub caps: ClientCaps,
+    out: Sender<Outbound>,
+    pub channels: RefCell<HashMap<u16, Channel>>,
+    pub exclusive_queues: RefCell<BTreeSet<String>>,
+    /// connection.close was sent; only close-ok is awaited now.
+    pub closing: Cell<bool>,
+    /// The writer failed or finished: nothing more goes out.
+    pub dead: Cell<bool>,
+    pub last_write: Cell<Instant>,
+    pub blocked_sent: Cell<bool>,
+    /// Publishes being stored, at most `PUBLISHES_IN_FLIGHT` (then the
+    /// reader waits: back-pressure through TCP).
+    pub publish_slots: task::Semaphore,
+    /// One sender of confirms at a time, so they leave in order.
+    pub confirm_turn: task::Semaphore,
+}
+
+/// Publishes of one connection being stored at once, at most.
+pub const PUBLISHES_IN_FLIGHT: u64 = 1024;
+
+impl Conn {
+    /// A connection registered with the broker (deliveries can reach it
+    /// from then on), and the receiving end of its frames to write.
+    pub fn new(broker: Rc<Broker>, peer: String, tuned: Tuned, caps: ClientCaps) -> (Rc<Conn>, Receiver<Outbound>) {
+        let (out, rx) = task::channel(OUTBOUND_QUEUE);
+        let id = broker.allocate_connection_id();
+        let conn = Rc::new(Conn {
+            id,
+            broker: broker.clone(),
+            peer,
+            tuned,
+            caps,
+            out,
+            channels: RefCell::new(HashMap::new()),
+            exclusive_queues: RefCell::new(BTreeSet::new()),
+            closing: Cell::new(false),
+            dead: Cell::new(false),
+            last_write: Cell::new(Instant::now()),
+            blocked_sent: Cell::new(false),
+            publish_slots: task::Semaphore::new(PUBLISHES_IN_FLIGHT),
+            confirm_turn: task::Semaphore::new(1),
+        });
+        broker.register_connection(id, conn.clone() as Rc<dyn ConnectionPort>);
+        (conn, rx)
+    }
+
+    pub fn consumer_key(&self, channel: u16, tag: &Arc<str>) -> ConsumerKey {
+        ConsumerKey { shard: self.broker.shard.id, connection: self.id, channel, tag: tag.clone() }
+    }
+
+    /// Queues frames to write; waits while the queue is full.
+    pub async fn send(&self, frames: Vec<Bytes>) {
+        if self.dead.get() {
+            return;
+        }
+        if self.out.send(Outbound::Frames(frames)).await.is_err() {
+            self.dead.set(true);
+        }
+    }
+
+    pub async fn send_method(&self, channel: u16, method: AMQPClass) {
+        self.send(vec![method_frame(channel, &method)]).await;
+    }
+
+    /// Lets the writer finish what is queued and stop.
+    pub async fn stop_writer(&self) {
+        let _ = self.out.send(Outbound::Stop).await;
+        self.dead.set(true);
+    }
+
+    /// Queues a heartbeat unless the queue is full (then frames are going out).
+    pub fn try_send_heartbeat(&self) {
+        let _ = self.out.try_send(Outbound::Frames(vec![super::frame::heartbeat()]));
+    }
+
+    /// Sends channel.close for a soft error; the channel then waits for
+    /// close-ok, its consumers cancelled and its messages requeued now.
+    pub async fn close_channel(&self, channel: u16, e: &AmqpError) {
+        tracing::debug!(conn = self.id, channel, code = e.code, text = %e.text, "closing channel");
+        let cleanup = {
+            let mut chans = self.channels.borrow_mut();
+            match chans.get_mut(&channel) {
+                Some(ch) if !ch.closing => {
+                    ch.closing = true;
+                    ch.content = None;
+                    Some(take_channel_state(ch))
+                }
+                _ => None,
+            }
+        };
+        if let Some(state) = cleanup {
+            self.release(channel, state).await;
+        }
+        let close = AMQPClass::Channel(channel::AMQPMethod::Close(channel::Close {
+            reply_code: e.code,
+            reply_text: short(&e.reply_text()),
+            class_id: e.class_id,
+            method_id: e.method_id,
+        }));
+        self.send_method(channel, close).await;
+    }
+
+    /// Sends connection.close for a hard error; the reader then waits for
+    /// close-ok (bounded) and closes.
+    pub async fn close_connection(&self, e: &AmqpError) {
+        if self.closing.replace(true) {
+            return;
+        }
+        tracing::info!(conn = self.id, peer = %self.peer, code = e.code, text = %e.text, "closing connection");
+        let close = AMQPClass::Connection(connection::AMQPMethod::Close(connection::Close {
+            reply_code: e.code,
+            reply_text: short(&e.reply_text()),
+            class_id: e.class_id,
+            method_id: e.method_id,
+        }));
+        self.send_method(0, close).await;
+    }
+
+    /// Cancels a channel's consumers at their queues and requeues its
+    /// unacknowledged messages.
+    pub async fn release(&self, channel: u16, state: ChannelLeftovers) {
+        for (tag, queue) in state.consumers {
+            let key = self.consumer_key(channel, &tag);
+            self.broker.cancel(&queue, key).await;
+        }
+        for (queue, offsets) in state.unacked {
+            self.broker.requeue(queue, offsets).await;
+        }
+        // Deliveries held back never reached the client: they go back too.
+        for d in state.held {
+            self.broker.requeue(d.queue.clone(), vec![d.offset]).await;
+        }
+    }
+
+    /// Releases every channel (the connection is going away).
+    pub async fn release_all(&self) {
+        let all: Vec<(u16, ChannelLeftovers)> =
+            self.channels.borrow_mut().drain().map(|(id, mut ch)| (id, take_channel_state(&mut ch))).collect();
+        for (id, state) in all {
+            self.release(id, state).await;
+        }
+    }
+
+    /// Frames for a delivery on `ch` (its tag recorded unless no-ack);
+    /// `None` when the stored message cannot be read.
+    fn frame_delivery(&self, ch: &mut Channel, d: &Delivery, no_ack: bool) -> Option<Vec<Bytes>> {
+        let msg = match StoredMessage::parse(&d.batch) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::error!(queue = %d.queue, offset = d.offset, error = %e, "stored message unreadable; not delivered");
+                return None;
+            }
+        };
+        let unacked = (!no_ack).then(|| Unacked {
+            queue: d.queue.clone(),
+            offset: d.offset,
+            consumer: Some(d.consumer.tag.clone()),
+        });
+        let tag = ch.tag(unacked);
+        let deliver = AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
+            consumer_tag: short(&d.consumer.tag),
+            delivery_tag: tag,
+            redelivered: d.redelivered,
+            exchange: short(msg.exchange_str()),
+            routing_key: short(msg.routing_key_str()),
+        }));
+        let mut frames = Vec::with_capacity(6);
+        frames.push(method_frame(ch.id, &deliver));
+        header_frame(ch.id, msg.body.len() as u64, &msg.properties, &mut frames);
+        body_frames(ch.id, &msg.body, self.tuned.frame_max, &mut frames);
+        Some(frames)
+    }
+
+    /// Resumes a paused channel's consumers once it has room again, then
+    /// sends held deliveries while its limits allow.
+    pub async fn flush_held(&self, channel: u16) {
+        let resume = {
+            let mut chans = self.channels.borrow_mut();
+            match chans.get_mut(&channel) {
+                Some(ch)
+                    if ch.paused
+                        && ch.has_room()
+                        && ch.unacked.len() < self.broker.config.max_unacked_per_channel as usize =>
+                {
+                    ch.paused = false;
+                    consumers_of(ch)
+                }
+                _ => Vec::new(),
+            }
+        };
+        for (queue, key) in resume {
+            self.broker.set_paused(queue, key, false).await;
+        }
+        loop {
+            let next = {
+                let mut chans = self.channels.borrow_mut();
+                let Some(ch) = chans.get_mut(&channel) else { return };
+                if ch.closing {
+                    return;
+                }
+                let max_unacked = self.broker.config.max_unacked_per_channel as usize;
+                let Some(d) = ch.held.front() else { return };
+                let Some(info) = ch.consumers.get(&d.consumer.tag).cloned() else {
+                    // Its consumer was cancelled: back to the queue.
+                    let d = ch.held.pop_front().expect("front exists");
+                    drop(chans);
+                    self.broker.requeue(d.queue.clone(), vec![d.offset]).await;
+                    continue;
+                };
+                if !info.ready || !ch.has_room() || ch.unacked.len() >= max_unacked {
+                    return;
+                }
+                let d = ch.held.pop_front().expect("front exists");
+                let frames = self.frame_delivery(ch, &d, info.no_ack);
+                (d, frames)
+            };
+            let (d, frames) = next;
+            match frames {
+                Some(frames) => self.push_delivery(frames, d).await,
+                None => self.broker.settle(d.queue.clone(), vec![d.offset]).await,
+            }
+        }
+    }
+
+    async fn push_delivery(&self, frames: Vec<Bytes>, d: Delivery) {
+        if self.dead.get() {
+            return;
+        }
+        let item = Outbound::Delivered { frames, queue: d.queue, consumer: d.consumer };
+        if self.out.send(item).await.is_err() {
+            self.dead.set(true);
+        }
+    }
+
+    /// Sends connection.blocked / unblocked to a client that understands
+    /// them, when the disk alarm changed.
+    pub async fn sync_blocked(&self) {
+        if !self.caps.connection_blocked {
+            return;
+        }
+        let alarm = self.broker.disk_alarm.get();
+        if alarm == self.blocked_sent.get() {
+            return;
+        }
+        self.blocked_sent.set(alarm);
+        let m = if alarm {
+            AMQPClass::Connection(connection::AMQPMethod::Blocked(connection::Blocked {
+                reason: short("low on disk space"),
+            }))
+        } else {
+            AMQPClass::Connection(connection::AMQPMethod::Unblocked(connection::Unblocked {}))
+        };
+        self.send_method(0, m).await;
+    }
+}
+
+/// What to do with a delivery that reached its channel.
+enum DeliverOutcome {
+    Send(Delivery, Option<Vec<Bytes>>),
+    Held,
+    /// Back to the queue; and these consumers paused.
+    Release(Delivery, Vec<(Arc<str>, ConsumerKey)>),
+}
+
+/// The channel's consumers as (queue, key).
+fn consumers_of(ch: &Channel) -> Vec<(Arc<str>, ConsumerKey)> {
+    ch.consumers.iter().map(|(tag, info)| (info.queue.clone(), ch.consumer_key(tag))).collect()
+}
+
+/// What a closing channel leaves to release.
+pub struct ChannelLeftovers {
+    pub consumers: Vec<(Arc<str>, Arc<str>)>,
+    pub unacked: Vec<(Arc<str>, Vec<i64>)>,
+    pub held: Vec<Delivery>,
+}
+
+pub fn take_channel_state(ch: &mut Channel) -> ChannelLeftovers {
+    let consumers = ch.consumers.drain().map(|(tag, info)| (tag, info.queue)).collect();
+    let unacked = ch.drain_unacked();
+    let held = ch.held.drain(..).collect();
+    ChannelLeftovers { consumers, unacked, held }
+}
+
+impl ConnectionPort for Conn {
+    fn deliver(&self, d: Delivery) -> LocalBoxFuture<'_, Result<(), Delivery>> {
+        Box::pin(async move {
+            if self.dead.get() || self.closing.get() {
+                return Err(d);
+            }
+            let channel = d.consumer.channel;
+            let max_unacked = self.broker.config.max_unacked_per_channel as usize;
+            let outcome = {
+                let mut chans = self.channels.borrow_mut();
+                let Some(ch) = chans.get_mut(&channel) else { return Err(d) };
+                if ch.closing {
+                    return Err(d);
+                }
+                let Some(info) = ch.consumers.get(&d.consumer.tag).cloned() else { return Err(d) };
+                if !info.no_ack && (!ch.has_room() || ch.unacked.len() >= max_unacked) {
+                    // The channel is full: the message goes back to its place
+                    // and the channel's consumers stop until an ack.
+                    let pause = !ch.paused;
+                    ch.paused = true;
+                    let consumers = if pause { consumers_of(ch) } else { Vec::new() };
+                    DeliverOutcome::Release(d, consumers)
+                } else if !info.ready || !ch.held.is_empty() {
+                    ch.held.push_back(d);
+                    DeliverOutcome::Held
+                } else {
+                    let frames = self.frame_delivery(ch, &d, info.no_ack);
+                    DeliverOutcome::Send(d, frames)
+                }
+            };
+            match outcome {
+                DeliverOutcome::Held => {}
+                DeliverOutcome::Send(d, Some(frames)) => self.push_delivery(frames, d).await,
+                DeliverOutcome::Send(d, None) => self.broker.settle(d.queue.clone(), vec![d.offset]).await,
+                DeliverOutcome::Release(d, pause) => {
+                    for (queue, key) in pause {
+                        self.broker.set_paused(queue, key, true).await;
+                    }
+                    self.broker.release(d.queue.clone(), d.consumer.clone(), d.offset, d.redelivered).await;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn consumer_cancelled(&self, consumer: &ConsumerKey) {
+        let removed = {
+            let mut chans = self.channels.borrow_mut();
+            chans.get_mut(&consumer.channel).and_then(|ch| ch.consumers.remove(&consumer.tag))
+        };
+        if removed.is_none() || !self.caps.consumer_cancel_notify {
+            return;
+        }
+        let cancel = AMQPClass::Basic(basic::AMQPMethod::Cancel(basic::Cancel {
+            consumer_tag: short(&consumer.tag),
+            nowait: true,
+        }));
+        let frame = method_frame(consumer.channel, &cancel);
+        if self.out.try_send(Outbound::Frames(vec![frame])).is_err() {
+            tracing::debug!(conn = self.id, "basic.cancel not sent: outbound queue full or closed");
+        }
+    }
+}
+
+/// Writes what `rx` gives until it closes or a write fails; returns credit
+/// for written deliveries to their queues. Marks `conn` dead when done.
+pub async fn write_loop<W: futures_lite::AsyncWrite + Unpin>(
+    conn: Rc<Conn>,
+    rx: Receiver<Outbound>,
+    mut sink: FrameSink<W>,
+) {
+    let mut credits: HashMap<(Arc<str>, ConsumerKey), u32> = HashMap::new();
+    loop {
+        // Credits go back when the queue of frames ran dry or a batch filled.
+        let next = match futures_lite::future::poll_once(rx.recv()).await {
+            Some(item) => item,
+            None => {
+                return_credits(&conn, &mut credits).await;
+                rx.recv().await
+            }
+        };
+        let Some(item) = next else { break };
+        let result = match item {
+            Outbound::Stop => break,
+            Outbound::Frames(frames) => sink.write_chunks(&frames).await,
+            Outbound::Delivered { frames, queue, consumer } => {
+                let r = sink.write_chunks(&frames).await;
+                let n = credits.entry((queue, consumer)).or_insert(0);
+                *n += 1;
+                if *n >= CREDIT_BATCH {
+                    return_credits(&conn, &mut credits).await;
+                }
+                r
+            }
+        };
+        conn.last_write.set(Instant::now());
+        if let Err(e) = result {
+            tracing::debug!(conn = conn.id, error = %e, "write failed; closing");
+            break;
+        }
+    }
+    conn.dead.set(true);
+    return_credits(&conn, &mut credits).await;
+    let _ = sink.flush().await;
+}
+
+async fn return_credits(conn: &Conn, credits: &mut HashMap<(Arc<str>, ConsumerKey), u32>) {
+    for ((queue, key), n) in credits.drain() {
+        conn.broker.credit(queue, key, n).await;
+    }
+}
+
+/// Sends a heartbeat whenever nothing was written for half the interval,
+/// until the connection is dead.
+pub async fn heartbeat_loop(conn: Rc<Conn>) {
+    if conn.tuned.heartbeat_s == 0 {
+        return;
+    }
+    let half = Duration::from_millis(u64::from(conn.tuned.heartbeat_s) * 500);
+    while !conn.dead.get() {
+        task::sleep(half).await;
+        if conn.last_write.get().elapsed() >= half {
+            conn.try_send_heartbeat();
+        }
+    }
+}
