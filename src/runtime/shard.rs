@@ -47,7 +47,7 @@ pub enum TopicOpError {
     ShardGone(usize),
 }
 
-/// Counters of one shard (DESIGN §2: per-shard, no sharing).
+/// Counters of one shard (per shard, never shared between shards).
 #[derive(Debug, Default)]
 pub struct ShardCounters {
     pub requests: Cell<u64>,

@@ -55,7 +55,7 @@ use crate::histogram::Log2Histogram;
 
 /// Commit writes one partition keeps in flight at most. Two let the disk
 /// start the next write while the last one's completion is being handled;
-/// measured against one in the storage benches (see README, Performance).
+/// measured against one in the storage benches (docs/performance.md).
 pub(crate) const COMMIT_WRITES_IN_FLIGHT_MAX: usize = 2;
 const _: () = assert!(COMMIT_WRITES_IN_FLIGHT_MAX >= 1);
 

@@ -195,7 +195,7 @@ pub async fn sync_dir(dir: &Path) -> Result<(), StorageError> {
 
 /// Opens a segment for appends. With `dsync` (flush=always) every write is
 /// durable when it completes (O_DSYNC): one io_uring operation per commit
-/// instead of a write and an fdatasync, measured faster (README, Performance).
+/// instead of a write and an fdatasync, measured faster (docs/performance.md).
 pub async fn open_rw(path: &Path, dsync: bool) -> Result<DmaFile, StorageError> {
     OpenOptions::new()
         .read(true)
