@@ -9,6 +9,7 @@ use futures_channel::oneshot;
 use glommio::channels::channel_mesh::{Full, MeshBuilder};
 use glommio::{LocalExecutorBuilder, Placement};
 
+#[derive(Debug)]
 enum Msg {
     Ping(u64),
     Pong(u64),
@@ -69,7 +70,7 @@ fn run(trips: usize, samples: usize) {
             for _ in 0..samples {
                 let start = Instant::now();
                 for i in 0..trips as u64 {
-                    tx.send_to(server_peer, Msg::Ping(i)).await.ok().expect("send");
+                    tx.send_to(server_peer, Msg::Ping(i)).await.expect("send");
                     match rx.recv_from(server_peer).await {
                         Ok(Some(Msg::Pong(v))) => assert_eq!(v, i + 1),
                         _ => panic!("no pong"),

@@ -618,7 +618,7 @@ pub fn read_partitions(addr: &str, topic: &str, ends: &[(i32, i64)], timeout: Du
             Some(Err(e)) => {
                 errors += 1;
                 assert!(errors < 1000, "too many consumer errors, last: {e}");
-                if errors <= 5 || errors % 100 == 0 {
+                if errors <= 5 || errors.is_multiple_of(100) {
                     eprintln!("[harness] consumer error #{errors} on {topic}: {e}");
                 }
                 thread::sleep(Duration::from_millis(50));
