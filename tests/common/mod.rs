@@ -36,6 +36,9 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Timeout for one client round trip (metadata, watermarks, admin).
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long `wait_for` waits for a condition the broker reaches on its own
+/// (retention, a file written in the background): generous, for a busy machine.
+pub const CONDITION_TIMEOUT: Duration = Duration::from_secs(120);
 
 // ---------------------------------------------------------------------------
 // Locating things
@@ -805,6 +808,26 @@ pub fn last_segment(data_dir: &Path, topic: &str, partition: i32) -> (PathBuf, V
 // ---------------------------------------------------------------------------
 // Misc
 // ---------------------------------------------------------------------------
+
+/// Polls `f` every 100 ms until it returns `Some`; panics naming `what`
+/// after CONDITION_TIMEOUT. For states the broker reaches after an answer
+/// (background work), instead of a sleep that guesses how long it takes.
+pub fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let started = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(started.elapsed() < CONDITION_TIMEOUT, "timed out after {CONDITION_TIMEOUT:?} waiting for {what}");
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Base offsets of the `.log` files of a partition dir (names only: safe
+/// while the broker deletes segments).
+pub fn segment_bases(dir: &Path) -> Vec<u64> {
+    segments(dir).into_iter().map(|(base, _)| base).collect()
+}
 
 /// Runs a command with a time limit; returns (status, stdout, stderr).
 pub fn run_with_timeout(
