@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 
@@ -220,24 +220,29 @@ fn non_root_broker_with_8_mib_memlock_serves_two_shards() {
     let log_path = dir.path().join("broker.log");
     let log = std::fs::File::create(&log_path).expect("log");
     let mut child = cmd.stdout(Stdio::piped()).stderr(log).spawn().expect("spawn non-root broker");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let deadline = Instant::now() + READY_TIMEOUT;
-    let addr = loop {
-        match lines.next() {
-            Some(Ok(line)) if line.starts_with("ringmq ready listen=") => {
-                break line["ringmq ready listen=".len()..].to_string()
-            }
-            Some(Ok(_)) => continue,
-            _ => {
-                let _ = child.kill();
-                panic!(
-                    "non-root broker did not become ready:\n{}",
-                    std::fs::read_to_string(&log_path).unwrap_or_default()
-                );
+    // The ready line, read on a thread so that a broker that neither starts
+    // nor exits fails the test after READY_TIMEOUT instead of hanging it.
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, ready) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(addr) = line.strip_prefix("ringmq ready listen=") {
+                let _ = tx.send(addr.to_string());
             }
         }
+    });
+    let addr = match ready.recv_timeout(READY_TIMEOUT) {
+        Ok(addr) => addr,
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "non-root broker not ready ({e:?} within {READY_TIMEOUT:?}):\n{}",
+                std::fs::read_to_string(&log_path).unwrap_or_default()
+            );
+        }
     };
-    assert!(Instant::now() < deadline);
     let topic = unique_topic("nonroot");
     let input: String = (0..200).map(|i| format!("line-{i}\n")).collect();
     kcat(&["-P", "-b", &addr, "-t", &topic, "-p", "0"], input.as_bytes());
