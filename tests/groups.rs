@@ -239,13 +239,20 @@ fn resume_after_sigkill(start_args: &[&str], restart_args: &[&str], groups: &[St
 }
 
 /// Group ids coordinated by each of `shards` shards (one per shard).
+///
+/// Only a suffix varies between the candidates of a shard: a group's shard
+/// is a function of the low bits of FNV-1a, which are the parities of its
+/// bytes' low bits, so candidates whose varying parts moved together (an
+/// index and a process-wide counter in step, as before) could all land on
+/// the same shard and the search never ended. Bounded now besides.
 fn one_group_per_shard(shards: usize) -> Vec<String> {
     (0..shards)
         .map(|s| {
-            (0..)
-                .map(|i| unique_topic(&format!("resume-{s}-{i}")))
+            let base = unique_topic(&format!("resume-{s}"));
+            (0..1000)
+                .map(|i| format!("{base}-{i}"))
                 .find(|g| ringmq::groups::group_shard(g, shards) == s)
-                .expect("some id lands on each shard")
+                .unwrap_or_else(|| panic!("no id {base}-0..999 is coordinated by shard {s} of {shards}"))
         })
         .collect()
 }
