@@ -434,9 +434,13 @@ impl Broker {
                 return Err(format!("broker exited with {st} before printing its ready line"));
             }
             if Instant::now() > deadline {
+                // Where it is stuck, before the evidence goes.
+                let threads = thread_dump(child.id());
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!("no `ringmq ready listen=` line within {READY_TIMEOUT:?}"));
+                return Err(format!(
+                    "no `ringmq ready listen=` line within {READY_TIMEOUT:?}; its threads then:\n{threads}"
+                ));
             }
         }
     }
@@ -875,6 +879,32 @@ pub fn run_with_timeout(
         let _ = w.join();
     }
     (status, ho.join().unwrap(), he.join().unwrap())
+}
+
+/// Each thread of process `pid` with its state, kernel wait channel and
+/// kernel stack (the stack needs root), from /proc: where a process that
+/// does not make progress is waiting.
+pub fn thread_dump(pid: u32) -> String {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return format!("(no /proc/{pid}/task)");
+    };
+    let mut out = String::new();
+    for task in tasks.flatten() {
+        let dir = task.path();
+        let read = |f: &str| fs::read_to_string(dir.join(f)).unwrap_or_default();
+        let status = read("status");
+        let state = status.lines().find_map(|l| l.strip_prefix("State:")).unwrap_or("?").trim().to_string();
+        out.push_str(&format!(
+            "  thread {} {:?} {state} wchan={}\n",
+            task.file_name().to_string_lossy(),
+            read("comm").trim(),
+            read("wchan").trim()
+        ));
+        for frame in read("stack").lines() {
+            out.push_str(&format!("      {frame}\n"));
+        }
+    }
+    out
 }
 
 /// Resident set size of a process in KiB (Linux /proc).
