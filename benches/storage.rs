@@ -43,7 +43,7 @@ fn preallocation(c: &mut Criterion) {
                 ex.run(async move {
                     let dir = bench_dir();
                     let path = dir.path().join("seg");
-                    let capacity = ((iters as u64 + 1) * 4096).next_multiple_of(1 << 20);
+                    let capacity = ((iters + 1) * 4096).next_multiple_of(1 << 20);
                     let file: DmaFile =
                         OpenOptions::new().read(true).write(true).create(true).dma_open(&path).await.expect("open");
                     preallocate(&file, 0, capacity, mode, &path).await.expect("preallocate");

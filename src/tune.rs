@@ -384,6 +384,8 @@ impl AlignedBlock {
         unsafe { std::slice::from_raw_parts(self.ptr, Self::LAYOUT.size()) }
     }
 
+    /// For reads into the block; only tests read past the page cache so far.
+    #[cfg(test)]
     pub(crate) fn as_mut_slice(&mut self) -> &mut [u8] {
         // SAFETY: as in `as_slice`, and `&mut self` makes this the only view.
         unsafe { std::slice::from_raw_parts_mut(self.ptr, Self::LAYOUT.size()) }

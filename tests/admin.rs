@@ -10,7 +10,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{RequestHeader, ResponseHeader};
@@ -174,18 +174,6 @@ fn offsets_for_times(addr: &str, topic: &str, timestamps: &[i64]) -> Vec<Offset>
             elem.offset()
         })
         .collect()
-}
-
-/// Polls `f` until it returns `Some`, or panics with `what` after 60 s.
-fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// Bytes of data in a partition's segments.
@@ -442,10 +430,12 @@ fn retention_bytes_altered_on_a_running_topic_deletes_old_segments() {
     assert_eq!(watermarks(&addr, &topic, 0), (0, 60), "nothing deleted before the change");
     let (code, message) = incremental_alter(&addr, &topic, &[("retention.bytes", SET, Some("150000"))], false);
     assert_eq!(code, 0, "{message:?}");
-    let low = wait_for("retention.bytes to delete segments", || {
+    // Retention moves the log start first, then deletes the files below it.
+    let dir = partition_dir(broker.data_dir(), &topic, 0);
+    let low = wait_for("retention.bytes to move the log start and delete the segment files below it", || {
         let (low, high) = watermarks(&addr, &topic, 0);
         assert_eq!(high, 60);
-        (low > 0).then_some(low)
+        (low > 0 && segment_bases(&dir).iter().all(|&base| base as i64 >= low)).then_some(low)
     });
     let kept = data_bytes(&broker, &topic);
     eprintln!("log start {low}, {kept} bytes kept");

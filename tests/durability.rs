@@ -168,6 +168,9 @@ fn acknowledged_messages_survive_sigkill_in_segments_that_reuse_retired_files() 
     );
 }
 
+const OVERLAPPED: &str = "ringmq_partition_commit_writes_overlapped_total";
+const RECYCLED: &str = "ringmq_partition_segments_recycled_total";
+
 /// The sum of a per-partition counter over the partitions of `topic`.
 fn partition_counter(metrics: &str, name: &str, topic: &str) -> i64 {
     metrics
@@ -226,8 +229,17 @@ fn survive_sigkills(
     let mut per_kill = Vec::new();
     let mut overlapped_writes = 0;
     for k in 0..KILLS {
-        overlapped_writes +=
-            partition_counter(&broker.metrics(), "ringmq_partition_commit_writes_overlapped_total", &topic);
+        let mut overlapped_now = partition_counter(&broker.metrics(), OVERLAPPED, &topic);
+        if expect_overlapped_writes && k == KILLS - 1 && overlapped_writes + overlapped_now == 0 {
+            // The runs' lengths are random: if none saw overlapping writes
+            // yet, the last one runs until it does.
+            overlapped_now =
+                wait_for("a commit write started while another was in flight, before the last kill", || {
+                    let n = partition_counter(&broker.metrics(), OVERLAPPED, &topic);
+                    (n > 0).then_some(n)
+                });
+        }
+        overlapped_writes += overlapped_now;
         let acked_before = rec.acked.lock().unwrap().len();
         broker.kill9();
         per_kill.push((acked_before, next_seq.load(Ordering::SeqCst)));
@@ -239,8 +251,14 @@ fn survive_sigkills(
         assert_eq!(broker.addr(), addr);
         thread::sleep(Duration::from_millis(rng.gen_range(200..=1500)));
     }
-    // Let the last run take traffic, then stop the writer and resolve everything.
+    // Let the last run take traffic (under retention, until a roll reused a
+    // retired file), then stop the writer and resolve everything.
     thread::sleep(Duration::from_millis(1000));
+    if under_retention {
+        wait_for("a segment of the last run to reuse a retired file", || {
+            (partition_counter(&broker.metrics(), RECYCLED, &topic) > 0).then_some(())
+        });
+    }
     stop.store(true, Ordering::SeqCst);
     writer.join().expect("writer thread");
     producer.flush(Duration::from_secs(30)).expect("flush after the kills");
@@ -302,7 +320,7 @@ fn survive_sigkills(
     broker.assert_running();
     if let Some(readback_opts) = readback_opts {
         let metrics = broker.metrics();
-        let recycled = partition_counter(&metrics, "ringmq_partition_segments_recycled_total", &topic);
+        let recycled = partition_counter(&metrics, RECYCLED, &topic);
         assert!(recycled > 0, "no segment reused a retired file in the last run:\n{metrics}");
         // After a clean stop nothing was cut off: no tail is dropped or zeroed.
         let repairs = |log: String| {

@@ -138,7 +138,7 @@ fn random_bytes_connection_is_closed_and_broker_keeps_serving() {
             if round % 2 == 1 {
                 // A size that lies within the blob, then a random header
                 // whose api key (i16 at 4..6) is not a real API.
-                let size = rng.gen_range(100..(64 * 1024 - 4)) as i32;
+                let size: i32 = rng.gen_range(100..(64 * 1024 - 4));
                 buf[0..4].copy_from_slice(&size.to_be_bytes());
                 buf[4..6].copy_from_slice(&rng.gen_range(1000i16..i16::MAX).to_be_bytes());
             } else {

@@ -44,7 +44,7 @@ fn lines() -> Vec<Vec<u8>> {
                     let n = (splitmix64(&mut s) % 200) as usize;
                     line.extend(random_bytes(i, n).into_iter().map(|b| if b == b'\n' { b'.' } else { b }));
                 }
-                2 => line.extend(std::iter::repeat(b'x').take((splitmix64(&mut s) % 3000) as usize)),
+                2 => line.extend(std::iter::repeat_n(b'x', (splitmix64(&mut s) % 3000) as usize)),
                 _ => line.extend_from_slice(b"short"),
             }
             line

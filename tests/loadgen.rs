@@ -12,7 +12,6 @@
 
 use std::fs;
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
@@ -190,6 +189,65 @@ fn run_loadgen(args: &[&str], limit: Duration) -> Output {
     finish(spawn_loadgen(args), limit)
 }
 
+/// A load generator whose stderr is read as it comes, so that a test can act
+/// at a point of the run (its progress lines) rather than after a guessed delay.
+struct Watched {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    stderr: thread::JoinHandle<Vec<u8>>,
+}
+
+impl Watched {
+    fn spawn(args: &[&str]) -> Watched {
+        let mut child = spawn_loadgen(args);
+        let stderr = child.stderr.take().expect("loadgen stderr");
+        let (tx, lines) = mpsc::channel();
+        let stderr = thread::spawn(move || {
+            let mut all = Vec::new();
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                all.extend_from_slice(line.as_bytes());
+                all.push(b'\n');
+                let _ = tx.send(line);
+            }
+            all
+        });
+        Watched { child, lines, stderr }
+    }
+
+    /// Waits for a stderr line for which `wanted` holds; panics naming `what`
+    /// if none comes within LINE_TIMEOUT or the load generator exits first.
+    fn wait_for_line(&self, what: &str, wanted: impl Fn(&str) -> bool) {
+        let deadline = Instant::now() + LINE_TIMEOUT;
+        loop {
+            match self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(line) if wanted(&line) => return,
+                Ok(_) => {}
+                Err(e) => panic!("ringmq-loadgen printed no {what} ({e:?} after {LINE_TIMEOUT:?})"),
+            }
+        }
+    }
+
+    fn finish(self, limit: Duration) -> Output {
+        let mut out = finish(self.child, limit);
+        out.stderr = self.stderr.join().expect("stderr reader");
+        out
+    }
+}
+
+const LINE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The produce rate of a progress line (`[   2.0s]   produce   2000 msg/s ...`).
+fn progress_rate(line: &str) -> Option<u64> {
+    let rest = line.trim_start().strip_prefix('[')?.split_once("produce")?.1;
+    rest.split_whitespace().next()?.parse().ok()
+}
+
+/// A progress line of the measured part of the run (after the warmup).
+fn measured_progress(line: &str) -> bool {
+    progress_rate(line).is_some() && !line.contains("warmup")
+}
+
 fn describe(out: &Output) -> String {
     format!(
         "exit {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
@@ -252,7 +310,7 @@ fn a_ten_second_run_at_5000_msgs_per_s_produces_and_consumes_50000_and_writes_we
             "--out",
             out_dir.to_str().unwrap(),
         ],
-        Duration::from_secs(40),
+        Duration::from_secs(120),
     );
     assert!(out.status.success(), "{}", describe(&out));
 
@@ -307,7 +365,7 @@ fn a_frozen_broker_shows_in_the_open_loop_tail_as_produce_p99_of_at_least_one_se
     let dir = TestDir::new("co-open");
     let broker = Broker::start(dir.path(), &[]);
     let out_dir = dir.path().join("out");
-    let child = spawn_loadgen(&[
+    let run = Watched::spawn(&[
         "--bootstrap",
         &broker.addr,
         "--topic",
@@ -321,11 +379,12 @@ fn a_frozen_broker_shows_in_the_open_loop_tail_as_produce_p99_of_at_least_one_se
         "--out",
         out_dir.to_str().unwrap(),
     ]);
-    thread::sleep(Duration::from_millis(2500));
+    // The stall lands in the measured 6 s: it starts after the first second of them.
+    run.wait_for_line("progress line after the warmup", measured_progress);
     broker.signal("STOP");
     thread::sleep(Duration::from_millis(1500));
     broker.signal("CONT");
-    let out = finish(child, Duration::from_secs(30));
+    let out = run.finish(Duration::from_secs(120));
     assert!(out.status.success(), "{}", describe(&out));
     let s = read_summary(&out_dir);
     let p99 = s.get("produce_latency_us").and_then(|p| p.num("p99")).expect("produce p99");
@@ -343,7 +402,7 @@ fn a_closed_loop_run_may_hide_the_stall_and_says_so_in_its_summary() {
     let dir = TestDir::new("co-closed");
     let broker = Broker::start(dir.path(), &[]);
     let out_dir = dir.path().join("out");
-    let child = spawn_loadgen(&[
+    let run = Watched::spawn(&[
         "--bootstrap",
         &broker.addr,
         "--topic",
@@ -359,11 +418,11 @@ fn a_closed_loop_run_may_hide_the_stall_and_says_so_in_its_summary() {
         "--out",
         out_dir.to_str().unwrap(),
     ]);
-    thread::sleep(Duration::from_millis(2000));
+    run.wait_for_line("progress line after the warmup", measured_progress);
     broker.signal("STOP");
     thread::sleep(Duration::from_millis(1500));
     broker.signal("CONT");
-    let out = finish(child, Duration::from_secs(30));
+    let out = run.finish(Duration::from_secs(120));
     assert!(out.status.success(), "{}", describe(&out));
     let s = read_summary(&out_dir);
     assert_eq!(s.get("coordinated_omission_corrected"), Some(&Json::Bool(false)), "{}", describe(&out));
@@ -499,7 +558,11 @@ fn plot_draws_several_runs_on_one_chart_with_their_labels() {
 #[test]
 fn a_broker_that_is_down_gives_a_clear_error_a_nonzero_exit_and_a_summary() {
     let dir = TestDir::new("down");
-    let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+    // A port bound but never listening, held for the whole test: connections
+    // to it are refused, and no broker started meanwhile can take it.
+    let refuser = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    refuser.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into()).expect("bind a port");
+    let port = refuser.local_addr().ok().and_then(|a| a.as_socket()).expect("bound address").port();
     let bootstrap = format!("127.0.0.1:{port}");
     let out_dir = dir.path().join("out");
     let out = run_loadgen(
@@ -577,7 +640,7 @@ fn a_broker_killed_mid_run_leaves_partial_results_and_a_nonzero_exit() {
     let dir = TestDir::new("killed");
     let mut broker = Broker::start(dir.path(), &[]);
     let out_dir = dir.path().join("out");
-    let child = spawn_loadgen(&[
+    let run = Watched::spawn(&[
         "--bootstrap",
         &broker.addr,
         "--topic",
@@ -591,9 +654,10 @@ fn a_broker_killed_mid_run_leaves_partial_results_and_a_nonzero_exit() {
         "--out",
         out_dir.to_str().unwrap(),
     ]);
-    thread::sleep(Duration::from_millis(1500));
+    // Killed once messages are being acknowledged, well before the 5 s end.
+    run.wait_for_line("progress line with acknowledged messages", |l| progress_rate(l).is_some_and(|r| r > 0));
     broker.kill9();
-    let out = finish(child, Duration::from_secs(30));
+    let out = run.finish(Duration::from_secs(120));
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("error:"), "{}", describe(&out));
     let s = read_summary(&out_dir);

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 
@@ -92,17 +92,35 @@ fn eight_partitions_through_one_connection_land_in_order_and_every_shard_reads_t
     let addr = broker.addr();
     let topic = unique_topic("eight");
     create_topic(&addr, &topic, 8, &[]);
+    // Pipelined through the producer's one connection: requests for both
+    // shards' partitions in flight together, acknowledged in order.
     let producer = producer(&addr, &[]);
+    let msgs: Vec<(i32, Option<Vec<u8>>, Vec<u8>)> =
+        (0..1600u64).map(|i| ((i % 8) as i32, None, random_bytes(i, 64 + (i as usize % 200)))).collect();
+    let acks = produce_many(&producer, &topic, msgs.clone());
     let mut sent: BTreeMap<i32, Vec<Vec<u8>>> = BTreeMap::new();
-    for i in 0..1600u64 {
-        let p = (i % 8) as i32;
-        let payload = random_bytes(i, 64 + (i as usize % 200));
-        produce_one(&producer, &topic, p, None, &payload);
+    for ((p, _, payload), (acked_p, offset)) in msgs.into_iter().zip(acks) {
+        let want = sent.get(&p).map_or(0, Vec::len) as i64;
+        assert_eq!((acked_p, offset), (p, want), "acknowledgement of the next message to partition {p}");
         sent.entry(p).or_default().push(payload);
     }
-    // Several consumers, each on its own connection; the kernel spreads the
-    // connections over both shards' listeners.
-    for round in 0..8 {
+    // Rounds of consumers, each on its own connections, which the kernel
+    // spreads over both shards' listeners, until each shard has served
+    // reads of the other's partitions (at least 2 rounds, at most 16).
+    let mut round = 0;
+    loop {
+        let m = broker.metrics();
+        let (hops, requests) = (by_shard(&m, "ringmq_cross_shard_hops_total"), by_shard(&m, "ringmq_requests_total"));
+        let both = |v: &BTreeMap<String, u64>| v.len() == 2 && v.values().all(|&n| n > 0);
+        if round >= 2 && both(&hops) && both(&requests) {
+            eprintln!("both shards served reads of the other's partitions after {round} rounds: {hops:?}");
+            break;
+        }
+        assert!(
+            round < 16,
+            "after {round} rounds of reads, not both shards served connections ({requests:?}) and reached the other's partitions ({hops:?})"
+        );
+        round += 1;
         for p in 0..8 {
             let got = read_all(&addr, &topic, p, Duration::from_secs(60));
             let want = &sent[&p];
@@ -117,17 +135,6 @@ fn eight_partitions_through_one_connection_land_in_order_and_every_shard_reads_t
             }
         }
     }
-    let m = broker.metrics();
-    let hops = by_shard(&m, "ringmq_cross_shard_hops_total");
-    let requests = by_shard(&m, "ringmq_requests_total");
-    assert!(
-        requests.values().all(|&r| r > 0) && requests.len() == 2,
-        "both shards must have served connections: {requests:?}"
-    );
-    assert!(
-        hops.values().all(|&h| h > 0) && hops.len() == 2,
-        "both shards must have reached the other's partitions: {hops:?}"
-    );
 }
 
 fn produce_round(
@@ -137,18 +144,24 @@ fn produce_round(
     per_partition: u64,
     sent: &mut BTreeMap<i32, Vec<(i64, Vec<u8>)>>,
 ) {
+    // Pipelined: each acknowledged offset is checked against the read-back.
     let producer = producer(addr, &[]);
-    for i in 0..per_partition * 8 {
-        let p = (i % 8) as i32;
-        let payload = format!("round-{round}-msg-{i}").into_bytes();
-        let offset = produce_one(&producer, topic, p, None, &payload);
+    let msgs: Vec<(i32, Option<Vec<u8>>, Vec<u8>)> =
+        (0..per_partition * 8).map(|i| ((i % 8) as i32, None, format!("round-{round}-msg-{i}").into_bytes())).collect();
+    let acks = produce_many(&producer, topic, msgs.clone());
+    for ((p, _, payload), (acked_p, offset)) in msgs.into_iter().zip(acks) {
+        assert_eq!(acked_p, p, "round {round}: acknowledged on another partition");
         sent.entry(p).or_default().push((offset, payload));
     }
 }
 
+/// Every partition read up to its high watermark (one consumer for all)
+/// holds exactly the acknowledged records, at their acknowledged offsets.
 fn assert_all_present(addr: &str, topic: &str, sent: &BTreeMap<i32, Vec<(i64, Vec<u8>)>>) {
+    let ends: Vec<(i32, i64)> = sent.keys().map(|&p| (p, watermarks(addr, topic, p).1)).collect();
+    let mut read = read_partitions(addr, topic, &ends, Duration::from_secs(60));
     for (p, want) in sent {
-        let got = read_all(addr, topic, *p, Duration::from_secs(60));
+        let got = read.remove(p).unwrap_or_default();
         assert_eq!(got.len(), want.len(), "partition {p}: acknowledged {} records, read {}", want.len(), got.len());
         for (rec, (offset, payload)) in got.iter().zip(want) {
             assert_eq!(rec.offset, *offset, "partition {p}: order or offset changed");
@@ -220,24 +233,29 @@ fn non_root_broker_with_8_mib_memlock_serves_two_shards() {
     let log_path = dir.path().join("broker.log");
     let log = std::fs::File::create(&log_path).expect("log");
     let mut child = cmd.stdout(Stdio::piped()).stderr(log).spawn().expect("spawn non-root broker");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let deadline = Instant::now() + READY_TIMEOUT;
-    let addr = loop {
-        match lines.next() {
-            Some(Ok(line)) if line.starts_with("ringmq ready listen=") => {
-                break line["ringmq ready listen=".len()..].split_whitespace().next().unwrap_or_default().to_string()
-            }
-            Some(Ok(_)) => continue,
-            _ => {
-                let _ = child.kill();
-                panic!(
-                    "non-root broker did not become ready:\n{}",
-                    std::fs::read_to_string(&log_path).unwrap_or_default()
-                );
+    // The ready line, read on a thread so that a broker that neither starts
+    // nor exits fails the test after READY_TIMEOUT instead of hanging it.
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, ready) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(rest) = line.strip_prefix("ringmq ready listen=") {
+                let _ = tx.send(rest.split_whitespace().next().unwrap_or_default().to_string());
             }
         }
+    });
+    let addr = match ready.recv_timeout(READY_TIMEOUT) {
+        Ok(addr) => addr,
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "non-root broker not ready ({e:?} within {READY_TIMEOUT:?}):\n{}",
+                std::fs::read_to_string(&log_path).unwrap_or_default()
+            );
+        }
     };
-    assert!(Instant::now() < deadline);
     let topic = unique_topic("nonroot");
     let input: String = (0..200).map(|i| format!("line-{i}\n")).collect();
     kcat(&["-P", "-b", &addr, "-t", &topic, "-p", "0"], input.as_bytes());

@@ -36,6 +36,9 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Timeout for one client round trip (metadata, watermarks, admin).
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long `wait_for` waits for a condition the broker reaches on its own
+/// (retention, a file written in the background): generous, for a busy machine.
+pub const CONDITION_TIMEOUT: Duration = Duration::from_secs(120);
 
 // ---------------------------------------------------------------------------
 // Locating things
@@ -455,9 +458,13 @@ impl Broker {
                 return Err(format!("broker exited with {st} before printing its ready line"));
             }
             if Instant::now() > deadline {
+                // Where it is stuck, before the evidence goes.
+                let threads = thread_dump(child.id());
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!("no `ringmq ready listen=` line within {READY_TIMEOUT:?}"));
+                return Err(format!(
+                    "no `ringmq ready listen=` line within {READY_TIMEOUT:?}; its threads then:\n{threads}"
+                ));
             }
         }
     }
@@ -642,7 +649,7 @@ pub fn read_partitions(addr: &str, topic: &str, ends: &[(i32, i64)], timeout: Du
             Some(Err(e)) => {
                 errors += 1;
                 assert!(errors < 1000, "too many consumer errors, last: {e}");
-                if errors <= 5 || errors % 100 == 0 {
+                if errors <= 5 || errors.is_multiple_of(100) {
                     eprintln!("[harness] consumer error #{errors} on {topic}: {e}");
                 }
                 thread::sleep(Duration::from_millis(50));
@@ -830,6 +837,26 @@ pub fn last_segment(data_dir: &Path, topic: &str, partition: i32) -> (PathBuf, V
 // Misc
 // ---------------------------------------------------------------------------
 
+/// Polls `f` every 100 ms until it returns `Some`; panics naming `what`
+/// after CONDITION_TIMEOUT. For states the broker reaches after an answer
+/// (background work), instead of a sleep that guesses how long it takes.
+pub fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let started = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(started.elapsed() < CONDITION_TIMEOUT, "timed out after {CONDITION_TIMEOUT:?} waiting for {what}");
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Base offsets of the `.log` files of a partition dir (names only: safe
+/// while the broker deletes segments).
+pub fn segment_bases(dir: &Path) -> Vec<u64> {
+    segments(dir).into_iter().map(|(base, _)| base).collect()
+}
+
 /// Runs a command with a time limit; returns (status, stdout, stderr).
 pub fn run_with_timeout(
     cmd: &mut Command,
@@ -876,6 +903,32 @@ pub fn run_with_timeout(
         let _ = w.join();
     }
     (status, ho.join().unwrap(), he.join().unwrap())
+}
+
+/// Each thread of process `pid` with its state, kernel wait channel and
+/// kernel stack (the stack needs root), from /proc: where a process that
+/// does not make progress is waiting.
+pub fn thread_dump(pid: u32) -> String {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return format!("(no /proc/{pid}/task)");
+    };
+    let mut out = String::new();
+    for task in tasks.flatten() {
+        let dir = task.path();
+        let read = |f: &str| fs::read_to_string(dir.join(f)).unwrap_or_default();
+        let status = read("status");
+        let state = status.lines().find_map(|l| l.strip_prefix("State:")).unwrap_or("?").trim().to_string();
+        out.push_str(&format!(
+            "  thread {} {:?} {state} wchan={}\n",
+            task.file_name().to_string_lossy(),
+            read("comm").trim(),
+            read("wchan").trim()
+        ));
+        for frame in read("stack").lines() {
+            out.push_str(&format!("      {frame}\n"));
+        }
+    }
+    out
 }
 
 /// Resident set size of a process in KiB (Linux /proc).
