@@ -289,35 +289,31 @@ impl Conn {
         for (queue, key) in resume {
             self.broker.set_paused(queue, key, false).await;
         }
-        loop {
-            let next = {
-                let mut chans = self.channels.borrow_mut();
-                let Some(ch) = chans.get_mut(&channel) else { return };
-                if ch.closing {
-                    return;
-                }
-                let max_unacked = self.broker.config.max_unacked_per_channel as usize;
-                let Some(d) = ch.held.front() else { return };
-                let Some(info) = ch.consumers.get(&d.consumer.tag).cloned() else {
-                    // Its consumer was cancelled: back to the queue.
-                    let d = ch.held.pop_front().expect("front exists");
-                    drop(chans);
-                    self.broker.requeue(d.queue.clone(), vec![d.offset]).await;
-                    continue;
-                };
-                if !info.ready || !ch.has_room() || ch.unacked.len() >= max_unacked {
-                    return;
-                }
-                let d = ch.held.pop_front().expect("front exists");
-                let frames = self.frame_delivery(ch, &d, info.no_ack);
-                (d, frames)
-            };
-            let (d, frames) = next;
-            match frames {
-                Some(frames) => self.push_delivery(frames, d).await,
-                None => self.broker.settle(d.queue.clone(), vec![d.offset]).await,
+        while let Some(step) = self.next_held(channel) {
+            match step {
+                HeldStep::Requeue(d) => self.broker.requeue(d.queue.clone(), vec![d.offset]).await,
+                HeldStep::Send(d, Some(frames)) => self.push_delivery(frames, d).await,
+                HeldStep::Send(d, None) => self.broker.settle(d.queue.clone(), vec![d.offset]).await,
             }
         }
+    }
+
+    /// The next held delivery of `channel` that can go now (framed), or
+    /// whose consumer is gone (to requeue); `None` when none can.
+    fn next_held(&self, channel: u16) -> Option<HeldStep> {
+        let mut chans = self.channels.borrow_mut();
+        let ch = chans.get_mut(&channel).filter(|ch| !ch.closing)?;
+        let d = ch.held.front()?;
+        let Some(info) = ch.consumers.get(&d.consumer.tag).cloned() else {
+            return ch.held.pop_front().map(HeldStep::Requeue);
+        };
+        let max_unacked = self.broker.config.max_unacked_per_channel as usize;
+        if !info.ready || !ch.has_room() || ch.unacked.len() >= max_unacked {
+            return None;
+        }
+        let d = ch.held.pop_front()?;
+        let frames = self.frame_delivery(ch, &d, info.no_ack);
+        Some(HeldStep::Send(d, frames))
     }
 
     async fn push_delivery(&self, frames: Vec<Bytes>, d: Delivery) {
@@ -350,6 +346,14 @@ impl Conn {
         };
         self.send_method(0, m).await;
     }
+}
+
+/// What to do with the next held delivery.
+enum HeldStep {
+    /// Its consumer is gone: back to the queue.
+    Requeue(Delivery),
+    /// Framed (or unreadable: settled).
+    Send(Delivery, Option<Vec<Bytes>>),
 }
 
 /// What to do with a delivery that reached its channel.

@@ -502,7 +502,7 @@ async fn get(conn: &Rc<Conn>, ch: u16, g: &basic::Get) -> Result<(), AmqpError> 
     let tag = {
         let mut chans = conn.channels.borrow_mut();
         let chan = chans.get_mut(&ch).expect("the channel is open");
-        let unacked = (!g.no_ack).then(|| Unacked { queue, offset: ok.offset, consumer: None });
+        let unacked = (!g.no_ack).then_some(Unacked { queue, offset: ok.offset, consumer: None });
         chan.tag(unacked)
     };
     let get_ok = AMQPClass::Basic(basic::AMQPMethod::GetOk(basic::GetOk {
@@ -665,6 +665,48 @@ pub async fn on_body<R: AsyncRead + Unpin>(
     size: usize,
     src: &mut FrameSource<R>,
 ) -> Result<(), Fault> {
+    match take_body_for_frame(conn, ch, size)? {
+        BodyTarget::Discard { last } => {
+            src.skip(size).await?;
+            if last {
+                if let Some(c) = conn.channels.borrow_mut().get_mut(&ch) {
+                    c.content = None;
+                }
+            }
+            Ok(())
+        }
+        BodyTarget::Fill(mut body) => {
+            // The body goes straight into the batch it is stored as; the
+            // batch is out of the channel meanwhile (no borrow across the
+            // read). Only this connection's reader touches a channel's content.
+            src.read_into(body.space(size)).await?;
+            body.advance(size);
+            let complete = body.remaining() == 0;
+            let back = {
+                let mut chans = conn.channels.borrow_mut();
+                let content = chans.get_mut(&ch).and_then(|c| c.content.as_mut());
+                content.map(|content| content.body = Some(body)).is_some()
+            };
+            // The channel may have closed meanwhile: the message goes with it.
+            if back && complete {
+                finish_content(conn, ch).await?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Where a body frame's bytes go.
+enum BodyTarget {
+    /// The message was refused: dropped (`last`: its final bytes).
+    Discard { last: bool },
+    /// Into the message's batch, taken out of the channel while it is read.
+    Fill(PendingBody),
+}
+
+/// Checks a body frame of `size` bytes against the message being received on
+/// `ch` and says where its bytes go.
+fn take_body_for_frame(conn: &Conn, ch: u16, size: usize) -> Result<BodyTarget, Fault> {
     let mut chans = conn.channels.borrow_mut();
     let chan = chans.get_mut(&ch).expect("checked by the caller");
     let Some(content) = chan.content.as_mut().filter(|c| c.header.is_some()) else {
@@ -672,15 +714,9 @@ pub async fn on_body<R: AsyncRead + Unpin>(
     };
     if let Some(left) = content.discard_remaining.as_mut() {
         *left = left.saturating_sub(size as u64);
-        let done = *left == 0;
-        drop(chans);
-        src.skip(size).await?;
-        if done {
-            conn.channels.borrow_mut().get_mut(&ch).map(|c| c.content = None);
-        }
-        return Ok(());
+        return Ok(BodyTarget::Discard { last: *left == 0 });
     }
-    let Some(mut body) = content.body.take() else {
+    let Some(body) = content.body.take() else {
         return Err(err(codes::UNEXPECTED_FRAME, "content body without a header").into());
     };
     if size > body.remaining() {
@@ -690,24 +726,7 @@ pub async fn on_body<R: AsyncRead + Unpin>(
             err(codes::FRAME_ERROR, format!("body frame of {size} bytes exceeds the {announced} announced")).into()
         );
     }
-    // The body goes straight into the batch it is stored as; the batch is
-    // out of the channel meanwhile (no borrow across the read). Only this
-    // connection's reader touches a channel's content.
-    drop(chans);
-    src.read_into(body.space(size)).await?;
-    body.advance(size);
-    let complete = body.remaining() == 0;
-    let mut chans = conn.channels.borrow_mut();
-    match chans.get_mut(&ch).and_then(|c| c.content.as_mut()) {
-        Some(content) => content.body = Some(body),
-        // The channel closed meanwhile: the message goes with it.
-        None => return Ok(()),
-    }
-    drop(chans);
-    if complete {
-        finish_content(conn, ch).await?;
-    }
-    Ok(())
+    Ok(BodyTarget::Fill(body))
 }
 
 /// A whole message arrived: publish it, or hold it in the transaction.

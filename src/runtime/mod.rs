@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::LocalBoxFuture;
 use glommio::channels::channel_mesh::{Full, MeshBuilder};
 use glommio::{LocalExecutorBuilder, Placement};
 
@@ -367,9 +368,14 @@ async fn run_shard(
 #[derive(Clone)]
 pub struct Service {
     pub name: &'static str,
-    pub open: Arc<dyn Fn(Rc<Shard>) -> futures_util::future::LocalBoxFuture<'static, Result<(), String>> + Send + Sync>,
-    pub close: Arc<dyn Fn() -> futures_util::future::LocalBoxFuture<'static, ()> + Send + Sync>,
+    pub open: ServiceOpen,
+    pub close: ServiceClose,
 }
+
+/// Opens a service on a shard; `Err` stops the start with its reason.
+pub type ServiceOpen = Arc<dyn Fn(Rc<Shard>) -> LocalBoxFuture<'static, Result<(), String>> + Send + Sync>;
+/// Closes a service on the shard calling it.
+pub type ServiceClose = Arc<dyn Fn() -> LocalBoxFuture<'static, ()> + Send + Sync>;
 
 /// Opens this shard's logs, then joins the mesh, each step once every shard
 /// passed the one before. None when another shard failed (this one stops).

@@ -507,23 +507,30 @@ impl Queue {
 
     /// basic.get: the next ready message with the ready count after it.
     pub async fn get(&self, holder_no_ack: bool) -> Result<Option<(i64, bool, Bytes, u64)>, StoreError> {
-        let next = self.peek_ready(&mut self.state.borrow_mut());
-        let Some((offset, redelivered)) = next else { return Ok(None) };
-        self.mark_delivered(offset).await;
-        // The mark's write may have let a consumer take it meanwhile.
+        loop {
+            let next = self.peek_ready(&mut self.state.borrow_mut());
+            let Some((offset, redelivered)) = next else { return Ok(None) };
+            self.mark_delivered(offset).await;
+            // The mark's write may have let a consumer take it meanwhile:
+            // then look again.
+            let Some(batch) = self.take_if_next(offset, holder_no_ack)? else { continue };
+            if holder_no_ack {
+                self.journal_settled(vec![Range { start: offset, end: offset + 1 }]);
+            }
+            bump(&self.counters.delivered, 1);
+            return Ok(Some((offset, redelivered, batch, self.ready_count())));
+        }
+    }
+
+    /// Takes `offset` for a basic.get if it is still the next ready message.
+    fn take_if_next(&self, offset: i64, no_ack: bool) -> Result<Option<Bytes>, StoreError> {
         let mut s = self.state.borrow_mut();
         if self.peek_ready(&mut s).map(|(o, _)| o) != Some(offset) {
-            drop(s);
-            return Box::pin(self.get(holder_no_ack)).await;
+            return Ok(None);
         }
         let batch = self.store.read(offset)?;
-        self.take(&mut s, offset, None, holder_no_ack);
-        drop(s);
-        if holder_no_ack {
-            self.journal_settled(vec![offset..offset + 1]);
-        }
-        bump(&self.counters.delivered, 1);
-        Ok(Some((offset, redelivered, batch, self.ready_count())))
+        self.take(&mut s, offset, None, no_ack);
+        Ok(Some(batch))
     }
 
     /// The next (consumer index, offset, redelivered) to deliver, if any.
@@ -586,7 +593,7 @@ impl Queue {
         };
         let no_ack_settled = !self.state.borrow().unacked.contains_key(&delivery.offset);
         if no_ack_settled {
-            self.journal_settled(vec![delivery.offset..delivery.offset + 1]);
+            self.journal_settled(vec![Range { start: delivery.offset, end: delivery.offset + 1 }]);
         }
         bump(&self.counters.delivered, 1);
         self.outlet.deliver(delivery).await;

@@ -9,9 +9,17 @@ use super::*;
 use crate::amqp::message::{MessageMeta, PendingBody, StoredMessage};
 use crate::runtime::task::run_local;
 
+/// A delivery as the outlet saw it.
+struct Seen {
+    tag: String,
+    offset: i64,
+    redelivered: bool,
+    body: Vec<u8>,
+}
+
 #[derive(Default)]
 struct Recorder {
-    deliveries: RefCell<Vec<(String, i64, bool, Vec<u8>)>>,
+    deliveries: RefCell<Vec<Seen>>,
     cancelled: RefCell<Vec<String>>,
     unused: RefCell<Vec<String>>,
 }
@@ -21,7 +29,12 @@ struct RecordingOutlet(Rc<Recorder>);
 impl Outlet for RecordingOutlet {
     fn deliver(&self, d: Delivery) -> LocalBoxFuture<'_, ()> {
         let body = StoredMessage::parse(&d.batch).expect("stored message").body.to_vec();
-        self.0.deliveries.borrow_mut().push((d.consumer.tag.to_string(), d.offset, d.redelivered, body));
+        self.0.deliveries.borrow_mut().push(Seen {
+            tag: d.consumer.tag.to_string(),
+            offset: d.offset,
+            redelivered: d.redelivered,
+            body,
+        });
         Box::pin(async {})
     }
     fn cancelled(&self, consumer: ConsumerKey) {
@@ -73,7 +86,7 @@ async fn settle_until(done: impl Fn() -> bool) {
 }
 
 fn bodies(rec: &Recorder) -> Vec<String> {
-    rec.deliveries.borrow().iter().map(|d| String::from_utf8_lossy(&d.3).into_owned()).collect()
+    rec.deliveries.borrow().iter().map(|d| String::from_utf8_lossy(&d.body).into_owned()).collect()
 }
 
 #[test]
@@ -93,7 +106,7 @@ fn messages_go_round_robin_to_consumers_in_publish_order() {
         }
         settle_until(|| rec.deliveries.borrow().len() == 4).await;
         let d = rec.deliveries.borrow();
-        let order: Vec<(&str, &[u8])> = d.iter().map(|x| (x.0.as_str(), &x.3[..])).collect();
+        let order: Vec<(&str, &[u8])> = d.iter().map(|x| (x.tag.as_str(), &x.body[..])).collect();
         assert_eq!(order, vec![("a", &b"m0"[..]), ("b", b"m1"), ("a", b"m2"), ("b", b"m3")]);
         assert_eq!(q.unacked_count(), 4);
         assert_eq!(q.ready_count(), 0);
@@ -113,7 +126,7 @@ fn a_consumer_gets_no_more_than_its_prefetch_until_it_acks() {
         settle_until(|| rec.deliveries.borrow().len() == 2).await;
         crate::runtime::task::sleep(std::time::Duration::from_millis(20)).await;
         assert_eq!(rec.deliveries.borrow().len(), 2, "prefetch 2 holds the third back");
-        let first = rec.deliveries.borrow()[0].1;
+        let first = rec.deliveries.borrow()[0].offset;
         q.settle(&[first]);
         settle_until(|| rec.deliveries.borrow().len() == 3).await;
         assert_eq!(bodies(&rec), vec!["m0", "m1", "m2"]);
@@ -132,14 +145,14 @@ fn requeued_messages_come_back_first_in_their_original_order_flagged_redelivered
         }
         q.consume(key("a"), false, 3, false).expect("consume");
         settle_until(|| rec.deliveries.borrow().len() == 3).await;
-        let offsets: Vec<i64> = rec.deliveries.borrow().iter().map(|d| d.1).collect();
+        let offsets: Vec<i64> = rec.deliveries.borrow().iter().map(|d| d.offset).collect();
         q.requeue(&[offsets[2], offsets[0]]);
         settle_until(|| rec.deliveries.borrow().len() == 5).await;
-        let d = rec.deliveries.borrow();
-        let tail: Vec<(String, bool)> =
-            d[3..].iter().map(|x| (String::from_utf8_lossy(&x.3).into_owned(), x.2)).collect();
+        let tail: Vec<(String, bool)> = rec.deliveries.borrow()[3..]
+            .iter()
+            .map(|x| (String::from_utf8_lossy(&x.body).into_owned(), x.redelivered))
+            .collect();
         assert_eq!(tail, vec![("m0".to_string(), true), ("m2".to_string(), true)]);
-        drop(d);
         q.close().await;
     });
 }
@@ -173,7 +186,7 @@ fn acknowledged_messages_stay_gone_and_unacknowledged_come_back_redelivered_afte
         }
         q.consume(key("a"), false, 6, false).expect("consume");
         settle_until(|| rec.deliveries.borrow().len() == 6).await;
-        let offsets: Vec<i64> = rec.deliveries.borrow().iter().map(|d| d.1).collect();
+        let offsets: Vec<i64> = rec.deliveries.borrow().iter().map(|d| d.offset).collect();
         q.settle(&offsets[..4]);
         q.close().await;
 
@@ -182,8 +195,12 @@ fn acknowledged_messages_stay_gone_and_unacknowledged_come_back_redelivered_afte
         assert_eq!(q.ready_count(), 6, "4 of 10 were acknowledged");
         q.consume(key("b"), true, 0, false).expect("consume");
         settle_until(|| rec2.deliveries.borrow().len() == 6).await;
-        let got: Vec<(String, bool)> =
-            rec2.deliveries.borrow().iter().map(|x| (String::from_utf8_lossy(&x.3).into_owned(), x.2)).collect();
+        let got: Vec<(String, bool)> = rec2
+            .deliveries
+            .borrow()
+            .iter()
+            .map(|x| (String::from_utf8_lossy(&x.body).into_owned(), x.redelivered))
+            .collect();
         assert_eq!(&got[..2], &[("m4".to_string(), true), ("m5".to_string(), true)], "delivered before: redelivered");
         assert_eq!(got.iter().map(|g| g.0.as_str()).collect::<Vec<_>>(), vec!["m4", "m5", "m6", "m7", "m8", "m9"]);
         q.close().await;
@@ -205,7 +222,7 @@ fn purge_settles_ready_messages_only() {
         assert_eq!(q.purge(), 3);
         assert_eq!(q.ready_count(), 0);
         assert_eq!(q.unacked_count(), 2);
-        let offsets: Vec<i64> = rec.deliveries.borrow().iter().map(|d| d.1).collect();
+        let offsets: Vec<i64> = rec.deliveries.borrow().iter().map(|d| d.offset).collect();
         q.requeue(&offsets);
         assert_eq!(q.ready_count(), 2, "the two unacked ones were not purged");
         q.close().await;
