@@ -44,7 +44,7 @@ pub trait ConnectionPort {
     /// Hands a delivery to the consumer's channel; `Err` gives it back when
     /// the channel or consumer is gone.
     fn deliver(&self, delivery: Delivery) -> LocalBoxFuture<'_, Result<(), Delivery>>;
-    fn consumer_cancelled(&self, consumer: &ConsumerKey);
+    fn consumer_cancelled(&self, consumer: ConsumerKey) -> LocalBoxFuture<'_, ()>;
 }
 
 /// A message handed out by basic.get.
@@ -143,13 +143,11 @@ fn decode_name(encoded: &str) -> Option<String> {
 /// The shard owning queue `name` (FNV-1a of vhost and name): nothing on
 /// disk depends on it, so the shard count may change between runs.
 pub fn queue_owner(name: &str, shard_count: usize) -> usize {
-    assert!(shard_count > 0);
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in super::definitions::VHOST.bytes().chain([0u8]).chain(name.bytes()) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    (h % shard_count as u64) as usize
+    crate::placement::Fnv1a::new()
+        .bytes(super::definitions::VHOST.as_bytes())
+        .bytes(&[0])
+        .bytes(name.as_bytes())
+        .shard(shard_count)
 }
 
 impl Broker {
@@ -357,6 +355,10 @@ impl Broker {
                 Ok(next) => *self.defs.borrow_mut() = next,
                 Err(e) => {
                     tracing::error!(error = %e, "storing the AMQP definitions failed");
+                    // A queue opened for this declare goes again (its files too).
+                    if let Change::DeclareQueue { name, .. } = &change {
+                        self.delete_on_owner(name).await;
+                    }
                     return Err(refused(codes::INTERNAL_ERROR, format!("cannot store the definitions: {e}")));
                 }
             }
@@ -648,7 +650,7 @@ impl Outlet for BrokerOutlet {
                     let Some(b) = Broker::current() else { return };
                     let port = b.connections.borrow().get(&consumer.connection).cloned();
                     if let Some(p) = port {
-                        p.consumer_cancelled(&consumer);
+                        p.consumer_cancelled(consumer).await;
                     }
                 })
                 .await;

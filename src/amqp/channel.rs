@@ -22,6 +22,36 @@ pub struct Content {
     /// Body bytes still to come when the message is being discarded
     /// (refused before its body arrived).
     pub discard_remaining: Option<u64>,
+    /// The body's share of the connection's budget for messages being
+    /// received, given back when the content goes (finished or dropped).
+    pub reserved: Option<Reservation>,
+}
+
+/// Bytes taken from a budget (`Cell` shared by a connection's channels),
+/// given back when dropped.
+pub struct Reservation {
+    budget: std::rc::Rc<std::cell::Cell<usize>>,
+    bytes: usize,
+}
+
+impl Reservation {
+    /// Takes `bytes` from `used` unless that would pass `max`.
+    pub fn take(used: &std::rc::Rc<std::cell::Cell<usize>>, bytes: usize, max: usize) -> Option<Reservation> {
+        let now = used.get();
+        if now.checked_add(bytes)? > max {
+            return None;
+        }
+        used.set(now + bytes);
+        Some(Reservation { budget: used.clone(), bytes })
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let now = self.budget.get();
+        assert!(now >= self.bytes, "a reservation gives back what it took");
+        self.budget.set(now - self.bytes);
+    }
 }
 
 /// What a delivery tag stands for.
@@ -128,6 +158,8 @@ pub enum TxSettle {
 #[derive(Default)]
 pub struct Tx {
     pub publishes: Vec<ReadyMessage>,
+    /// Bytes of the messages held.
+    pub bytes: usize,
     pub settles: Vec<TxSettle>,
 }
 

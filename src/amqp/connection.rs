@@ -106,15 +106,24 @@ pub struct Conn {
     pub dead: Cell<bool>,
     pub last_write: Cell<Instant>,
     pub blocked_sent: Cell<bool>,
-    /// Publishes being stored, at most `PUBLISHES_IN_FLIGHT` (then the
-    /// reader waits: back-pressure through TCP).
+    /// Bytes of publishes being stored, in KiB, at most
+    /// `PUBLISH_BUDGET_KIB` (then the reader waits: back-pressure through TCP).
     pub publish_slots: task::Semaphore,
+    /// Announced body bytes of the messages being received on all channels.
+    pub receiving_bytes: std::rc::Rc<Cell<usize>>,
     /// One sender of confirms at a time, so they leave in order.
     pub confirm_turn: task::Semaphore,
 }
 
-/// Publishes of one connection being stored at once, at most.
-pub const PUBLISHES_IN_FLIGHT: u64 = 1024;
+/// Message bytes (KiB, at least 1 per message) of one connection being
+/// stored at once, at most.
+pub const PUBLISH_BUDGET_KIB: u64 = 64 * 1024;
+
+/// Body bytes a connection may be receiving at once (over its channels, from
+/// each content header to the message's last body frame), at most.
+pub fn receiving_bytes_max(max_message_bytes: usize) -> usize {
+    (64 << 20).max(2 * max_message_bytes)
+}
 
 impl Conn {
     /// A connection registered with the broker (deliveries can reach it
@@ -135,7 +144,8 @@ impl Conn {
             dead: Cell::new(false),
             last_write: Cell::new(Instant::now()),
             blocked_sent: Cell::new(false),
-            publish_slots: task::Semaphore::new(PUBLISHES_IN_FLIGHT),
+            publish_slots: task::Semaphore::new(PUBLISH_BUDGET_KIB),
+            receiving_bytes: std::rc::Rc::new(Cell::new(0)),
             confirm_turn: task::Semaphore::new(1),
         });
         broker.register_connection(id, conn.clone() as Rc<dyn ConnectionPort>);
@@ -428,22 +438,21 @@ impl ConnectionPort for Conn {
         })
     }
 
-    fn consumer_cancelled(&self, consumer: &ConsumerKey) {
-        let removed = {
-            let mut chans = self.channels.borrow_mut();
-            chans.get_mut(&consumer.channel).and_then(|ch| ch.consumers.remove(&consumer.tag))
-        };
-        if removed.is_none() || !self.caps.consumer_cancel_notify {
-            return;
-        }
-        let cancel = AMQPClass::Basic(basic::AMQPMethod::Cancel(basic::Cancel {
-            consumer_tag: short(&consumer.tag),
-            nowait: true,
-        }));
-        let frame = method_frame(consumer.channel, &cancel);
-        if self.out.try_send(Outbound::Frames(vec![frame])).is_err() {
-            tracing::debug!(conn = self.id, "basic.cancel not sent: outbound queue full or closed");
-        }
+    fn consumer_cancelled(&self, consumer: ConsumerKey) -> LocalBoxFuture<'_, ()> {
+        Box::pin(async move {
+            let removed = {
+                let mut chans = self.channels.borrow_mut();
+                chans.get_mut(&consumer.channel).and_then(|ch| ch.consumers.remove(&consumer.tag))
+            };
+            if removed.is_none() || !self.caps.consumer_cancel_notify {
+                return;
+            }
+            let cancel = AMQPClass::Basic(basic::AMQPMethod::Cancel(basic::Cancel {
+                consumer_tag: short(&consumer.tag),
+                nowait: true,
+            }));
+            self.send_method(consumer.channel, cancel).await;
+        })
     }
 }
 

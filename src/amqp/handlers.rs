@@ -17,7 +17,8 @@ use bytes::Bytes;
 use futures_lite::AsyncRead;
 
 use super::channel::{
-    by_queue, ConfirmFrame, Confirms, ConsumerInfo, Content, ReadyMessage, Tx, TxSettle, Unacked, TX_PUBLISHES_MAX,
+    by_queue, ConfirmFrame, Confirms, ConsumerInfo, Content, ReadyMessage, Reservation, Tx, TxSettle, Unacked,
+    TX_PUBLISHES_MAX,
 };
 use super::codec::{method_frame, parse_content_header, short, AMQPValue, FieldTable, CLASS_BASIC};
 use super::codes;
@@ -593,6 +594,7 @@ async fn start_publish(conn: &Rc<Conn>, ch: u16, p: &basic::Publish) -> Result<(
         header: None,
         body: None,
         discard_remaining: None,
+        reserved: None,
     });
     Ok(())
 }
@@ -634,6 +636,14 @@ pub async fn on_header(conn: &Rc<Conn>, ch: u16, payload: Bytes) -> Result<(), A
             content.header = Some(header.clone());
             return Err(e);
         }
+        let budget = super::connection::receiving_bytes_max(conn.broker.config.max_message_bytes);
+        let Some(reserved) = Reservation::take(&conn.receiving_bytes, header.body_size as usize, budget) else {
+            return Err(err(
+                codes::RESOURCE_ERROR,
+                format!("messages being received on this connection would exceed {budget} bytes"),
+            ));
+        };
+        content.reserved = Some(reserved);
         let meta = MessageMeta {
             persistent: header.properties.delivery_mode() == &Some(2),
             priority: header.properties.priority().unwrap_or(0),
@@ -667,7 +677,7 @@ pub async fn on_body<R: AsyncRead + Unpin>(
 ) -> Result<(), Fault> {
     match take_body_for_frame(conn, ch, size)? {
         BodyTarget::Discard { last } => {
-            src.skip(size).await?;
+            within(conn, src.skip(size)).await??;
             if last {
                 if let Some(c) = conn.channels.borrow_mut().get_mut(&ch) {
                     c.content = None;
@@ -679,7 +689,7 @@ pub async fn on_body<R: AsyncRead + Unpin>(
             // The body goes straight into the batch it is stored as; the
             // batch is out of the channel meanwhile (no borrow across the
             // read). Only this connection's reader touches a channel's content.
-            src.read_into(body.space(size)).await?;
+            within(conn, src.read_into(body.space(size))).await??;
             body.advance(size);
             let complete = body.remaining() == 0;
             let back = {
@@ -694,6 +704,15 @@ pub async fn on_body<R: AsyncRead + Unpin>(
             Ok(())
         }
     }
+}
+
+/// A read of the rest of a frame whose head arrived, bounded by
+/// `--frame-timeout-ms`: a peer that stops mid-frame is dropped.
+pub async fn within<T>(conn: &Conn, read: impl std::future::Future<Output = T>) -> std::io::Result<T> {
+    let limit = conn.broker.shard.config.frame_timeout;
+    task::timeout(limit, read).await.ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::TimedOut, format!("frame not received whole within {limit:?}"))
+    })
 }
 
 /// Where a body frame's bytes go.
@@ -746,25 +765,38 @@ async fn finish_content(conn: &Rc<Conn>, ch: u16) -> Result<(), AmqpError> {
             batch,
         };
         if let Some(tx) = chan.tx.as_mut() {
-            if tx.publishes.len() >= TX_PUBLISHES_MAX {
+            let bytes_max = tx_bytes_max(conn.broker.config.max_message_bytes);
+            if tx.publishes.len() >= TX_PUBLISHES_MAX || tx.bytes + ready.batch.len() > bytes_max {
                 return Err(err(
                     codes::PRECONDITION_FAILED,
-                    format!("a transaction holds at most {TX_PUBLISHES_MAX} messages"),
+                    format!("a transaction holds at most {TX_PUBLISHES_MAX} messages and {bytes_max} bytes"),
                 ));
             }
+            tx.bytes += ready.batch.len();
             tx.publishes.push(ready);
             return Ok(());
         }
         ready
     };
     wait_while_blocked(conn).await;
-    let permit = conn.publish_slots.acquire(1).await;
+    let permit = conn.publish_slots.acquire(publish_cost_kib(ready.batch.len())).await;
     let c = conn.clone();
     task::spawn(async move {
         let _permit = permit;
         publish(&c, ch, ready).await;
     });
     Ok(())
+}
+
+/// A publish's share of the connection's publish budget, in KiB (at least 1,
+/// at most the whole budget).
+fn publish_cost_kib(bytes: usize) -> u64 {
+    (bytes as u64).div_ceil(1024).clamp(1, super::connection::PUBLISH_BUDGET_KIB)
+}
+
+/// Message bytes a transaction may hold, at most.
+fn tx_bytes_max(max_message_bytes: usize) -> usize {
+    (64 << 20).max(2 * max_message_bytes)
 }
 
 /// Holds publishes while the data disk is nearly full (connection.blocked).
@@ -908,12 +940,17 @@ async fn on_tx(conn: &Rc<Conn>, ch: u16, m: &tx::AMQPMethod) -> Result<(), AmqpE
             };
             wait_while_blocked(conn).await;
             // Messages in order, each stored everywhere (durably when
-            // persistent) before the commit is answered.
+            // persistent) before the commit is answered; a queue refusing
+            // one fails the commit (as RabbitMQ: acks are still applied).
+            let mut stored_all = true;
             for msg in held.publishes {
-                publish(conn, ch, msg).await;
+                stored_all &= publish(conn, ch, msg).await;
             }
             for s in held.settles {
                 apply_settle(conn, ch, s).await?;
+            }
+            if !stored_all {
+                return Err(err(codes::PRECONDITION_FAILED, "partial tx completion"));
             }
             conn.send_method(ch, AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {}))).await;
             Ok(())

@@ -352,11 +352,11 @@ async fn on_frame<R: AsyncRead + Unpin>(
         || (h.channel != 0 && open == Some(false) && h.kind != FRAME_METHOD);
     if h.kind == FRAME_BODY && !dropped && open == Some(true) {
         handlers::on_body(conn, h.channel, size, src).await?;
-        expect_end(src).await?;
+        handlers::within(conn, expect_end(src)).await??;
         return Ok(Flow::Continue);
     }
-    let payload = src.read_bytes(size).await?;
-    expect_end(src).await?;
+    let payload = handlers::within(conn, src.read_bytes(size)).await??;
+    handlers::within(conn, expect_end(src)).await??;
     if dropped {
         return Ok(Flow::Continue);
     }

@@ -1,6 +1,7 @@
 //! The topic catalog: names, ids, partition counts and per-topic configs.
-//! Persisted as `<data-dir>/catalog`: a first line `crc32c=<hex>` over the
-//! TOML body that follows, written to a temporary file, fsynced and renamed
+//! Persisted as `<data-dir>/catalog` (`durable_file`): a first line
+//! `crc32c=<hex>` over the TOML body that follows, written to a temporary
+//! file, fsynced and renamed
 //! over the old one, so a crash leaves either the old or the new catalog.
 
 pub mod producer_ids;
@@ -211,44 +212,29 @@ pub fn log_config(defaults: &LogConfig, meta: &TopicMeta) -> LogConfig {
 }
 
 impl Catalog {
+    /// The catalog in `data_dir` (empty when there is none yet).
     pub fn load(data_dir: &Path) -> Result<Catalog, CatalogError> {
         let path = data_dir.join(CATALOG_FILE_NAME);
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Catalog::default()),
-            Err(e) => return Err(CatalogError::Io { context: format!("read {}", path.display()), source: e }),
+        let Some(body) = crate::durable_file::load(&path).map_err(CatalogError::from)? else {
+            return Ok(Catalog::default());
         };
-        let corrupt = |reason: &str| CatalogError::Corrupt { path: path.clone(), reason: reason.into() };
-        let (first, body) = text.split_once('\n').ok_or_else(|| corrupt("no checksum line"))?;
-        let stored = first
-            .strip_prefix("crc32c=")
-            .and_then(|h| u32::from_str_radix(h, 16).ok())
-            .ok_or_else(|| corrupt("bad checksum line"))?;
-        if crc32c::crc32c(body.as_bytes()) != stored {
-            return Err(corrupt("checksum mismatch"));
-        }
-        toml::from_str(body).map_err(|e| corrupt(&e.to_string()))
+        toml::from_str(&body).map_err(|e| CatalogError::Corrupt { path, reason: e.to_string() })
     }
 
     /// Writes the catalog durably (blocking: call from a helper thread).
     pub fn store(&self, data_dir: &Path) -> Result<(), CatalogError> {
-        let io = |context: String| move |source| CatalogError::Io { context, source };
         let body = toml::to_string(self)
             .map_err(|e| CatalogError::Io { context: "encode catalog".into(), source: std::io::Error::other(e) })?;
-        let text = format!("crc32c={:08x}\n{body}", crc32c::crc32c(body.as_bytes()));
-        let tmp = data_dir.join("catalog.tmp");
-        let path = data_dir.join(CATALOG_FILE_NAME);
-        {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp).map_err(io(format!("create {}", tmp.display())))?;
-            f.write_all(text.as_bytes()).map_err(io(format!("write {}", tmp.display())))?;
-            f.sync_all().map_err(io(format!("fsync {}", tmp.display())))?;
+        crate::durable_file::store(&data_dir.join(CATALOG_FILE_NAME), &body).map_err(CatalogError::from)
+    }
+}
+
+impl From<crate::durable_file::DurableFileError> for CatalogError {
+    fn from(e: crate::durable_file::DurableFileError) -> CatalogError {
+        match e {
+            crate::durable_file::DurableFileError::Io { context, source } => CatalogError::Io { context, source },
+            crate::durable_file::DurableFileError::Corrupt { path, reason } => CatalogError::Corrupt { path, reason },
         }
-        std::fs::rename(&tmp, &path).map_err(io(format!("rename {}", tmp.display())))?;
-        std::fs::File::open(data_dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io(format!("fsync {}", data_dir.display())))?;
-        Ok(())
     }
 }
 

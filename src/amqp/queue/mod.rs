@@ -577,6 +577,8 @@ impl Queue {
                 Err(e) => {
                     tracing::error!(queue = %self.name, offset, error = %e, "cannot read a ready message; settling it");
                     self.take(&mut s, offset, None, true);
+                    drop(s);
+                    self.journal_settled(vec![Range { start: offset, end: offset + 1 }]);
                     return true;
                 }
             };
