@@ -107,3 +107,26 @@ async fn accept(shard: Rc<Shard>, bound: Bound) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// A listener's pending accept, polled again each time something else
+    /// wakes the task awaiting it (the shard's accept loops beside its 50 ms
+    /// stop check), holds one reference on that task, not one per poll:
+    /// 40,000 polls overflowed glommio's i16 reference count and panicked the
+    /// shard after ~15 idle minutes (`vendor/glommio/PATCHES.md`, 5).
+    #[test]
+    fn a_pending_accept_polled_40000_times_keeps_one_waker() {
+        glommio::LocalExecutorBuilder::default()
+            .spawn(|| async {
+                let listener = glommio::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+                let mut accept = Box::pin(listener.accept());
+                for _ in 0..40_000 {
+                    assert!(futures_lite::future::poll_once(&mut accept).await.is_none(), "nobody connects");
+                }
+            })
+            .expect("spawn executor")
+            .join()
+            .expect("the executor thread ends without a panic");
+    }
+}

@@ -282,9 +282,17 @@ impl Source {
     }
 
     // adds a waiter to the list. Useful for streams that have many futures waiting
-    // on a single I/O source
+    // on a single I/O source. A waker that would wake a task already in the list
+    // is not added again: every copy holds a reference on its task, and a future
+    // polled again and again while its I/O is pending (an accept inside a select
+    // with a timer) would otherwise pile up copies until the task's i16 reference
+    // count overflows.
     pub(crate) fn add_waiter_many(&self, waker: Waker) {
-        self.inner.borrow_mut().wakers.waiters.push(waker)
+        let mut inner = self.inner.borrow_mut();
+        let waiters = &mut inner.wakers.waiters;
+        if !waiters.iter().any(|w| w.will_wake(&waker)) {
+            waiters.push(waker);
+        }
     }
 
     pub(super) fn is_installed(&self) -> Option<bool> {
