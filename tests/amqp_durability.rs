@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use amqp_common::assert_healthy;
 use amqp_common::wire::{Message, Session, WireError};
 use common::*;
 
@@ -193,7 +194,7 @@ fn through_repeated_sigkills_confirmed_messages_stay_once_in_order_acked_never_r
     let ids = ledger.check(&msgs, 5);
     eprintln!("[after a clean restart] {} messages, {} acknowledged over the rounds", ids.len(), ledger.acked.len());
     s.close();
-    broker.assert_running();
+    assert_healthy(&mut broker);
 }
 
 #[test]
@@ -243,7 +244,7 @@ fn durable_exchanges_queues_and_bindings_survive_a_sigkill_transient_and_exclusi
     }
     assert_eq!(bodies, ["before the kill", "after the kill"]);
     s.close();
-    broker.assert_running();
+    assert_healthy(&mut broker);
 }
 
 #[test]
@@ -281,5 +282,5 @@ fn a_broker_with_a_large_backlog_restarts_quickly_and_every_message_is_there() {
     assert!(s.next_delivery(Duration::from_millis(300)).is_none(), "more messages than were published");
     eprintln!("[backlog] all {MESSAGES} read back in {:.1} s", started.elapsed().as_secs_f64());
     s.close();
-    broker.assert_running();
+    assert_healthy(&mut broker);
 }

@@ -15,6 +15,7 @@
 //! NOT_IMPLEMENTED exactly as RabbitMQ does, so the copy makes that test
 //! assert against a server whose product is "ringmq" too.
 
+mod amqp_common;
 mod common;
 
 use std::fs;
@@ -144,5 +145,5 @@ fn amqp091_go_integration_suite_passes_every_test() {
     );
     eprintln!("[amqp_go] {} of {} integration tests passed", INTEGRATION_TESTS.len(), INTEGRATION_TESTS.len());
     let mut broker = broker;
-    broker.assert_running();
+    amqp_common::assert_healthy(&mut broker);
 }

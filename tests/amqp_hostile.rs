@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use amq_protocol::protocol::{basic, connection, queue, AMQPClass};
 use amq_protocol::types::FieldTable;
+use amqp_common::assert_healthy;
 use amqp_common::wire::*;
 use common::*;
 
@@ -29,7 +30,7 @@ fn opened(addr: &str) -> Wire {
 
 /// The broker still serves: a fresh connection declares, publishes and gets.
 fn assert_serves(broker: &mut Broker) {
-    broker.assert_running();
+    assert_healthy(broker);
     let mut s = Session::open(&broker.amqp_addr());
     let q = unique_topic("still-serving");
     s.declare_queue(&q, false, false).expect("declare");
@@ -37,7 +38,7 @@ fn assert_serves(broker: &mut Broker) {
     let m = s.get(&q, true).expect("get").expect("the message published just before");
     assert_eq!(m.body, b"ping");
     s.close();
-    broker.assert_running();
+    assert_healthy(broker);
 }
 
 /// Waits for the broker's connection.close and checks its reply code, then

@@ -14,7 +14,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use amqp_common::{run_script, Client, Script, SCRIPT_TIMEOUT};
+use amqp_common::{assert_healthy, run_script, Client, Script, SCRIPT_TIMEOUT};
 use common::*;
 
 /// How long a consumer script may take to say it is consuming.
@@ -38,15 +38,14 @@ fn start_consumer(client: Client, name: &str, args: &[&str], what: &str) -> (Scr
 // ---------------------------------------------------------------------------
 
 fn hello_world(client: Client) {
-    let broker = broker(1);
+    let mut broker = broker(1);
     let addr = broker.amqp_addr();
     let (receiver, _) = start_consumer(client, "hello_world", &["receive", &addr, "10"], "hello receive");
     let sent = run_script(client.script("hello_world", &["send", &addr, "10"]), "hello send");
     assert_eq!(sent["sent"], 10, "{sent}");
     let got = receiver.finish(SCRIPT_TIMEOUT).report("hello receive");
     assert_eq!(got["received"], 10, "{got}");
-    let mut broker = broker;
-    broker.assert_running();
+    assert_healthy(&mut broker);
 }
 
 #[test]
@@ -90,7 +89,7 @@ fn done_lines(stdout: &[String]) -> Vec<(String, bool)> {
 }
 
 fn work_queues_share_tasks(client: Client) {
-    let broker = broker(2);
+    let mut broker = broker(2);
     let addr = broker.amqp_addr();
     let (w1, _) = start_consumer(client, "work_queues", &["worker", &addr], "worker 1");
     let (w2, _) = start_consumer(client, "work_queues", &["worker", &addr], "worker 2");
@@ -106,8 +105,7 @@ fn work_queues_share_tasks(client: Client) {
     assert!(!d1.is_empty() && !d2.is_empty(), "with prefetch 1, both workers get tasks: {d1:?} {d2:?}");
     assert!(strings(&r1["redelivered"]).is_empty() && strings(&r2["redelivered"]).is_empty(), "{r1} {r2}");
     eprintln!("[work queues] worker 1 did {}, worker 2 did {}", d1.len(), d2.len());
-    let mut broker = broker;
-    broker.assert_running();
+    assert_healthy(&mut broker);
 }
 
 #[test]
@@ -121,7 +119,7 @@ fn amqplib_work_queues_two_workers_share_the_tasks_each_done_once() {
 }
 
 fn work_queues_dead_worker(client: Client) {
-    let broker = broker(2);
+    let mut broker = broker(2);
     let addr = broker.amqp_addr();
     let (mut dying, _) = start_consumer(client, "work_queues", &["worker", &addr, "--die-after", "2"], "dying worker");
     let (survivor, _) = start_consumer(client, "work_queues", &["worker", &addr], "surviving worker");
@@ -147,8 +145,7 @@ fn work_queues_dead_worker(client: Client) {
         "the task the dead worker held came back with redelivered=true: {report}"
     );
     eprintln!("[work queues] {lost} went from the dead worker to the survivor");
-    let mut broker = broker;
-    broker.assert_running();
+    assert_healthy(&mut broker);
 }
 
 #[test]
@@ -166,7 +163,7 @@ fn amqplib_work_queues_a_dead_workers_unacked_task_goes_to_the_other_worker() {
 // ---------------------------------------------------------------------------
 
 fn publish_subscribe(client: Client) {
-    let broker = broker(2);
+    let mut broker = broker(2);
     let addr = broker.amqp_addr();
     let count = "200";
     let (r1, q1) = start_consumer(client, "publish_subscribe", &["receive", &addr, count], "receive_logs 1");
@@ -180,8 +177,7 @@ fn publish_subscribe(client: Client) {
     }
     // Both receivers closed their connections: their exclusive queues are gone.
     run_script(client.script("publish_subscribe", &["check_gone", &addr, &q1, &q2]), "check_gone");
-    let mut broker = broker;
-    broker.assert_running();
+    assert_healthy(&mut broker);
 }
 
 #[test]
@@ -201,7 +197,7 @@ fn amqplib_publish_subscribe_every_exclusive_queue_gets_every_log_line() {
 // ---------------------------------------------------------------------------
 
 fn routing(client: Client) {
-    let broker = broker(1);
+    let mut broker = broker(1);
     let addr = broker.amqp_addr();
     let logs = ["info:one", "warning:two", "error:three", "debug:four", "info:five", "error:six"];
     // The tutorial's two receivers: errors only (to disk), and info, warning, error (to screen).
@@ -217,8 +213,7 @@ fn routing(client: Client) {
     assert_eq!(strings(&e["received"]), errors.split(',').collect::<Vec<_>>(), "{e}");
     let s = r2.finish(SCRIPT_TIMEOUT).report("screen receiver");
     assert_eq!(strings(&s["received"]), screen.split(',').collect::<Vec<_>>(), "{s}");
-    let mut broker = broker;
-    broker.assert_running();
+    assert_healthy(&mut broker);
 }
 
 #[test]
@@ -258,7 +253,7 @@ const Q2_GETS: [&str; 5] =
     ["quick.orange.rabbit", "lazy.orange.elephant", "lazy.brown.fox", "lazy.pink.rabbit", "lazy.orange.new.rabbit"];
 
 fn topics(client: Client) {
-    let broker = broker(2);
+    let mut broker = broker(2);
     let addr = broker.amqp_addr();
     let q1 = Q1_GETS.join(",");
     let q2 = Q2_GETS.join(",");
@@ -272,8 +267,7 @@ fn topics(client: Client) {
     assert_eq!(strings(&a["received"]), Q1_GETS, "{a}");
     let b = r2.finish(SCRIPT_TIMEOUT).report("Q2");
     assert_eq!(strings(&b["received"]), Q2_GETS, "{b}");
-    let mut broker = broker;
-    broker.assert_running();
+    assert_healthy(&mut broker);
 }
 
 #[test]
@@ -293,7 +287,7 @@ fn amqplib_topics_route_the_tutorials_keys_as_the_tutorial_says() {
 // ---------------------------------------------------------------------------
 
 fn rpc(client: Client) {
-    let broker = broker(2);
+    let mut broker = broker(2);
     let addr = broker.amqp_addr();
     let a: Vec<String> = (0..15).map(|n| n.to_string()).collect();
     let b: Vec<String> = (15..40).map(|n| n.to_string()).collect();
@@ -314,8 +308,7 @@ fn rpc(client: Client) {
     assert_ne!(r1["callback_queue"], r2["callback_queue"], "{r1} {r2}");
     let s = server.finish(SCRIPT_TIMEOUT).report("rpc server");
     assert_eq!(s["served"], a.len() + b.len(), "{s}");
-    let mut broker = broker;
-    broker.assert_running();
+    assert_healthy(&mut broker);
 }
 
 #[test]

@@ -212,3 +212,16 @@ pub fn run_script(cmd: Command, what: &str) -> serde_json::Value {
     eprintln!("[{what}] {report}");
     report
 }
+
+/// Panics unless the broker's process is running and none of its shard
+/// threads panicked: a shard's panic leaves the process up, so its log is
+/// where it shows.
+pub fn assert_healthy(broker: &mut crate::common::Broker) {
+    broker.assert_running();
+    let log = broker.log();
+    if let Some(at) = log.find("panicked at") {
+        let from = log[..at].rfind("\nthread ").map_or(at, |i| i + 1);
+        let end = log[at..].find("stack backtrace").map_or(log.len(), |i| at + i);
+        panic!("a broker thread panicked:\n{}", &log[from..end]);
+    }
+}
