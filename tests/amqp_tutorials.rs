@@ -181,13 +181,11 @@ fn publish_subscribe(client: Client) {
 }
 
 #[test]
-#[ignore = "broker bug: queue.declare(queue='') is refused with 403 (its own amq.gen- name hits the reserved-prefix check), see report"]
 fn pika_publish_subscribe_every_exclusive_queue_gets_every_log_line() {
     publish_subscribe(Client::Pika);
 }
 
 #[test]
-#[ignore = "broker bug: queue.declare(queue='') is refused with 403 (its own amq.gen- name hits the reserved-prefix check), see report"]
 fn amqplib_publish_subscribe_every_exclusive_queue_gets_every_log_line() {
     publish_subscribe(Client::Amqplib);
 }
@@ -217,13 +215,11 @@ fn routing(client: Client) {
 }
 
 #[test]
-#[ignore = "broker bug: queue.declare(queue='') is refused with 403 (its own amq.gen- name hits the reserved-prefix check), see report"]
 fn pika_routing_each_receiver_gets_only_its_severities() {
     routing(Client::Pika);
 }
 
 #[test]
-#[ignore = "broker bug: queue.declare(queue='') is refused with 403 (its own amq.gen- name hits the reserved-prefix check), see report"]
 fn amqplib_routing_each_receiver_gets_only_its_severities() {
     routing(Client::Amqplib);
 }
@@ -271,13 +267,11 @@ fn topics(client: Client) {
 }
 
 #[test]
-#[ignore = "broker bug: queue.declare(queue='') is refused with 403 (its own amq.gen- name hits the reserved-prefix check), see report"]
 fn pika_topics_route_the_tutorials_keys_as_the_tutorial_says() {
     topics(Client::Pika);
 }
 
 #[test]
-#[ignore = "broker bug: queue.declare(queue='') is refused with 403 (its own amq.gen- name hits the reserved-prefix check), see report"]
 fn amqplib_topics_route_the_tutorials_keys_as_the_tutorial_says() {
     topics(Client::Amqplib);
 }
@@ -312,13 +306,11 @@ fn rpc(client: Client) {
 }
 
 #[test]
-#[ignore = "broker bug: queue.declare(queue='') is refused with 403 (its own amq.gen- name hits the reserved-prefix check), see report"]
 fn pika_rpc_answers_each_call_to_its_callers_queue_with_its_correlation_id() {
     rpc(Client::Pika);
 }
 
 #[test]
-#[ignore = "broker bug: queue.declare(queue='') is refused with 403 (its own amq.gen- name hits the reserved-prefix check), see report"]
 fn amqplib_rpc_answers_each_call_to_its_callers_queue_with_its_correlation_id() {
     rpc(Client::Amqplib);
 }
