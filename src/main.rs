@@ -23,6 +23,9 @@ enum Command {
     /// Consumer groups on a running broker, over the Kafka protocol: list,
     /// describe (members, lag), reset-offsets, delete.
     Group(ringmq::admin::cli::GroupArgs),
+    /// AMQP queues on a running broker, over its HTTP API (the metrics
+    /// address): list, purge, delete.
+    Queue(ringmq::admin::cli::QueueArgs),
     /// Read-only checks of this host for ringmq (see tuning/README.md).
     Tune {
         #[command(subcommand)]
@@ -73,6 +76,7 @@ fn main() {
         }
         Command::Topic(args) => std::process::exit(ringmq::admin::cli::run_topic(args)),
         Command::Group(args) => std::process::exit(ringmq::admin::cli::run_group(args)),
+        Command::Queue(args) => std::process::exit(ringmq::admin::cli::run_queue(args)),
         Command::Tune { command: TuneCommand::Check { data_dir, cores } } => {
             let cpus = match ringmq::config::parse_cores(cores.as_deref(), &ringmq::config::usable_cpus()) {
                 Ok(c) => c,

@@ -1,7 +1,7 @@
-//! The `ringmq topic ...` and `ringmq group ...` command lines (clap derive,
-//! flattened into the binary's subcommands) and their runs: connect, call
-//! the command's logic, render its result, and map the outcome to an exit
-//! code with a one-line message on stderr for a failure.
+//! The `ringmq topic ...`, `ringmq group ...` and `ringmq queue ...` command
+//! lines (clap derive, flattened into the binary's subcommands) and their
+//! runs: connect, call the command's logic, render its result, and map the
+//! outcome to an exit code with a one-line message on stderr for a failure.
 
 use std::io::Write;
 use std::time::Duration;
@@ -11,7 +11,9 @@ use clap::{Args, Subcommand};
 use super::client::{Client, ClientOptions, DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_REQUEST_TIMEOUT_MS};
 use super::error::{AdminError, EXIT_OK};
 use super::group::{self, ResetTo};
+use super::http::HttpOptions;
 use super::output::{self, Format};
+use super::queue::{self, Api};
 use super::topic;
 
 /// Options every admin command takes, before or after its subcommand.
@@ -114,6 +116,54 @@ pub enum GroupCommand {
     },
 }
 
+/// Options every queue command takes, before or after its subcommand.
+#[derive(Args, Clone, Debug)]
+pub struct HttpConnection {
+    /// The broker's HTTP API: its metrics address, `serve --metrics` (port 9644 when HOST alone is given).
+    #[arg(long, global = true, value_name = "HOST:PORT", default_value = DEFAULT_HTTP, value_parser = http_host_port)]
+    pub http: String,
+    /// Output: aligned tables for people, or one JSON document on stdout for scripts.
+    #[arg(long, global = true, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// How long one request may take, in milliseconds; connecting waits at most 3000 of them.
+    #[arg(long, global = true, value_name = "MS", default_value_t = DEFAULT_REQUEST_TIMEOUT_MS,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout_ms: u64,
+}
+
+/// The metrics address `serve` listens on by default.
+const DEFAULT_HTTP: &str = "127.0.0.1:9644";
+
+#[derive(Args, Debug)]
+pub struct QueueArgs {
+    #[command(flatten)]
+    pub connection: HttpConnection,
+    #[command(subcommand)]
+    pub command: QueueCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum QueueCommand {
+    /// List AMQP queues with their type, durability, ready and unacknowledged messages and consumers.
+    List,
+    /// Drop a queue's ready messages; unacknowledged ones stay with their consumers.
+    Purge {
+        /// The queue's name.
+        name: String,
+    },
+    /// Delete a queue and its messages; its consumers are cancelled.
+    Delete {
+        /// The queue's name.
+        name: String,
+        /// Refuse while the queue holds messages, ready or unacknowledged.
+        #[arg(long)]
+        if_empty: bool,
+        /// Refuse while the queue has consumers.
+        #[arg(long)]
+        if_unused: bool,
+    },
+}
+
 /// Exactly one target of `reset-offsets`.
 #[derive(Args, Debug)]
 #[group(required = true, multiple = false)]
@@ -150,6 +200,15 @@ impl ResetTarget {
 
 /// `HOST:PORT`, `HOST` (port 9092), `[IPv6]:PORT` or `[IPv6]`.
 fn host_port(s: &str) -> Result<String, String> {
+    with_default_port(s, 9092)
+}
+
+/// As `host_port`, with the metrics endpoint's port 9644.
+fn http_host_port(s: &str) -> Result<String, String> {
+    with_default_port(s, 9644)
+}
+
+fn with_default_port(s: &str, port: u16) -> Result<String, String> {
     let s = s.trim();
     let has_port = match s.strip_prefix('[') {
         Some(rest) => rest.split_once(']').ok_or_else(|| format!("`{s}`: missing `]`"))?.1.starts_with(':'),
@@ -158,7 +217,7 @@ fn host_port(s: &str) -> Result<String, String> {
     match (s.is_empty(), has_port) {
         (true, _) => Err("an empty address".to_string()),
         (false, true) => Ok(s.to_string()),
-        (false, false) => Ok(format!("{s}:9092")),
+        (false, false) => Ok(format!("{s}:{port}")),
     }
 }
 
@@ -231,6 +290,44 @@ pub fn run_group(args: GroupArgs) -> i32 {
     })
 }
 
+/// Runs a queue command; returns the process exit code.
+pub fn run_queue(args: QueueArgs) -> i32 {
+    let c = &args.connection;
+    let request_timeout = Duration::from_millis(c.timeout_ms);
+    let api = Api {
+        addr: c.http.clone(),
+        opts: HttpOptions {
+            connect_timeout: request_timeout.min(Duration::from_millis(DEFAULT_CONNECT_TIMEOUT_MS)),
+            request_timeout,
+        },
+    };
+    let format = c.format;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let outcome = match args.command {
+        QueueCommand::List => queue::list(&api).and_then(|queues| match format {
+            Format::Text => write(output::queue_list(&mut out, &queues)),
+            Format::Json => write(output::json(&mut out, &output::QueueList { queues: &queues })),
+        }),
+        QueueCommand::Purge { name } => {
+            queue::purge(&api, &name).and_then(|p| render(&mut out, format, &p, output::queue_purged))
+        }
+        QueueCommand::Delete { name, if_empty, if_unused } => queue::delete(&api, &name, if_empty, if_unused)
+            .and_then(|d| render(&mut out, format, &d, output::queue_deleted)),
+    };
+    exit_code(outcome.and_then(|()| write(out.flush())))
+}
+
+fn exit_code(outcome: Result<(), AdminError>) -> i32 {
+    match outcome {
+        Ok(()) => EXIT_OK,
+        Err(e) => {
+            eprintln!("ringmq: {e}");
+            e.exit_code()
+        }
+    }
+}
+
 fn write(result: std::io::Result<()>) -> Result<(), AdminError> {
     result.map_err(|source| AdminError::Output { source })
 }
@@ -261,13 +358,7 @@ fn run(connection: &Connection, command: impl FnOnce(&mut Client, &mut dyn Write
     let outcome = Client::connect(&connection.bootstrap, opts)
         .and_then(|mut client| command(&mut client, &mut out))
         .and_then(|()| write(out.flush()));
-    match outcome {
-        Ok(()) => EXIT_OK,
-        Err(e) => {
-            eprintln!("ringmq: {e}");
-            e.exit_code()
-        }
-    }
+    exit_code(outcome)
 }
 
 #[cfg(test)]
@@ -282,6 +373,8 @@ mod tests {
         assert_eq!(host_port("[::1]:19092").as_deref(), Ok("[::1]:19092"));
         assert!(host_port("[::1").is_err());
         assert!(host_port(" ").is_err());
+        assert_eq!(http_host_port("broker-1").as_deref(), Ok("broker-1:9644"));
+        assert_eq!(http_host_port("[::1]:8080").as_deref(), Ok("[::1]:8080"));
     }
 
     #[test]

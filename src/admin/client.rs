@@ -248,7 +248,7 @@ fn millis(d: Duration) -> u64 {
 }
 
 /// Resolves `addr` and connects to the first address that answers.
-fn open(addr: &str, timeout: Duration) -> Result<TcpStream, AdminError> {
+pub(super) fn open(addr: &str, timeout: Duration) -> Result<TcpStream, AdminError> {
     let resolved: Vec<SocketAddr> =
         addr.to_socket_addrs().map_err(|source| AdminError::Resolve { addr: addr.to_string(), source })?.collect();
     let mut last = None;

@@ -1,7 +1,7 @@
 //! `AdminError`: everything an admin command can fail with, each variant
 //! carrying what its one-line message needs, and the exit code it maps to
 //! (0 ok, 1 the broker said no or the operation failed, 2 usage, 3 the
-//! broker could not be reached).
+//! broker could not be reached), for the Kafka and the HTTP commands alike.
 
 use std::io;
 
@@ -34,6 +34,10 @@ pub enum AdminError {
     /// The broker refused; `message` says it in words (see `refusal`).
     #[error("{message}")]
     Broker { api: &'static str, code: i16, message: String },
+    /// The broker's HTTP API answered something other than 200; `message`
+    /// is its reason in words.
+    #[error("{message}")]
+    Api { status: u16, message: String },
     /// A check of this client's own refused the operation (a group with
     /// members, a partition the topic does not have).
     #[error("{0}")]
@@ -58,6 +62,7 @@ impl AdminError {
             AdminError::Protocol { .. }
             | AdminError::Unsupported { .. }
             | AdminError::Broker { .. }
+            | AdminError::Api { .. }
             | AdminError::Refused(_)
             | AdminError::Output { .. } => EXIT_FAILED,
             AdminError::Usage(_) => EXIT_USAGE,

@@ -1,6 +1,7 @@
-//! Rendering of the admin commands' results: aligned tables and `KEY value`
-//! blocks for people (`--format text`), or one pretty-printed JSON document
-//! per command with the field names of the result structs (`--format json`).
+//! Rendering of the admin commands' results (topics, groups, queues):
+//! aligned tables and `KEY value` blocks for people (`--format text`), or
+//! one pretty-printed JSON document per command with the field names of the
+//! result structs (`--format json`).
 
 use std::io::{self, Write};
 
@@ -8,6 +9,7 @@ use serde::Serialize;
 
 use super::group::{GroupDescription, GroupSummary, ResetPlan};
 use super::topic::{ConfigsAltered, TopicCreated, TopicDescription, TopicSummary};
+use crate::amqp::admin_api::{QueueDeleted, QueueInfo, QueuePurged};
 
 /// `topic list` as JSON.
 #[derive(Serialize)]
@@ -19,6 +21,12 @@ pub struct TopicList<'a> {
 #[derive(Serialize)]
 pub struct GroupList<'a> {
     pub groups: &'a [GroupSummary],
+}
+
+/// `queue list` as JSON.
+#[derive(Serialize)]
+pub struct QueueList<'a> {
+    pub queues: &'a [QueueInfo],
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -222,6 +230,31 @@ pub fn reset_done(out: &mut dyn Write, plan: &ResetPlan) -> io::Result<()> {
         plan.topic,
         plan.group
     )
+}
+
+pub fn queue_list(out: &mut dyn Write, queues: &[QueueInfo]) -> io::Result<()> {
+    let mut t = Table::new(&["NAME", "TYPE", "DURABLE", "MESSAGES-READY", "UNACKED", "CONSUMERS"]);
+    for q in queues {
+        t.row(vec![
+            q.name.clone(),
+            q.kind.clone(),
+            q.durable.to_string(),
+            q.messages_ready.to_string(),
+            q.messages_unacknowledged.to_string(),
+            q.consumers.to_string(),
+        ]);
+    }
+    t.write(out)
+}
+
+pub fn queue_purged(out: &mut dyn Write, p: &QueuePurged) -> io::Result<()> {
+    let n = p.messages_purged;
+    writeln!(out, "purged {n} message{} from queue `{}`", plural(n as usize), p.name)
+}
+
+pub fn queue_deleted(out: &mut dyn Write, d: &QueueDeleted) -> io::Result<()> {
+    let n = d.messages_deleted;
+    writeln!(out, "deleted queue `{}` and its {n} ready message{}", d.name, plural(n as usize))
 }
 
 #[cfg(test)]

@@ -64,6 +64,16 @@ pub struct ChangeOutcome {
     pub messages: u64,
 }
 
+/// What a queue deletion requires of the queue (queue.delete's `if-unused`
+/// and `if-empty`, the HTTP API's `?if-unused=true` / `?if-empty=true`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeleteConditions {
+    /// Refuse while the queue has consumers.
+    pub if_unused: bool,
+    /// Refuse while the queue holds messages, ready or unacknowledged.
+    pub if_empty: bool,
+}
+
 /// Counters of this shard's AMQP side, for metrics.
 #[derive(Debug, Default)]
 pub struct BrokerCounters {
@@ -538,6 +548,23 @@ impl Broker {
                 }
             })
             .await;
+    }
+
+    /// Deletes queue `name` (through the definitions shard) when `when`
+    /// holds, checked at the queue's owner just before: 406 "in use" or "is
+    /// not empty" otherwise, as RabbitMQ words them. Deleting a queue that is
+    /// already gone changes nothing (`changed` false).
+    pub async fn delete_queue(&self, name: &str, when: DeleteConditions) -> Result<ChangeOutcome, DefinitionError> {
+        if when.if_unused || when.if_empty {
+            let (ready, consumers, unacked) = self.queue_counts(name).await?;
+            if when.if_unused && consumers > 0 {
+                return Err(refused(codes::PRECONDITION_FAILED, format!("queue '{name}' in vhost '/' in use")));
+            }
+            if when.if_empty && ready + unacked > 0 {
+                return Err(refused(codes::PRECONDITION_FAILED, format!("queue '{name}' in vhost '/' is not empty")));
+            }
+        }
+        self.change(Change::DeleteQueue { name: name.to_string() }).await
     }
 
     pub async fn purge(&self, queue: &str) -> Result<u64, DefinitionError> {

@@ -16,6 +16,7 @@ use amq_protocol::protocol::{access, basic, channel, confirm, exchange, queue, t
 use bytes::Bytes;
 use futures_lite::AsyncRead;
 
+use super::broker::DeleteConditions;
 use super::channel::{
     by_queue, ConfirmFrame, Confirms, ConsumerInfo, Content, ReadyMessage, Reservation, Tx, TxSettle, Unacked,
     TX_PUBLISHES_MAX,
@@ -343,14 +344,8 @@ async fn on_queue(conn: &Rc<Conn>, ch: u16, m: &queue::AMQPMethod) -> Result<(),
             let mut count = 0;
             if conn.broker.definitions().queues.contains_key(&name) {
                 check_queue_access(conn, &name)?;
-                let (ready, consumers, unacked) = conn.broker.queue_counts(&name).await?;
-                if d.if_unused && consumers > 0 {
-                    return Err(err(codes::PRECONDITION_FAILED, format!("queue '{name}' in vhost '/' in use")));
-                }
-                if d.if_empty && ready + unacked > 0 {
-                    return Err(err(codes::PRECONDITION_FAILED, format!("queue '{name}' in vhost '/' is not empty")));
-                }
-                count = conn.broker.change(Change::DeleteQueue { name: name.clone() }).await?.messages;
+                let when = DeleteConditions { if_unused: d.if_unused, if_empty: d.if_empty };
+                count = conn.broker.delete_queue(&name, when).await?.messages;
                 conn.exclusive_queues.borrow_mut().remove(&name);
             }
             if !d.nowait {

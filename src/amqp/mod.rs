@@ -2,8 +2,10 @@
 //! (`frame`, `codec`, `connection`, `channel`), the vhost's exchanges,
 //! queues and bindings (`definitions`, `routing`), and queues stored on the
 //! same logs as topics (`message`, `queue`, `settle`), each queue owned by
-//! one shard (`broker`).
+//! one shard (`broker`); the queue part of the HTTP API on the metrics
+//! listener (`admin_api`).
 
+pub mod admin_api;
 pub mod broker;
 pub mod channel;
 pub mod codec;
