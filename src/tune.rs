@@ -1363,7 +1363,7 @@ fn net_findings(host: &Host) -> Vec<Finding> {
         }
         (Err(e), _) | (_, Err(e)) => unknown(setting, short_err(&e), rec),
     });
-    let rec = "0 / 0 (io_uring receives do not busy-poll; see README)";
+    let rec = "0 / 0 (io_uring receives do not busy-poll; see tuning/README.md)";
     let setting = "net.core.busy_read / busy_poll";
     out.push(match (host.sysctl_u64("net.core.busy_read"), host.sysctl_u64("net.core.busy_poll")) {
         (Ok(r), Ok(p)) => finding(setting, format!("{r} / {p}"), rec, Status::Ok),
