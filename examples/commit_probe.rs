@@ -329,7 +329,8 @@ fn fio_pair() {
 /// file (`invalidate=1`).
 async fn log_and_fio_file(dir: &std::path::Path) -> (std::rc::Rc<PartitionLog>, FioFile) {
     use std::os::unix::fs::OpenOptionsExt;
-    let recycled = std::env::var("RECYCLED").is_ok();
+    // Set and not empty or 0: benches/report passes RECYCLED= for a growing log.
+    let recycled = std::env::var("RECYCLED").is_ok_and(|v| !v.is_empty() && v != "0");
     let mut config = LogConfig { segment_bytes: 64 << 20, preallocation: Preallocation::Zero, ..LogConfig::default() };
     if recycled {
         config.retention_bytes = 3 * config.segment_bytes as i64;

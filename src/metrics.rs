@@ -14,11 +14,14 @@ pub struct HostGauges {
     pub disk_total_bytes: u64,
 }
 
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+/// A metric family's HELP and TYPE lines.
+pub fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
-fn histogram(out: &mut String, name: &str, labels: &str, h: &Log2Histogram, scale: f64) {
+/// A histogram family's lines for one label set; values are scaled by
+/// `scale` (µs to seconds: 1e-6).
+pub fn histogram(out: &mut String, name: &str, labels: &str, h: &Log2Histogram, scale: f64) {
     for (le, count) in h.cumulative() {
         match le {
             Some(le) => {

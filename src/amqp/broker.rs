@@ -489,65 +489,44 @@ impl Broker {
         .await
     }
 
-    /// Settles `offsets` of `queue` (acks); waits only for the mesh.
-    pub async fn settle(&self, queue: Arc<str>, offsets: Vec<i64>) {
+    /// Runs `op` on queue `queue` at its owner, without waiting for it (only
+    /// for its turn in the mesh, so the operations one shard sends a queue
+    /// reach it in order); nothing when the queue is gone.
+    async fn tell_queue(&self, queue: Arc<str>, op: impl FnOnce(&Queue) + Send + 'static) {
         let owner = self.owner(&queue);
         self.shard
             .tell_on(owner, move || async move {
                 if let Some(q) = Broker::current().and_then(|b| b.local_queue(&queue)) {
-                    q.settle(&offsets);
+                    op(&q);
                 }
             })
             .await;
     }
 
+    /// Settles `offsets` of `queue` (acks); waits only for the mesh.
+    pub async fn settle(&self, queue: Arc<str>, offsets: Vec<i64>) {
+        self.tell_queue(queue, move |q| q.settle(&offsets)).await;
+    }
+
     /// Puts `offsets` of `queue` back in their places.
     pub async fn requeue(&self, queue: Arc<str>, offsets: Vec<i64>) {
-        let owner = self.owner(&queue);
-        self.shard
-            .tell_on(owner, move || async move {
-                if let Some(q) = Broker::current().and_then(|b| b.local_queue(&queue)) {
-                    q.requeue(&offsets);
-                }
-            })
-            .await;
+        self.tell_queue(queue, move |q| q.requeue(&offsets)).await;
     }
 
     /// A delivery `key`'s channel could not take: back to its queue, the
     /// consumer paused.
     pub async fn release(&self, queue: Arc<str>, key: ConsumerKey, offset: i64, redelivered: bool) {
-        let owner = self.owner(&queue);
-        self.shard
-            .tell_on(owner, move || async move {
-                if let Some(q) = Broker::current().and_then(|b| b.local_queue(&queue)) {
-                    q.release(&key, offset, redelivered);
-                }
-            })
-            .await;
+        self.tell_queue(queue, move |q| q.release(&key, offset, redelivered)).await;
     }
 
     /// Pauses or resumes consumer `key` at its queue.
     pub async fn set_paused(&self, queue: Arc<str>, key: ConsumerKey, paused: bool) {
-        let owner = self.owner(&queue);
-        self.shard
-            .tell_on(owner, move || async move {
-                if let Some(q) = Broker::current().and_then(|b| b.local_queue(&queue)) {
-                    q.set_paused(&key, paused);
-                }
-            })
-            .await;
+        self.tell_queue(queue, move |q| q.set_paused(&key, paused)).await;
     }
 
     /// `n` deliveries to `key` reached the socket.
     pub async fn credit(&self, queue: Arc<str>, key: ConsumerKey, n: u32) {
-        let owner = self.owner(&queue);
-        self.shard
-            .tell_on(owner, move || async move {
-                if let Some(q) = Broker::current().and_then(|b| b.local_queue(&queue)) {
-                    q.credit(&key, n);
-                }
-            })
-            .await;
+        self.tell_queue(queue, move |q| q.credit(&key, n)).await;
     }
 
     /// Deletes queue `name` (through the definitions shard) when `when`

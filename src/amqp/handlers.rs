@@ -21,7 +21,7 @@ use super::channel::{
     by_queue, ConfirmFrame, Confirms, ConsumerInfo, Content, ReadyMessage, Reservation, Tx, TxSettle, Unacked,
     TX_PUBLISHES_MAX,
 };
-use super::codec::{method_frame, parse_content_header, short, AMQPValue, FieldTable, CLASS_BASIC};
+use super::codec::{method_frame, parse_content_header, short, AMQPValue, FieldTable, ShortString, CLASS_BASIC};
 use super::codes;
 use super::connection::{take_channel_state, AmqpError, Conn};
 use super::definitions::{Binding, Change, Destination, Exchange, QueueDef, QueueDefWire};
@@ -171,28 +171,28 @@ async fn on_exchange(conn: &Rc<Conn>, ch: u16, m: &exchange::AMQPMethod) -> Resu
             ok(d.nowait, AMQPClass::Exchange(exchange::AMQPMethod::DeleteOk(exchange::DeleteOk {}))).await;
         }
         exchange::AMQPMethod::Bind(b) => {
-            let binding = Binding {
-                source: b.source.to_string(),
-                destination: Destination::Exchange(b.destination.to_string()),
-                routing_key: b.routing_key.to_string(),
-                arguments: b.arguments.clone(),
-            };
-            conn.broker.change(Change::Bind(binding)).await?;
+            let to = Destination::Exchange(b.destination.to_string());
+            conn.broker.change(Change::Bind(binding(&b.source, to, &b.routing_key, &b.arguments))).await?;
             ok(b.nowait, AMQPClass::Exchange(exchange::AMQPMethod::BindOk(exchange::BindOk {}))).await;
         }
         exchange::AMQPMethod::Unbind(b) => {
-            let binding = Binding {
-                source: b.source.to_string(),
-                destination: Destination::Exchange(b.destination.to_string()),
-                routing_key: b.routing_key.to_string(),
-                arguments: b.arguments.clone(),
-            };
-            conn.broker.change(Change::Unbind(binding)).await?;
+            let to = Destination::Exchange(b.destination.to_string());
+            conn.broker.change(Change::Unbind(binding(&b.source, to, &b.routing_key, &b.arguments))).await?;
             ok(b.nowait, AMQPClass::Exchange(exchange::AMQPMethod::UnbindOk(exchange::UnbindOk {}))).await;
         }
         _ => return Err(err(codes::COMMAND_INVALID, "unexpected exchange method from a client")),
     }
     Ok(())
+}
+
+/// A binding from a method's source exchange, routing key and arguments.
+fn binding(source: &ShortString, to: Destination, routing_key: &ShortString, arguments: &FieldTable) -> Binding {
+    Binding {
+        source: source.to_string(),
+        destination: to,
+        routing_key: routing_key.to_string(),
+        arguments: arguments.clone(),
+    }
 }
 
 // ---- queues ----
@@ -304,13 +304,8 @@ async fn on_queue(conn: &Rc<Conn>, ch: u16, m: &queue::AMQPMethod) -> Result<(),
         queue::AMQPMethod::Bind(b) => {
             let name = resolve_queue(conn, ch, b.queue.as_str())?;
             check_queue_access(conn, &name)?;
-            let binding = Binding {
-                source: b.exchange.to_string(),
-                destination: Destination::Queue(name),
-                routing_key: b.routing_key.to_string(),
-                arguments: b.arguments.clone(),
-            };
-            conn.broker.change(Change::Bind(binding)).await?;
+            let to = Destination::Queue(name);
+            conn.broker.change(Change::Bind(binding(&b.exchange, to, &b.routing_key, &b.arguments))).await?;
             if !b.nowait {
                 conn.send_method(ch, AMQPClass::Queue(queue::AMQPMethod::BindOk(queue::BindOk {}))).await;
             }
@@ -319,13 +314,8 @@ async fn on_queue(conn: &Rc<Conn>, ch: u16, m: &queue::AMQPMethod) -> Result<(),
         queue::AMQPMethod::Unbind(b) => {
             let name = resolve_queue(conn, ch, b.queue.as_str())?;
             check_queue_access(conn, &name)?;
-            let binding = Binding {
-                source: b.exchange.to_string(),
-                destination: Destination::Queue(name),
-                routing_key: b.routing_key.to_string(),
-                arguments: b.arguments.clone(),
-            };
-            conn.broker.change(Change::Unbind(binding)).await?;
+            let to = Destination::Queue(name);
+            conn.broker.change(Change::Unbind(binding(&b.exchange, to, &b.routing_key, &b.arguments))).await?;
             conn.send_method(ch, AMQPClass::Queue(queue::AMQPMethod::UnbindOk(queue::UnbindOk {}))).await;
             Ok(())
         }

@@ -8,6 +8,7 @@ use std::rc::Rc;
 
 use super::broker::Broker;
 use crate::histogram::Log2Histogram;
+use crate::metrics::family;
 
 /// One queue's gauges and counters.
 #[derive(Debug, Clone)]
@@ -73,10 +74,6 @@ pub async fn reports(broker: &Rc<Broker>) -> Vec<AmqpReport> {
     out
 }
 
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-}
-
 /// A label value with `\`, `"` and newlines escaped.
 fn label(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
@@ -110,23 +107,13 @@ pub fn render(reports: &[AmqpReport]) -> String {
     );
     for r in reports {
         let labels = format!("shard=\"{}\"", r.shard);
-        for (le, count) in r.publish_confirm_latency_us.cumulative() {
-            match le {
-                Some(le) => {
-                    let _ = writeln!(
-                        out,
-                        "ringmq_amqp_publish_confirm_seconds_bucket{{{labels},le=\"{}\"}} {count}",
-                        le as f64 / 1e6
-                    );
-                }
-                None => {
-                    let _ = writeln!(out, "ringmq_amqp_publish_confirm_seconds_bucket{{{labels},le=\"+Inf\"}} {count}");
-                }
-            }
-        }
-        let h = &r.publish_confirm_latency_us;
-        let _ = writeln!(out, "ringmq_amqp_publish_confirm_seconds_sum{{{labels}}} {}", h.sum() as f64 / 1e6);
-        let _ = writeln!(out, "ringmq_amqp_publish_confirm_seconds_count{{{labels}}} {}", h.count());
+        crate::metrics::histogram(
+            &mut out,
+            "ringmq_amqp_publish_confirm_seconds",
+            &labels,
+            &r.publish_confirm_latency_us,
+            1e-6,
+        );
     }
     type QueueValue = fn(&QueueGauges) -> u64;
     let queue_values: [(&str, &str, QueueValue); 6] = [
