@@ -309,3 +309,43 @@ fn a_publish_sent_just_before_connection_close_is_not_lost() {
     s.close();
     assert_serves(&mut broker);
 }
+
+/// With less free disk than `--amqp-disk-free-min-bytes` (here: more than
+/// any disk has), a publisher that announced the capability gets
+/// connection.blocked and its message is not stored meanwhile; other
+/// connections keep working.
+#[test]
+fn a_nearly_full_disk_blocks_publishers_with_connection_blocked() {
+    let mut broker = Broker::start(BrokerOpts::default().arg("--amqp-disk-free-min-bytes").arg(&u64::MAX.to_string()));
+    let q = unique_topic("blocked");
+    let mut admin = Session::open(&broker.amqp_addr());
+    admin.declare_queue(&q, false, false).expect("declare");
+    let mut w = opened(&broker.amqp_addr());
+    let publish = AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
+        exchange: "".into(),
+        routing_key: q.as_str().into(),
+        mandatory: false,
+        immediate: false,
+    }));
+    w.send_method(1, &publish).expect("publish");
+    let props = basic::AMQPProperties::default();
+    w.send_frame(FRAME_HEADER, 1, &content_header_payload(4, &props)).expect("header");
+    w.send_frame(FRAME_BODY, 1, b"held").expect("body");
+    w.flush().expect("flush");
+    // The notification may already have come with the handshake.
+    let deadline = Instant::now() + CLOSE_TIMEOUT;
+    while w.blocked != Some(true) {
+        match w.next_method(deadline.saturating_duration_since(Instant::now())) {
+            Ok((0, AMQPClass::Connection(connection::AMQPMethod::Blocked(b)))) => {
+                assert!(b.reason.as_str().contains("disk"), "reason: {}", b.reason);
+                w.blocked = Some(true);
+            }
+            Ok(_) => continue,
+            Err(e) => panic!("no connection.blocked: {e:?}"),
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let count = admin.declare_queue_passive(&q).expect("passive declare").message_count;
+    assert_eq!(count, 0, "a blocked publisher's message is not stored");
+    assert_healthy(&mut broker);
+}

@@ -103,6 +103,10 @@ pub struct Wire {
     /// Methods read while waiting for something else, in order.
     pending: VecDeque<(u16, AMQPClass)>,
     pub frame_max: u32,
+    /// The last connection.blocked (true) or unblocked (false) the broker
+    /// sent: notifications that may come between any two methods, which
+    /// `expect_method` takes aside as a client library does.
+    pub blocked: Option<bool>,
 }
 
 impl Wire {
@@ -110,7 +114,7 @@ impl Wire {
         let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
         stream.set_nodelay(true).expect("nodelay");
         let out = BufWriter::with_capacity(256 * 1024, stream.try_clone().expect("clone socket"));
-        Wire { stream, out, inbuf: Vec::new(), pending: VecDeque::new(), frame_max: 131_072 }
+        Wire { stream, out, inbuf: Vec::new(), pending: VecDeque::new(), frame_max: 131_072, blocked: None }
     }
 
     /// Writes bytes as they are (buffered; `flush` sends them).
@@ -230,11 +234,16 @@ impl Wire {
         }
     }
 
-    /// The next method, or a panic naming `what` was awaited.
+    /// The next method but connection.blocked / unblocked (recorded in
+    /// `blocked`), or a panic naming `what` was awaited.
     pub fn expect_method(&mut self, what: &str) -> (u16, AMQPClass) {
-        match self.next_method(REPLY_TIMEOUT) {
-            Ok(m) => m,
-            Err(e) => panic!("waiting for {what}: {e:?}"),
+        loop {
+            match self.next_method(REPLY_TIMEOUT) {
+                Ok((0, AMQPClass::Connection(connection::AMQPMethod::Blocked(_)))) => self.blocked = Some(true),
+                Ok((0, AMQPClass::Connection(connection::AMQPMethod::Unblocked(_)))) => self.blocked = Some(false),
+                Ok(m) => return m,
+                Err(e) => panic!("waiting for {what}: {e:?}"),
+            }
         }
     }
 

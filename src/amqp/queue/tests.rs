@@ -20,6 +20,8 @@ struct Seen {
 #[derive(Default)]
 struct Recorder {
     deliveries: RefCell<Vec<Seen>>,
+    /// Deliveries not yet credited back to the queue (as written to a socket).
+    uncredited: Cell<u32>,
     cancelled: RefCell<Vec<String>>,
     unused: RefCell<Vec<String>>,
 }
@@ -29,6 +31,7 @@ struct RecordingOutlet(Rc<Recorder>);
 impl Outlet for RecordingOutlet {
     fn deliver(&self, d: Delivery) -> LocalBoxFuture<'_, ()> {
         let body = StoredMessage::parse(&d.batch).expect("stored message").body.to_vec();
+        self.0.uncredited.set(self.0.uncredited.get() + 1);
         self.0.deliveries.borrow_mut().push(Seen {
             tag: d.consumer.tag.to_string(),
             offset: d.offset,
@@ -76,7 +79,7 @@ async fn open(dir: &std::path::Path, rec: &Rc<Recorder>) -> Rc<Queue> {
 
 /// Lets the dispatcher run until `done` holds (bounded).
 async fn settle_until(done: impl Fn() -> bool) {
-    for _ in 0..500 {
+    for _ in 0..5000 {
         if done() {
             return;
         }
@@ -281,5 +284,37 @@ fn a_memory_queue_refuses_messages_beyond_its_budget_and_frees_settled_ones() {
         settle_until(|| rec.deliveries.borrow().len() == taken).await;
         assert_eq!(budget.used_bytes.get(), 0, "no-ack deliveries free their bytes");
         q.publish(message("again"), false).await.expect("room again");
+    });
+}
+
+#[test]
+fn whole_segments_of_settled_messages_are_deleted() {
+    run_local(async {
+        let dir = tempdir();
+        let rec = Rc::new(Recorder::default());
+        let q = open(dir.path(), &rec).await;
+        let body = "x".repeat(1000);
+        for _ in 0..4000 {
+            q.publish(message(&body), true).await.expect("publish");
+        }
+        assert_eq!(q.store.start(), 0);
+        q.consume(key("a"), true, 0, false).expect("consume");
+        // Nothing writes to a socket here: credit goes back by hand.
+        settle_until(|| {
+            q.credit(&key("a"), rec.uncredited.replace(0));
+            rec.deliveries.borrow().len() == 4000
+        })
+        .await;
+        // The journal task trims once the settled head is far enough ahead.
+        settle_until(|| q.store.start() > 0).await;
+        let start = q.store.start();
+        assert!(start <= 4000, "only settled messages go: start {start}");
+        let segments = std::fs::read_dir(store::messages_dir(dir.path()))
+            .expect("messages dir")
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+            .count();
+        assert!(segments < 4, "1 MiB segments of 4 MB of messages: the first ones are gone ({segments} left)");
+        q.close().await;
     });
 }
