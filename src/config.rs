@@ -108,7 +108,7 @@ pub struct ServeArgs {
     /// Largest AMQP message body accepted [default: 16777216]
     #[arg(long)]
     pub amqp_max_message_bytes: Option<usize>,
-    /// Segment file size of each durable AMQP queue [default: 16777216]
+    /// Segment file size of each durable AMQP queue, at least the largest message + 64 KiB [default: 33554432]
     #[arg(long)]
     pub amqp_queue_segment_bytes: Option<u64>,
     /// Memory for the messages of transient (non-durable) AMQP queues, per shard [default: 268435456]
@@ -170,6 +170,64 @@ fn parse_addr(key: &'static str, s: &str) -> Result<SocketAddr, ConfigError> {
 
 impl ServeConfig {
     pub fn resolve(flags: ServeArgs) -> Result<ServeConfig, ConfigError> {
+        let args = ServeArgs::merged(flags)?;
+        let log = log_config(&args)?;
+        let max_request_bytes = args.max_request_bytes.unwrap_or(100 * 1024 * 1024);
+        if !(1024..=1 << 30).contains(&max_request_bytes) {
+            return Err(invalid("max_request_bytes", "must be between 1024 and 1073741824"));
+        }
+        let max_connections = args.max_connections.unwrap_or(10_000);
+        if max_connections == 0 {
+            return Err(invalid("max_connections", "must be at least 1"));
+        }
+        let max_in_flight_per_connection = args.max_in_flight_per_connection.unwrap_or(64);
+        if !(1..=4096).contains(&max_in_flight_per_connection) {
+            return Err(invalid("max_in_flight_per_connection", "must be between 1 and 4096"));
+        }
+        let frame_timeout_ms = args.frame_timeout_ms.unwrap_or(30_000);
+        if !(10..=3_600_000).contains(&frame_timeout_ms) {
+            return Err(invalid("frame_timeout_ms", "must be between 10 and 3600000"));
+        }
+        let spin_before_park_us = args.spin_before_park_us.unwrap_or(50);
+        if spin_before_park_us > 10_000 {
+            return Err(invalid("spin_before_park_us", "must be at most 10000"));
+        }
+        let default_partitions = args.default_partitions.unwrap_or(1);
+        if !(1..=crate::catalog::MAX_PARTITIONS).contains(&default_partitions) {
+            return Err(invalid("default_partitions", "must be between 1 and 10000"));
+        }
+        let group_initial_rebalance_delay_ms = args.group_initial_rebalance_delay_ms.unwrap_or(3_000);
+        if group_initial_rebalance_delay_ms > 300_000 {
+            return Err(invalid("group_initial_rebalance_delay_ms", "must be at most 300000"));
+        }
+        let metrics = match args.metrics.as_deref().unwrap_or(DEFAULT_METRICS) {
+            "off" => None,
+            s => Some(parse_addr("metrics", s)?),
+        };
+        Ok(ServeConfig {
+            amqp: amqp_config(&args)?,
+            listen: parse_addr("listen", args.listen.as_deref().unwrap_or(DEFAULT_LISTEN))?,
+            advertise: args.advertise.as_deref().map(parse_advertise).transpose()?,
+            cpus: parse_cores(args.cores.as_deref(), &usable_cpus())?,
+            metrics,
+            auto_create_topics: args.auto_create_topics.unwrap_or(true),
+            default_partitions,
+            max_request_bytes,
+            max_connections,
+            max_in_flight_per_connection,
+            frame_timeout: Duration::from_millis(frame_timeout_ms),
+            spin_before_park: Duration::from_micros(spin_before_park_us),
+            retention_check: Duration::from_millis(args.retention_check_ms.unwrap_or(30_000).max(10)),
+            group_initial_rebalance_delay: Duration::from_millis(group_initial_rebalance_delay_ms),
+            data_dir: args.data_dir.unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
+            log,
+        })
+    }
+}
+
+impl ServeArgs {
+    /// The flags over the `--config` file's settings (a flag wins).
+    fn merged(flags: ServeArgs) -> Result<ServeArgs, ConfigError> {
         let file = match &flags.config {
             Some(path) => {
                 let text =
@@ -179,170 +237,165 @@ impl ServeConfig {
             }
             None => ServeArgs::default(),
         };
-        macro_rules! pick {
-            ($field:ident) => {
-                flags.$field.clone().or(file.$field.clone())
-            };
-        }
-        let mut log = LogConfig::default();
-        if let Some(v) = pick!(segment_bytes) {
-            if !(64 * 1024..=1 << 30).contains(&v) {
-                return Err(invalid("segment_bytes", "must be between 65536 and 1073741824"));
-            }
-            log.segment_bytes = v;
-        }
-        if let Some(v) = pick!(retention_ms) {
-            if v < -1 {
-                return Err(invalid("retention_ms", "must be -1 or more"));
-            }
-            log.retention_ms = v;
-        }
-        if let Some(v) = pick!(retention_bytes) {
-            if v < -1 {
-                return Err(invalid("retention_bytes", "must be -1 or more"));
-            }
-            log.retention_bytes = v;
-        }
-        if let Some(v) = pick!(max_message_bytes) {
-            if v < 64 {
-                return Err(invalid("max_message_bytes", "must be at least 64"));
-            }
-            log.max_message_bytes = v;
-        }
-        if let Some(v) = pick!(flush) {
-            log.flush = v.parse().map_err(|m: String| invalid("flush", m))?;
-        }
-        if let Some(v) = pick!(preallocation) {
-            log.preallocation = v.parse().map_err(|m: String| invalid("preallocation", m))?;
-        }
-        if let Some(v) = pick!(commit_linger_us) {
-            if v > 1_000_000 {
-                return Err(invalid("commit_linger_us", "must be at most 1000000"));
-            }
-            log.commit_linger = Duration::from_micros(v);
-        }
-        if let Some(v) = pick!(commit_max_bytes) {
-            if !(4096..=64 << 20).contains(&v) {
-                return Err(invalid("commit_max_bytes", "must be between 4096 and 67108864"));
-            }
-            log.commit_max_bytes = v;
-        }
-        if let Some(v) = pick!(tail_cache_bytes) {
-            log.tail_cache_bytes = v;
-        }
-        log.pending_max_bytes = log.pending_max_bytes.max(2 * log.max_message_bytes);
-        let max_request_bytes = pick!(max_request_bytes).unwrap_or(100 * 1024 * 1024);
-        if !(1024..=1 << 30).contains(&max_request_bytes) {
-            return Err(invalid("max_request_bytes", "must be between 1024 and 1073741824"));
-        }
-        let max_connections = pick!(max_connections).unwrap_or(10_000);
-        if max_connections == 0 {
-            return Err(invalid("max_connections", "must be at least 1"));
-        }
-        let max_in_flight_per_connection = pick!(max_in_flight_per_connection).unwrap_or(64);
-        if !(1..=4096).contains(&max_in_flight_per_connection) {
-            return Err(invalid("max_in_flight_per_connection", "must be between 1 and 4096"));
-        }
-        let frame_timeout_ms = pick!(frame_timeout_ms).unwrap_or(30_000);
-        if !(10..=3_600_000).contains(&frame_timeout_ms) {
-            return Err(invalid("frame_timeout_ms", "must be between 10 and 3600000"));
-        }
-        let spin_before_park_us = pick!(spin_before_park_us).unwrap_or(50);
-        if spin_before_park_us > 10_000 {
-            return Err(invalid("spin_before_park_us", "must be at most 10000"));
-        }
-        let cpus = parse_cores(pick!(cores).as_deref(), &usable_cpus())?;
-        let default_partitions = pick!(default_partitions).unwrap_or(1);
-        if !(1..=crate::catalog::MAX_PARTITIONS).contains(&default_partitions) {
-            return Err(invalid("default_partitions", "must be between 1 and 10000"));
-        }
-        let listen = parse_addr("listen", &pick!(listen).unwrap_or_else(|| DEFAULT_LISTEN.into()))?;
-        let advertise = match pick!(advertise) {
-            Some(a) => {
-                let (host, port) =
-                    a.rsplit_once(':').ok_or_else(|| invalid("advertise", format!("`{a}` is not HOST:PORT")))?;
-                let port: u16 = port.parse().map_err(|_| invalid("advertise", format!("bad port in `{a}`")))?;
-                if host.is_empty() || port == 0 {
-                    return Err(invalid("advertise", format!("`{a}` needs a host and a non-zero port")));
-                }
-                Some((host.to_string(), port))
-            }
-            None => None,
-        };
-        let metrics = match pick!(metrics).unwrap_or_else(|| DEFAULT_METRICS.into()).as_str() {
-            "off" => None,
-            s => Some(parse_addr("metrics", s)?),
-        };
-        let retention_check = Duration::from_millis(pick!(retention_check_ms).unwrap_or(30_000).max(10));
-        let group_initial_rebalance_delay_ms = pick!(group_initial_rebalance_delay_ms).unwrap_or(3_000);
-        if group_initial_rebalance_delay_ms > 300_000 {
-            return Err(invalid("group_initial_rebalance_delay_ms", "must be at most 300000"));
-        }
-        let amqp = match pick!(amqp_listen).unwrap_or_else(|| crate::amqp::DEFAULT_LISTEN.into()).as_str() {
-            "off" => None,
-            addr => {
-                let mut a = crate::amqp::AmqpConfig::with_listen(parse_addr("amqp_listen", addr)?);
-                if let Some(v) = pick!(amqp_frame_max) {
-                    if !(crate::amqp::frame::FRAME_MIN_BYTES..=1 << 20).contains(&v) {
-                        return Err(invalid("amqp_frame_max", "must be between 4096 and 1048576"));
-                    }
-                    a.frame_max = v;
-                }
-                if let Some(v) = pick!(amqp_channel_max) {
-                    if v == 0 {
-                        return Err(invalid("amqp_channel_max", "must be between 1 and 65535"));
-                    }
-                    a.channel_max = v;
-                }
-                if let Some(v) = pick!(amqp_heartbeat_s) {
-                    a.heartbeat_s = v;
-                }
-                if let Some(v) = pick!(amqp_max_message_bytes) {
-                    if !(1..=512 << 20).contains(&v) {
-                        return Err(invalid("amqp_max_message_bytes", "must be between 1 and 536870912"));
-                    }
-                    a.max_message_bytes = v;
-                }
-                if let Some(v) = pick!(amqp_queue_segment_bytes) {
-                    if !(64 * 1024..=1 << 30).contains(&v) {
-                        return Err(invalid("amqp_queue_segment_bytes", "must be between 65536 and 1073741824"));
-                    }
-                    a.queue_segment_bytes = v;
-                }
-                if let Some(v) = pick!(amqp_memory_queue_bytes) {
-                    a.memory_queue_bytes = v;
-                }
-                if let Some(v) = pick!(amqp_disk_free_min_bytes) {
-                    a.disk_free_min_bytes = v;
-                }
-                if let Some(v) = pick!(amqp_max_unacked_per_channel) {
-                    if v == 0 {
-                        return Err(invalid("amqp_max_unacked_per_channel", "must be at least 1"));
-                    }
-                    a.max_unacked_per_channel = v;
-                }
-                Some(a)
-            }
-        };
-        Ok(ServeConfig {
-            amqp,
-            data_dir: pick!(data_dir).unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
-            listen,
-            advertise,
-            cpus,
-            metrics,
-            auto_create_topics: pick!(auto_create_topics).unwrap_or(true),
-            default_partitions,
-            max_request_bytes,
-            max_connections,
-            max_in_flight_per_connection,
-            frame_timeout: Duration::from_millis(frame_timeout_ms),
-            spin_before_park: Duration::from_micros(spin_before_park_us),
-            retention_check,
-            group_initial_rebalance_delay: Duration::from_millis(group_initial_rebalance_delay_ms),
-            log,
+        Ok(ServeArgs {
+            config: flags.config,
+            data_dir: flags.data_dir.or(file.data_dir),
+            listen: flags.listen.or(file.listen),
+            advertise: flags.advertise.or(file.advertise),
+            cores: flags.cores.or(file.cores),
+            metrics: flags.metrics.or(file.metrics),
+            auto_create_topics: flags.auto_create_topics.or(file.auto_create_topics),
+            default_partitions: flags.default_partitions.or(file.default_partitions),
+            segment_bytes: flags.segment_bytes.or(file.segment_bytes),
+            retention_ms: flags.retention_ms.or(file.retention_ms),
+            retention_bytes: flags.retention_bytes.or(file.retention_bytes),
+            max_message_bytes: flags.max_message_bytes.or(file.max_message_bytes),
+            flush: flags.flush.or(file.flush),
+            preallocation: flags.preallocation.or(file.preallocation),
+            commit_linger_us: flags.commit_linger_us.or(file.commit_linger_us),
+            commit_max_bytes: flags.commit_max_bytes.or(file.commit_max_bytes),
+            max_request_bytes: flags.max_request_bytes.or(file.max_request_bytes),
+            max_connections: flags.max_connections.or(file.max_connections),
+            max_in_flight_per_connection: flags.max_in_flight_per_connection.or(file.max_in_flight_per_connection),
+            frame_timeout_ms: flags.frame_timeout_ms.or(file.frame_timeout_ms),
+            spin_before_park_us: flags.spin_before_park_us.or(file.spin_before_park_us),
+            tail_cache_bytes: flags.tail_cache_bytes.or(file.tail_cache_bytes),
+            retention_check_ms: flags.retention_check_ms.or(file.retention_check_ms),
+            group_initial_rebalance_delay_ms: flags
+                .group_initial_rebalance_delay_ms
+                .or(file.group_initial_rebalance_delay_ms),
+            amqp_listen: flags.amqp_listen.or(file.amqp_listen),
+            amqp_frame_max: flags.amqp_frame_max.or(file.amqp_frame_max),
+            amqp_channel_max: flags.amqp_channel_max.or(file.amqp_channel_max),
+            amqp_heartbeat_s: flags.amqp_heartbeat_s.or(file.amqp_heartbeat_s),
+            amqp_max_message_bytes: flags.amqp_max_message_bytes.or(file.amqp_max_message_bytes),
+            amqp_queue_segment_bytes: flags.amqp_queue_segment_bytes.or(file.amqp_queue_segment_bytes),
+            amqp_memory_queue_bytes: flags.amqp_memory_queue_bytes.or(file.amqp_memory_queue_bytes),
+            amqp_disk_free_min_bytes: flags.amqp_disk_free_min_bytes.or(file.amqp_disk_free_min_bytes),
+            amqp_max_unacked_per_channel: flags.amqp_max_unacked_per_channel.or(file.amqp_max_unacked_per_channel),
         })
     }
+}
+
+/// The storage settings every partition starts from.
+fn log_config(args: &ServeArgs) -> Result<LogConfig, ConfigError> {
+    let mut log = LogConfig::default();
+    if let Some(v) = args.segment_bytes {
+        if !(64 * 1024..=1 << 30).contains(&v) {
+            return Err(invalid("segment_bytes", "must be between 65536 and 1073741824"));
+        }
+        log.segment_bytes = v;
+    }
+    if let Some(v) = args.retention_ms {
+        if v < -1 {
+            return Err(invalid("retention_ms", "must be -1 or more"));
+        }
+        log.retention_ms = v;
+    }
+    if let Some(v) = args.retention_bytes {
+        if v < -1 {
+            return Err(invalid("retention_bytes", "must be -1 or more"));
+        }
+        log.retention_bytes = v;
+    }
+    if let Some(v) = args.max_message_bytes {
+        if v < 64 {
+            return Err(invalid("max_message_bytes", "must be at least 64"));
+        }
+        log.max_message_bytes = v;
+    }
+    if let Some(v) = &args.flush {
+        log.flush = v.parse().map_err(|m: String| invalid("flush", m))?;
+    }
+    if let Some(v) = &args.preallocation {
+        log.preallocation = v.parse().map_err(|m: String| invalid("preallocation", m))?;
+    }
+    if let Some(v) = args.commit_linger_us {
+        if v > 1_000_000 {
+            return Err(invalid("commit_linger_us", "must be at most 1000000"));
+        }
+        log.commit_linger = Duration::from_micros(v);
+    }
+    if let Some(v) = args.commit_max_bytes {
+        if !(4096..=64 << 20).contains(&v) {
+            return Err(invalid("commit_max_bytes", "must be between 4096 and 67108864"));
+        }
+        log.commit_max_bytes = v;
+    }
+    if let Some(v) = args.tail_cache_bytes {
+        log.tail_cache_bytes = v;
+    }
+    log.pending_max_bytes = log.pending_max_bytes.max(2 * log.max_message_bytes);
+    Ok(log)
+}
+
+/// `--advertise HOST:PORT`.
+fn parse_advertise(a: &str) -> Result<(String, u16), ConfigError> {
+    let (host, port) = a.rsplit_once(':').ok_or_else(|| invalid("advertise", format!("`{a}` is not HOST:PORT")))?;
+    let port: u16 = port.parse().map_err(|_| invalid("advertise", format!("bad port in `{a}`")))?;
+    if host.is_empty() || port == 0 {
+        return Err(invalid("advertise", format!("`{a}` needs a host and a non-zero port")));
+    }
+    Ok((host.to_string(), port))
+}
+
+/// The AMQP listener's settings, or `None` with `--amqp-listen off`.
+fn amqp_config(args: &ServeArgs) -> Result<Option<crate::amqp::AmqpConfig>, ConfigError> {
+    let addr = args.amqp_listen.as_deref().unwrap_or(crate::amqp::DEFAULT_LISTEN);
+    if addr == "off" {
+        return Ok(None);
+    }
+    let mut a = crate::amqp::AmqpConfig::with_listen(parse_addr("amqp_listen", addr)?);
+    if let Some(v) = args.amqp_frame_max {
+        if !(crate::amqp::frame::FRAME_MIN_BYTES..=1 << 20).contains(&v) {
+            return Err(invalid("amqp_frame_max", "must be between 4096 and 1048576"));
+        }
+        a.frame_max = v;
+    }
+    if let Some(v) = args.amqp_channel_max {
+        if v == 0 {
+            return Err(invalid("amqp_channel_max", "must be between 1 and 65535"));
+        }
+        a.channel_max = v;
+    }
+    if let Some(v) = args.amqp_heartbeat_s {
+        a.heartbeat_s = v;
+    }
+    if let Some(v) = args.amqp_max_message_bytes {
+        if !(1..=512 << 20).contains(&v) {
+            return Err(invalid("amqp_max_message_bytes", "must be between 1 and 536870912"));
+        }
+        a.max_message_bytes = v;
+    }
+    if let Some(v) = args.amqp_queue_segment_bytes {
+        if !(64 * 1024..=1 << 30).contains(&v) {
+            return Err(invalid("amqp_queue_segment_bytes", "must be between 65536 and 1073741824"));
+        }
+        a.queue_segment_bytes = v;
+    }
+    let segment_min = crate::amqp::queue_segment_min_bytes(a.max_message_bytes);
+    if a.queue_segment_bytes < segment_min {
+        return Err(invalid(
+            "amqp_queue_segment_bytes",
+            format!(
+                "must hold the largest message: at least {segment_min} with --amqp-max-message-bytes {}",
+                a.max_message_bytes
+            ),
+        ));
+    }
+    if let Some(v) = args.amqp_memory_queue_bytes {
+        a.memory_queue_bytes = v;
+    }
+    if let Some(v) = args.amqp_disk_free_min_bytes {
+        a.disk_free_min_bytes = v;
+    }
+    if let Some(v) = args.amqp_max_unacked_per_channel {
+        if v == 0 {
+            return Err(invalid("amqp_max_unacked_per_channel", "must be at least 1"));
+        }
+        a.max_unacked_per_channel = v;
+    }
+    Ok(Some(a))
 }
 
 /// `cores` in a TOML file may be a number or a string.

@@ -173,8 +173,12 @@ impl Broker {
         let defs_path = dir.join(DEFINITIONS_FILE);
         let defs = Definitions::load(&defs_path).map_err(|e| format!("AMQP definitions: {e}"))?;
         let mut queue_log = log.clone();
-        queue_log.segment_bytes = config.queue_segment_bytes.max(config.max_message_bytes as u64 * 2);
-        queue_log.max_message_bytes = config.max_message_bytes + 64 * 1024;
+        assert!(
+            config.queue_segment_bytes >= super::queue_segment_min_bytes(config.max_message_bytes),
+            "checked by config"
+        );
+        queue_log.segment_bytes = config.queue_segment_bytes;
+        queue_log.max_message_bytes = config.max_message_bytes + super::MESSAGE_OVERHEAD_MAX_BYTES;
         queue_log.pending_max_bytes = queue_log.pending_max_bytes.max(2 * queue_log.max_message_bytes);
         queue_log.retention_ms = -1;
         queue_log.retention_bytes = -1;

@@ -36,7 +36,8 @@ pub struct AmqpConfig {
     pub heartbeat_s: u16,
     /// Largest message body accepted.
     pub max_message_bytes: usize,
-    /// Segment file size of each durable queue's message log.
+    /// Segment file size of each durable queue's message log (at least
+    /// the largest message and its envelope: `queue_segment_min_bytes`).
     pub queue_segment_bytes: u64,
     /// Memory for messages of transient queues, per shard.
     pub memory_queue_bytes: usize,
@@ -52,6 +53,15 @@ pub struct AmqpConfig {
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:5672";
 
+/// Room a stored message takes beyond its body, at most (batch and record
+/// headers, the envelope with its names and properties).
+pub const MESSAGE_OVERHEAD_MAX_BYTES: usize = 64 * 1024;
+
+/// The smallest queue segment that holds the largest message.
+pub fn queue_segment_min_bytes(max_message_bytes: usize) -> u64 {
+    (max_message_bytes + MESSAGE_OVERHEAD_MAX_BYTES) as u64
+}
+
 impl AmqpConfig {
     pub fn with_listen(listen: SocketAddr) -> AmqpConfig {
         AmqpConfig {
@@ -60,7 +70,7 @@ impl AmqpConfig {
             channel_max: 2047,
             heartbeat_s: 60,
             max_message_bytes: 16 * 1024 * 1024,
-            queue_segment_bytes: 16 * 1024 * 1024,
+            queue_segment_bytes: 32 * 1024 * 1024,
             memory_queue_bytes: 256 * 1024 * 1024,
             disk_free_min_bytes: 50 * 1000 * 1000,
             max_unacked_per_channel: 65_535,
