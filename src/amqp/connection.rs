@@ -113,7 +113,18 @@ pub struct Conn {
     pub receiving_bytes: std::rc::Rc<Cell<usize>>,
     /// One sender of confirms at a time, so they leave in order.
     pub confirm_turn: task::Semaphore,
+    /// Whose turn it is to queue frames (see `OutTurn`).
+    out_turn: task::Semaphore,
 }
+
+/// The turn to queue frames for the writer. Turns are served first come,
+/// first served (deliveries from another shard arrive as separate tasks,
+/// in order), and a delivery's tag is taken within the turn that queues its
+/// frames: frames leave in the order their senders came, and delivery tags
+/// go out in increasing order, which a client's multiple-ack relies on.
+/// The bounded channel alone does not keep that order: a sender woken for
+/// room can be overtaken by one that finds room before it runs.
+pub struct OutTurn(#[allow(dead_code)] task::Permit);
 
 /// Message bytes (KiB, at least 1 per message) of one connection being
 /// stored at once, at most.
@@ -147,6 +158,7 @@ impl Conn {
             publish_slots: task::Semaphore::new(PUBLISH_BUDGET_KIB),
             receiving_bytes: std::rc::Rc::new(Cell::new(0)),
             confirm_turn: task::Semaphore::new(1),
+            out_turn: task::Semaphore::new(1),
         });
         broker.register_connection(id, conn.clone() as Rc<dyn ConnectionPort>);
         (conn, rx)
@@ -156,14 +168,30 @@ impl Conn {
         ConsumerKey { shard: self.broker.shard.id, connection: self.id, channel, tag: tag.clone() }
     }
 
-    /// Queues frames to write; waits while the queue is full.
-    pub async fn send(&self, frames: Vec<Bytes>) {
+    /// Waits for the turn to queue frames (`None`: the connection is gone).
+    pub async fn out_turn(&self) -> Option<OutTurn> {
+        self.out_turn.acquire(1).await.map(OutTurn)
+    }
+
+    /// Queues frames to write, in `turn`; waits while the queue is full.
+    async fn queue(&self, _turn: &OutTurn, item: Outbound) {
         if self.dead.get() {
             return;
         }
-        if self.out.send(Outbound::Frames(frames)).await.is_err() {
+        if self.out.send(item).await.is_err() {
             self.dead.set(true);
         }
+    }
+
+    /// Queues frames taken in `turn` (tags numbered within it).
+    pub async fn send_in_turn(&self, turn: &OutTurn, frames: Vec<Bytes>) {
+        self.queue(turn, Outbound::Frames(frames)).await;
+    }
+
+    /// Queues frames to write in their turn; waits while the queue is full.
+    pub async fn send(&self, frames: Vec<Bytes>) {
+        let Some(turn) = self.out_turn().await else { return };
+        self.send_in_turn(&turn, frames).await;
     }
 
     pub async fn send_method(&self, channel: u16, method: AMQPClass) {
@@ -172,7 +200,9 @@ impl Conn {
 
     /// Lets the writer finish what is queued and stop.
     pub async fn stop_writer(&self) {
-        let _ = self.out.send(Outbound::Stop).await;
+        if let Some(turn) = self.out_turn().await {
+            self.queue(&turn, Outbound::Stop).await;
+        }
         self.dead.set(true);
     }
 
@@ -299,10 +329,11 @@ impl Conn {
         for (queue, key) in resume {
             self.broker.set_paused(queue, key, false).await;
         }
+        let Some(turn) = self.out_turn().await else { return };
         while let Some(step) = self.next_held(channel) {
             match step {
                 HeldStep::Requeue(d) => self.broker.requeue(d.queue.clone(), vec![d.offset]).await,
-                HeldStep::Send(d, Some(frames)) => self.push_delivery(frames, d).await,
+                HeldStep::Send(d, Some(frames)) => self.push_delivery(&turn, frames, d).await,
                 HeldStep::Send(d, None) => self.broker.settle(d.queue.clone(), vec![d.offset]).await,
             }
         }
@@ -326,14 +357,8 @@ impl Conn {
         Some(HeldStep::Send(d, frames))
     }
 
-    async fn push_delivery(&self, frames: Vec<Bytes>, d: Delivery) {
-        if self.dead.get() {
-            return;
-        }
-        let item = Outbound::Delivered { frames, queue: d.queue, consumer: d.consumer };
-        if self.out.send(item).await.is_err() {
-            self.dead.set(true);
-        }
+    async fn push_delivery(&self, turn: &OutTurn, frames: Vec<Bytes>, d: Delivery) {
+        self.queue(turn, Outbound::Delivered { frames, queue: d.queue, consumer: d.consumer }).await;
     }
 
     /// Sends connection.blocked / unblocked to a client that understands
@@ -399,6 +424,11 @@ impl ConnectionPort for Conn {
             if self.dead.get() || self.closing.get() {
                 return Err(d);
             }
+            // Taken first: deliveries are numbered and queued in arrival order.
+            let Some(turn) = self.out_turn().await else { return Err(d) };
+            if self.dead.get() || self.closing.get() {
+                return Err(d);
+            }
             let channel = d.consumer.channel;
             let max_unacked = self.broker.config.max_unacked_per_channel as usize;
             let outcome = {
@@ -425,7 +455,7 @@ impl ConnectionPort for Conn {
             };
             match outcome {
                 DeliverOutcome::Held => {}
-                DeliverOutcome::Send(d, Some(frames)) => self.push_delivery(frames, d).await,
+                DeliverOutcome::Send(d, Some(frames)) => self.push_delivery(&turn, frames, d).await,
                 DeliverOutcome::Send(d, None) => self.broker.settle(d.queue.clone(), vec![d.offset]).await,
                 DeliverOutcome::Release(d, pause) => {
                     for (queue, key) in pause {

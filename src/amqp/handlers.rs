@@ -485,11 +485,18 @@ async fn get(conn: &Rc<Conn>, ch: u16, g: &basic::Get) -> Result<(), AmqpError> 
             return Err(err(codes::INTERNAL_ERROR, format!("stored message unreadable: {e}")));
         }
     };
-    let tag = {
+    // The tag is numbered in the turn that queues the frames (see `OutTurn`).
+    let turn = conn.out_turn().await;
+    let tag = turn.as_ref().and_then(|_| {
         let mut chans = conn.channels.borrow_mut();
-        let chan = chans.get_mut(&ch).expect("the channel is open");
-        let unacked = (!g.no_ack).then_some(Unacked { queue, offset: ok.offset, consumer: None });
-        chan.tag(unacked)
+        let chan = chans.get_mut(&ch).filter(|c| !c.closing)?;
+        let unacked = (!g.no_ack).then(|| Unacked { queue: queue.clone(), offset: ok.offset, consumer: None });
+        Some(chan.tag(unacked))
+    });
+    let (Some(turn), Some(tag)) = (turn, tag) else {
+        // The channel closed meanwhile: not handed out (a no-ack get is gone).
+        conn.broker.requeue(queue, vec![ok.offset]).await;
+        return Ok(());
     };
     let get_ok = AMQPClass::Basic(basic::AMQPMethod::GetOk(basic::GetOk {
         delivery_tag: tag,
@@ -501,7 +508,7 @@ async fn get(conn: &Rc<Conn>, ch: u16, g: &basic::Get) -> Result<(), AmqpError> 
     let mut frames = vec![method_frame(ch, &get_ok)];
     header_frame(ch, msg.body.len() as u64, &msg.properties, &mut frames);
     body_frames(ch, &msg.body, conn.tuned.frame_max, &mut frames);
-    conn.send(frames).await;
+    conn.send_in_turn(&turn, frames).await;
     Ok(())
 }
 

@@ -120,3 +120,76 @@ pub fn run_local<T: 'static, F: Future<Output = T> + 'static>(future: F) -> T {
         Err(e) => panic!("cannot make an executor: {e}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    use super::*;
+
+    /// Spawns a task that takes `permits` of `sem`, records `name` and
+    /// gives them back.
+    fn taker(sem: &Semaphore, permits: u64, name: &'static str, order: &Rc<RefCell<Vec<&'static str>>>) -> Task<()> {
+        let (sem, order) = (sem.clone(), order.clone());
+        spawn_joinable(async move {
+            let _permit = sem.acquire(permits).await;
+            order.borrow_mut().push(name);
+        })
+    }
+
+    #[test]
+    fn a_woken_waiter_is_not_overtaken_by_a_task_that_comes_meanwhile() {
+        let order = run_local(async {
+            let sem = Semaphore::new(1);
+            let order = Rc::new(RefCell::new(Vec::new()));
+            let held = sem.acquire(1).await;
+            let first = taker(&sem, 1, "first", &order);
+            sleep(Duration::from_millis(1)).await; // `first` waits now
+            drop(held); // wakes `first`, which has not run yet when...
+            let again = sem.acquire(1).await; // ...this task asks again
+            order.borrow_mut().push("second");
+            drop(again);
+            first.join().await;
+            Rc::try_unwrap(order).map(RefCell::into_inner).unwrap_or_default()
+        });
+        assert_eq!(order, ["first", "second"]);
+    }
+
+    #[test]
+    fn a_smaller_later_request_does_not_overtake_a_larger_waiting_one() {
+        let order = run_local(async {
+            let sem = Semaphore::new(4);
+            let order = Rc::new(RefCell::new(Vec::new()));
+            let held = sem.acquire(3).await;
+            let large = taker(&sem, 4, "large", &order);
+            sleep(Duration::from_millis(1)).await;
+            let small = taker(&sem, 1, "small", &order);
+            sleep(Duration::from_millis(1)).await;
+            drop(held);
+            large.join().await;
+            small.join().await;
+            Rc::try_unwrap(order).map(RefCell::into_inner).unwrap_or_default()
+        });
+        assert_eq!(order, ["large", "small"]);
+    }
+
+    #[test]
+    fn a_waiter_dropped_after_it_was_woken_passes_its_permit_on() {
+        let next_got_it = run_local(async {
+            let sem = Semaphore::new(1);
+            let held = sem.acquire(1).await;
+            let mut quitter = Box::pin(sem.acquire(1));
+            assert!(futures_lite::future::poll_once(&mut quitter).await.is_none(), "it waits");
+            let next = {
+                let sem = sem.clone();
+                spawn_joinable(async move { timeout(Duration::from_secs(5), sem.acquire(1)).await.is_some() })
+            };
+            sleep(Duration::from_millis(1)).await; // `next` waits behind it
+            drop(held); // hands the permit to `quitter`...
+            drop(quitter); // ...which goes without taking it
+            next.join().await
+        });
+        assert_eq!(next_got_it, Some(true));
+    }
+}

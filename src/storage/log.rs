@@ -769,7 +769,13 @@ impl PartitionLog {
         delete_records::persist_log_start(&self.dir, target).await?;
         // 2. Visible: reads below `target` fail from here on.
         let doomed = self.state.borrow_mut().move_start_to(target);
-        tracing::info!(topic = %self.topic, partition = self.partition, log_start_offset = target, segments_deleted = doomed.len(), "records deleted");
+        // At info only when files go: an AMQP queue moves its start every
+        // thousand settled messages or so.
+        if doomed.is_empty() {
+            tracing::debug!(topic = %self.topic, partition = self.partition, log_start_offset = target, "records deleted");
+        } else {
+            tracing::info!(topic = %self.topic, partition = self.partition, log_start_offset = target, segments_deleted = doomed.len(), "records deleted");
+        }
         // 3. Space back. Readers holding slices keep their maps alive.
         if !doomed.is_empty() {
             self.remove_retired(doomed).await?;

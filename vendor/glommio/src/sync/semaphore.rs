@@ -22,6 +22,8 @@ type Result<T> = crate::error::Result<T, ()>;
 struct Waiter<'a> {
     node: WaiterNode,
     semaphore: &'a Semaphore,
+    /// Returned `Ready(Ok)`: the units are the caller's now.
+    done: bool,
 }
 
 #[derive(Debug)]
@@ -29,6 +31,9 @@ struct WaiterNode {
     link: LinkedListLink,
     units: u64,
     waker: RefCell<Option<Waker>>,
+    /// The units were taken for this waiter when it was woken (ringmq patch:
+    /// a woken waiter cannot be overtaken by a task that comes meanwhile).
+    granted: std::cell::Cell<bool>,
 
     // Waiter node can not be `Unpin` so its pointer could be used inside intrusive
     // collections, it also can not outlive the container which is guaranteed by the
@@ -109,9 +114,11 @@ impl<'a> Waiter<'a> {
                 link: LinkedListLink::new(),
                 units,
                 waker: RefCell::new(None),
+                granted: std::cell::Cell::new(false),
                 _p: PhantomPinned,
             },
             semaphore,
+            done: false,
         }
     }
 
@@ -158,6 +165,10 @@ impl<'a> Drop for Waiter<'a> {
             // to make it pinned directly
             let waiter_node = unsafe { Pin::new_unchecked(&mut self.node) };
             Self::remove_from_waiting_queue(waiter_node, &mut self.semaphore.state.borrow_mut())
+        } else if self.node.granted.get() && !self.done {
+            // Woken with its units but dropped before it ran: they go on
+            // to the next waiters.
+            process_wakes(self.semaphore, self.node.units);
         }
     }
 }
@@ -171,6 +182,20 @@ impl<'a> Future for Waiter<'a> {
 
         let waiter_node = unsafe { Pin::new_unchecked(&mut future_mut.node) };
 
+        if waiter_node.granted.get() {
+            future_mut.done = true;
+            return Poll::Ready(Ok(()));
+        }
+        if waiter_node.link.is_linked() && !sem_state.closed {
+            // Not its turn yet: earlier waiters come first.
+            *waiter_node.waker.borrow_mut() = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        if !sem_state.closed && !sem_state.waiters_list.is_empty() {
+            // Earlier waiters come first.
+            Self::register_in_waiting_queue(waiter_node, &mut sem_state, cx.waker().clone());
+            return Poll::Pending;
+        }
         let units = waiter_node.units;
         match sem_state.try_acquire(units) {
             Err(x) => {
@@ -179,6 +204,7 @@ impl<'a> Future for Waiter<'a> {
             }
             Ok(true) => {
                 Self::remove_from_waiting_queue(waiter_node, &mut sem_state);
+                future_mut.done = true;
                 Poll::Ready(Ok(()))
             }
             Ok(false) => {
@@ -298,41 +324,37 @@ impl Drop for StaticPermit {
     }
 }
 
+/// Gives `units` back and hands them to the waiters in arrival order: each
+/// woken waiter gets its units taken for it (ringmq patch; glommio woke it
+/// to try again, and a task that came meanwhile could take them first), and
+/// a waiter that does not fit stops the handing out (strictly first come,
+/// first served: a later, smaller request does not overtake it).
 fn process_wakes(sem: &Semaphore, units: u64) {
     let mut state = sem.state.borrow_mut();
     state.signal(units);
-
-    let mut available_units = state.avail;
-
-    let mut cursor = state.waiters_list.front_mut();
-
-    //only tasks which will be able to proceed will be awaken
-    while available_units > 0 {
-        let mut waker = None;
-        if let Some(node) = cursor.get() {
-            let node = unsafe { Pin::new_unchecked(node) };
-
-            if node.units <= available_units {
-                let w = node.waker.borrow_mut().take();
-
-                if w.is_some() {
-                    waker = w;
-                } else {
-                    panic!("Future was linked into the waiting list without a waker");
-                }
-
-                available_units -= node.units;
-            }
-        } else {
+    if state.closed {
+        return;
+    }
+    let mut wakers = Vec::new();
+    let st = &mut *state;
+    loop {
+        let mut cursor = st.waiters_list.front_mut();
+        let Some(node) = cursor.get() else { break };
+        let node = unsafe { Pin::new_unchecked(node) };
+        if node.units > st.avail {
             break;
         }
-
-        if let Some(waker) = waker {
-            waker.wake();
-            cursor.remove();
-        } else {
-            cursor.move_next();
+        st.avail -= node.units;
+        node.granted.set(true);
+        match node.waker.borrow_mut().take() {
+            Some(w) => wakers.push(w),
+            None => panic!("Future was linked into the waiting list without a waker"),
         }
+        cursor.remove();
+    }
+    drop(state);
+    for w in wakers {
+        w.wake();
     }
 }
 
