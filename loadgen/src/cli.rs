@@ -1,6 +1,7 @@
-//! The command line: `ringmq-loadgen [run flags]`, `ringmq-loadgen plot DIR…`
-//! and `ringmq-loadgen baseline`, parsed with clap and checked into a
-//! `RunConfig` that the rest of the program trusts.
+//! The command line: `ringmq-loadgen [run flags]`, `ringmq-loadgen plot DIR…`,
+//! `ringmq-loadgen baseline` and `ringmq-loadgen amqp [flags]` (whose flags
+//! live in `amqp::config`), parsed with clap and checked into a `RunConfig`
+//! that the rest of the program trusts.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -15,7 +16,7 @@ use crate::payload::{KeyDistribution, STAMP_LEN};
 #[command(
     name = "ringmq-loadgen",
     version,
-    about = "Kafka load generator: open-loop constant-rate producers and consumers, produce and end-to-end latency histograms",
+    about = "Kafka and AMQP load generator: open-loop constant-rate producers and consumers, produce and end-to-end latency histograms",
     args_conflicts_with_subcommands = true,
     subcommand_negates_reqs = true
 )]
@@ -32,6 +33,8 @@ pub enum Command {
     Plot(PlotArgs),
     /// Measure the machine's limits (fio O_DIRECT overwrite+fdatasync, iperf3 loopback) into baseline.json.
     Baseline(BaselineArgs),
+    /// Load an AMQP 0-9-1 broker: publishers with confirms, consumers with acks, publish→confirm and end-to-end latency.
+    Amqp(crate::amqp::config::AmqpArgs),
 }
 
 /// Flags of a load run.
@@ -245,12 +248,6 @@ pub struct RunConfig {
     pub client_id: String,
 }
 
-impl RunConfig {
-    pub fn closed_loop(&self) -> bool {
-        self.rate == 0.0
-    }
-}
-
 impl RunArgs {
     /// Checks what clap cannot; every message names the flag.
     pub fn validate(&self) -> Result<RunConfig, Error> {
@@ -388,7 +385,7 @@ mod tests {
         ])
         .expect("parse");
         let cfg = cli.run.validate().expect("valid");
-        assert!(cfg.closed_loop());
+        assert_eq!(cfg.rate, 0.0, "--rate 0 is a closed loop");
         assert_eq!(cfg.acks, -1);
     }
 

@@ -1,7 +1,8 @@
 //! Error types of the load generator. `ClientError` is everything the lean
-//! Kafka client can hit (network, framing, protocol, broker error codes);
-//! `Error` is what a whole run, plot or baseline can fail with, each variant
-//! carrying enough context for a one-line message to the user.
+//! Kafka client can hit (network, framing, protocol, broker error codes),
+//! `AmqpError` the same for the AMQP client; `Error` is what a whole run,
+//! plot or baseline can fail with, each variant carrying enough context for
+//! a one-line message to the user.
 
 use std::io;
 use std::path::PathBuf;
@@ -55,6 +56,35 @@ pub enum ClientError {
     Broker { addr: String, api: &'static str, code: i16, message: Option<String> },
 }
 
+/// Failures of one AMQP connection.
+#[derive(Debug, thiserror::Error)]
+pub enum AmqpError {
+    #[error("cannot connect to broker {addr}: {source} (is an AMQP broker listening there?)")]
+    Connect { addr: String, source: io::Error },
+    #[error("cannot resolve broker address {addr}: {detail}")]
+    Resolve { addr: String, detail: String },
+    #[error("{what} broker {addr} failed: {source}")]
+    Io { addr: String, what: &'static str, source: io::Error },
+    #[error("broker {addr} closed the connection while {what}")]
+    Closed { addr: String, what: String },
+    #[error(
+        "no answer from broker {addr} within {timeout:?} while {what} (is the broker stopped, frozen or overloaded?)"
+    )]
+    Timeout { addr: String, what: String, timeout: Duration },
+    #[error("broker {addr} does not speak AMQP 0-9-1: {detail}")]
+    NotAmqp { addr: String, detail: String },
+    #[error("broker {addr} sent what AMQP 0-9-1 does not allow: {detail}")]
+    Protocol { addr: String, detail: String },
+    #[error("broker {addr} closed the connection while {what}: {code} {text}")]
+    ConnectionClosed { addr: String, what: String, code: u16, text: String },
+    #[error("broker {addr} closed the channel while {what}: {code} {text}")]
+    ChannelClosed { addr: String, what: String, code: u16, text: String },
+    #[error("cannot encode {what}: {detail}")]
+    Encode { what: String, detail: String },
+    #[error("broker {addr} cancelled the consumer of queue '{queue}' (was the queue deleted?)")]
+    Cancelled { addr: String, queue: String },
+}
+
 /// Failures of a whole command.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -62,6 +92,10 @@ pub enum Error {
     Usage(String),
     #[error(transparent)]
     Client(#[from] ClientError),
+    #[error(transparent)]
+    Amqp(#[from] AmqpError),
+    #[error("{kind} '{name}' does not exist on {url} (declare it first, or pass --declare)")]
+    Missing { kind: &'static str, name: String, url: String },
     #[error("topic '{topic}' does not exist on {bootstrap} and --create-topic is false (create it first, or let the load generator create it)")]
     UnknownTopic { topic: String, bootstrap: String },
     #[error("cannot create topic '{topic}': {detail}")]

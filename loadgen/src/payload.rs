@@ -1,5 +1,5 @@
-//! What each record carries: a 24-byte stamp at the start of the value
-//! (magic, run id, intended send time, sequence number) padded to `--size`
+//! What each record (or AMQP message body) carries: a 24-byte stamp at the
+//! start of the value (magic, run id, intended send time, sequence number) padded to `--size`
 //! with random uppercase letters, and optional keys drawn from a key
 //! distribution and mapped to partitions with Kafka's default partitioner
 //! (murmur2).
@@ -61,14 +61,20 @@ impl Padding {
     /// One value: the stamp, then padding up to the configured size.
     pub fn value(&mut self, stamp: Stamp) -> Bytes {
         let mut b = BytesMut::with_capacity(self.size.max(STAMP_LEN));
-        b.put_u32(MAGIC);
-        b.put_u32(stamp.run_id);
-        b.put_u64(stamp.intended_ns);
-        b.put_u64(stamp.seq);
-        let pad = self.size.saturating_sub(STAMP_LEN);
-        b.put_slice(&self.pool[self.cursor..self.cursor + pad]);
-        self.cursor = (self.cursor + pad + 7) % POOL_BYTES;
+        self.put_value(stamp, &mut b);
         b.freeze()
+    }
+
+    /// Appends one value to `out` (an AMQP body written straight into the
+    /// frame buffer).
+    pub fn put_value(&mut self, stamp: Stamp, out: &mut impl BufMut) {
+        out.put_u32(MAGIC);
+        out.put_u32(stamp.run_id);
+        out.put_u64(stamp.intended_ns);
+        out.put_u64(stamp.seq);
+        let pad = self.size.saturating_sub(STAMP_LEN);
+        out.put_slice(&self.pool[self.cursor..self.cursor + pad]);
+        self.cursor = (self.cursor + pad + 7) % POOL_BYTES;
     }
 }
 

@@ -441,7 +441,7 @@ impl Producer {
 /// Lets this thread's sleeps end within a few µs of their deadline instead of
 /// the default 50 µs timer slack, which would otherwise add to every
 /// measured latency (the send delay shows what remains).
-fn tight_timer_slack() {
+pub(crate) fn tight_timer_slack() {
     // SAFETY: PR_SET_TIMERSLACK only changes the calling thread's timer slack.
     unsafe {
         libc::prctl(

@@ -1,6 +1,7 @@
 //! What a run reports: the per-second progress line, the final percentile
 //! table, `summary.json` (with ratios to a baseline when one is given) and
-//! the files beside it (`produce.hgrm`, `e2e.hgrm`, `latency.svg`).
+//! the files beside it (`produce.hgrm`, `e2e.hgrm`, `latency.svg`), for a
+//! Kafka run and an AMQP run alike (`RunSettings` says which).
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -8,6 +9,8 @@ use std::path::Path;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
+use crate::amqp::config::AmqpSettings;
+use crate::amqp::stats::AmqpCounts;
 use crate::baseline::Baseline;
 use crate::cli::RunConfig;
 use crate::error::Error;
@@ -54,6 +57,101 @@ impl ConfigSummary {
             linger_us: cfg.linger.as_micros() as u64,
             compression: cfg.compression.name().to_string(),
             max_in_flight: cfg.max_in_flight,
+        }
+    }
+}
+
+/// The run's settings: a Kafka run's or an AMQP run's (which has
+/// `"protocol": "amqp"`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum RunSettings {
+    Kafka(ConfigSummary),
+    Amqp(AmqpSettings),
+}
+
+impl Default for RunSettings {
+    fn default() -> Self {
+        RunSettings::Kafka(ConfigSummary::default())
+    }
+}
+
+impl RunSettings {
+    pub fn rate_msgs_per_s(&self) -> f64 {
+        match self {
+            RunSettings::Kafka(c) => c.rate_msgs_per_s,
+            RunSettings::Amqp(a) => a.rate_msgs_per_s,
+        }
+    }
+
+    /// Whether the run has consumers (and so end-to-end latencies).
+    pub fn consumes(&self) -> bool {
+        match self {
+            RunSettings::Kafka(c) => c.consumers > 0,
+            RunSettings::Amqp(a) => a.consumers > 0,
+        }
+    }
+
+    /// The name of the publish latency in tables and charts.
+    pub fn produce_name(&self) -> String {
+        match self {
+            RunSettings::Kafka(c) => format!("produce (acks={})", c.acks),
+            RunSettings::Amqp(a) if a.confirm_window == 0 => "publish (written)".to_string(),
+            RunSettings::Amqp(_) => "publish→confirm".to_string(),
+        }
+    }
+
+    fn rate_text(&self) -> String {
+        let r = self.rate_msgs_per_s();
+        if r == 0.0 {
+            "max rate (closed loop)".to_string()
+        } else {
+            format!("{r} msg/s (open loop)")
+        }
+    }
+
+    /// The first line of the final table.
+    fn headline(&self, duration_s: f64) -> String {
+        match self {
+            RunSettings::Kafka(c) => format!(
+                "ringmq-loadgen: {} on {} topic {} ({} partitions), {} producer(s), {} consumer(s), {} B values, acks={}, compression {}, {:.1} s measured after {:.1} s warmup",
+                self.rate_text(), c.bootstrap, c.topic, c.partitions, c.producers, c.consumers, c.size_bytes, c.acks, c.compression, duration_s, c.warmup_s
+            ),
+            RunSettings::Amqp(a) => format!(
+                "ringmq-loadgen amqp: {} on {} exchange '{}' → {} queue(s) {}, {} producer(s), {} consumer(s) per queue, {} B {} bodies, confirm window {}, prefetch {}{}, {:.1} s measured after {:.1} s warmup",
+                self.rate_text(), a.url, a.exchange, a.queues.len(), a.queues.join(","), a.producers, a.consumers, a.size_bytes,
+                if a.persistent { "persistent" } else { "transient" }, a.confirm_window, a.prefetch,
+                if a.no_ack { " (no-ack)" } else { "" }, duration_s, a.warmup_s
+            ),
+        }
+    }
+
+    /// The chart's title and subtitle.
+    fn chart_titles(&self, duration_s: f64, complete: bool) -> (String, String) {
+        let r = self.rate_msgs_per_s();
+        let mode = if r == 0.0 { "closed loop".to_string() } else { format!("{r} msg/s open loop") };
+        let end = format!("{duration_s:.0} s{}", if complete { "" } else { " · INCOMPLETE RUN" });
+        match self {
+            RunSettings::Kafka(c) => (
+                format!("ringmq-loadgen: {} on {}", c.topic, c.bootstrap),
+                format!(
+                    "{} · {} B · acks={} · {} producer(s), {} consumer(s), {} partition(s) · {end}",
+                    mode, c.size_bytes, c.acks, c.producers, c.consumers, c.partitions
+                ),
+            ),
+            RunSettings::Amqp(a) => (
+                format!("ringmq-loadgen amqp: {} on {}", a.queues.join(","), a.url),
+                format!(
+                    "{} · {} B {} · confirm window {} · prefetch {} · {} producer(s), {} consumer(s) per queue · {end}",
+                    mode,
+                    a.size_bytes,
+                    if a.persistent { "persistent" } else { "transient" },
+                    a.confirm_window,
+                    a.prefetch,
+                    a.producers,
+                    a.consumers
+                ),
+            ),
         }
     }
 }
@@ -119,7 +217,7 @@ pub struct Summary {
     pub coordinated_omission_corrected: bool,
     pub note: String,
     pub notes: Vec<String>,
-    pub config: ConfigSummary,
+    pub config: RunSettings,
     /// Messages of the measured window acknowledged (acks=0: written).
     pub produced: u64,
     /// Messages of the measured window the consumers received.
@@ -140,6 +238,9 @@ pub struct Summary {
     pub send_delay_us: Percentiles,
     pub files: Vec<String>,
     pub baseline: Option<BaselineRatios>,
+    /// AMQP runs: nacks, returns, redeliveries, deliveries per queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amqp: Option<AmqpCounts>,
     pub intervals: Vec<IntervalSummary>,
 }
 
@@ -208,16 +309,7 @@ pub fn progress_line(iv: &IntervalSummary, size: usize, consumers: bool) -> Stri
 pub fn table(s: &Summary) -> String {
     let mut t = String::new();
     let c = &s.config;
-    let rate = if c.rate_msgs_per_s == 0.0 {
-        "max rate (closed loop)".to_string()
-    } else {
-        format!("{} msg/s (open loop)", c.rate_msgs_per_s)
-    };
-    let _ = writeln!(
-        t,
-        "ringmq-loadgen: {} on {} topic {} ({} partitions), {} producer(s), {} consumer(s), {} B values, acks={}, compression {}, {:.1} s measured after {:.1} s warmup",
-        rate, c.bootstrap, c.topic, c.partitions, c.producers, c.consumers, c.size_bytes, c.acks, c.compression, s.duration_s, c.warmup_s
-    );
+    let _ = writeln!(t, "{}", c.headline(s.duration_s));
     let _ = writeln!(
         t,
         "{:<18}{:>10}{:>10}{:>10}{:>10}{:>10}{:>10}{:>10}",
@@ -237,8 +329,12 @@ pub fn table(s: &Summary) -> String {
             p.count
         );
     };
-    row(&mut t, "produce", &s.produce_latency_us);
-    if c.consumers > 0 {
+    let produce_row = match c {
+        RunSettings::Kafka(_) => "produce",
+        RunSettings::Amqp(_) => "publish→confirm",
+    };
+    row(&mut t, produce_row, &s.produce_latency_us);
+    if c.consumes() {
         row(&mut t, "end-to-end", &s.e2e_latency_us);
     }
     row(&mut t, "send delay", &s.send_delay_us);
@@ -247,6 +343,9 @@ pub fn table(s: &Summary) -> String {
         "throughput: produced {} msgs ({:.1} msg/s, {:.2} MB/s), consumed {} msgs ({:.1} msg/s)",
         s.produced, s.throughput_msgs_per_s, s.throughput_mb_per_s, s.consumed, s.consumed_msgs_per_s
     );
+    if let Some(a) = &s.amqp {
+        let _ = writeln!(t, "{}", a.line());
+    }
     let _ = writeln!(t, "{}", s.note);
     for n in &s.notes {
         let _ = writeln!(t, "note: {n}");
@@ -293,32 +392,12 @@ pub fn write_outputs(
 ) -> Result<(), Error> {
     write_file(dir, "produce.hgrm", &hgrm_text(produce))?;
     write_file(dir, "e2e.hgrm", &hgrm_text(e2e))?;
-    let c = &summary.config;
-    let mode = if c.rate_msgs_per_s == 0.0 {
-        "closed loop".to_string()
-    } else {
-        format!("{} msg/s open loop", c.rate_msgs_per_s)
-    };
-    let subtitle = format!(
-        "{} · {} B · acks={} · {} producer(s), {} consumer(s), {} partition(s) · {:.0} s{}",
-        mode,
-        c.size_bytes,
-        c.acks,
-        c.producers,
-        c.consumers,
-        c.partitions,
-        summary.duration_s,
-        if summary.complete { "" } else { " · INCOMPLETE RUN" }
-    );
+    let (title, subtitle) = summary.config.chart_titles(summary.duration_s, summary.complete);
     let series = vec![
-        Series { label: format!("produce (acks={})", c.acks), points: curve_of(produce), color: 0, dashed: false },
+        Series { label: summary.config.produce_name(), points: curve_of(produce), color: 0, dashed: false },
         Series { label: "end-to-end".to_string(), points: curve_of(e2e), color: 1, dashed: true },
     ];
-    write_file(
-        dir,
-        "latency.svg",
-        &svg::render(&format!("ringmq-loadgen: {} on {}", c.topic, c.bootstrap), &subtitle, &series),
-    )?;
+    write_file(dir, "latency.svg", &svg::render(&title, &subtitle, &series))?;
     let json = serde_json::to_string_pretty(summary)
         .map_err(|e| Error::Parse { path: dir.join("summary.json"), detail: e.to_string() })?;
     write_file(dir, "summary.json", &(json + "\n"))

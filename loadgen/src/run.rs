@@ -22,7 +22,7 @@ use crate::consumer::Consumer;
 use crate::error::Error;
 use crate::histo::{new_histogram, Clock, Percentiles, Window};
 use crate::producer::{Producer, Schedule};
-use crate::report::{self, ConfigSummary, IntervalSummary, Summary};
+use crate::report::{self, ConfigSummary, IntervalSummary, RunSettings, Summary};
 use crate::shared::Shared;
 
 /// Delay between the end of setup and the first due message.
@@ -40,7 +40,7 @@ pub fn command(cfg: RunConfig) -> Result<(), Error> {
         Some(p) => match Baseline::load(p) {
             Ok(b) => Some(b),
             Err(e) => {
-                write_failure(&cfg.out, ConfigSummary::of(&cfg), &e.to_string());
+                write_failure(&cfg.out, RunSettings::Kafka(ConfigSummary::of(&cfg)), &e.to_string());
                 return Err(e);
             }
         },
@@ -50,7 +50,7 @@ pub fn command(cfg: RunConfig) -> Result<(), Error> {
     let run_id: u32 = rand::random();
     let shared = Arc::new(Shared::new(clock, run_id));
     let cfg = Arc::new(cfg);
-    let mut monitor = Monitor::new(&cfg, shared.clone());
+    let mut monitor = Monitor::new(&cfg.out, cfg.size, cfg.consumers > 0, shared.clone());
     let mut notes = Vec::new();
     let outcome = execute(&cfg, &shared, &mut monitor, &mut notes);
     let failure = match outcome {
@@ -173,7 +173,7 @@ fn execute(
     Ok(())
 }
 
-fn join_all(role: &'static str, handles: Vec<JoinHandle<()>>, shared: &Shared) {
+pub fn join_all(role: &'static str, handles: Vec<JoinHandle<()>>, shared: &Shared) {
     for h in handles {
         if let Err(p) = h.join() {
             let detail = p
@@ -187,7 +187,7 @@ fn join_all(role: &'static str, handles: Vec<JoinHandle<()>>, shared: &Shared) {
 }
 
 /// Per-second bookkeeping: progress line, interval log, interval summaries.
-struct Monitor {
+pub struct Monitor {
     shared: Arc<Shared>,
     size: usize,
     consumers: bool,
@@ -196,7 +196,7 @@ struct Monitor {
     next_tick: u32,
     last_tick_ns: u64,
     log: Option<IntervalLog>,
-    log_error: Option<String>,
+    pub log_error: Option<String>,
     intervals: Vec<IntervalSummary>,
 }
 
@@ -223,8 +223,10 @@ impl IntervalLog {
 }
 
 impl Monitor {
-    fn new(cfg: &RunConfig, shared: Arc<Shared>) -> Monitor {
-        let path = cfg.out.join("intervals.hlog");
+    /// Writes `intervals.hlog` into `out`; `size` is the message size
+    /// (for MB/s), `consumers` whether end-to-end figures are shown.
+    pub fn new(out: &Path, size: usize, consumers: bool, shared: Arc<Shared>) -> Monitor {
+        let path = out.join("intervals.hlog");
         let (log, log_error) = match File::create(&path) {
             Ok(f) => (
                 Some(IntervalLog {
@@ -239,8 +241,8 @@ impl Monitor {
         };
         Monitor {
             shared,
-            size: cfg.size,
-            consumers: cfg.consumers > 0,
+            size,
+            consumers,
             start: None,
             start_ns: 0,
             next_tick: 1,
@@ -251,7 +253,7 @@ impl Monitor {
         }
     }
 
-    fn start(&mut self, start_ns: u64) {
+    pub fn start(&mut self, start_ns: u64) {
         self.start = Some(self.shared.clock.instant_at(start_ns));
         self.start_ns = start_ns;
         self.last_tick_ns = start_ns;
@@ -262,7 +264,7 @@ impl Monitor {
     }
 
     /// Takes an interval when a second boundary has passed.
-    fn poll(&mut self) {
+    pub fn poll(&mut self) {
         let Some(start) = self.start else { return };
         let tick_at = start + Duration::from_secs(self.next_tick as u64);
         if Instant::now() >= tick_at {
@@ -273,7 +275,7 @@ impl Monitor {
     }
 
     /// The last, partial interval.
-    fn finish(&mut self) {
+    pub fn finish(&mut self) {
         if self.start.is_none() {
             return;
         }
@@ -338,14 +340,53 @@ fn summarize(
     ended_ns: u64,
     baseline: Option<&Baseline>,
 ) -> Summary {
+    if cfg.acks == 0 {
+        notes.push("acks=0: produce latency is the time until the request was written to the socket (no acknowledgement exists)".to_string());
+    }
+    let mut s = summary_of(Ending {
+        shared,
+        monitor,
+        settings: RunSettings::Kafka(ConfigSummary::of(cfg)),
+        duration: cfg.duration,
+        size: cfg.size,
+        closed_note: "closed loop (--rate 0): each message is timed from its creation and at most --max-in-flight requests are in flight per connection, so a stalled broker slows the sender instead of showing in the tail (coordinated omission NOT corrected)",
+        notes,
+        error,
+        ended_ns,
+    });
+    if let (Some(b), Some(path)) = (baseline, cfg.baseline.as_ref()) {
+        s.baseline = Some(report::ratios(path, b, &s));
+    }
+    s
+}
+
+/// What a finished run's summary is made of, whatever the protocol.
+pub struct Ending<'a> {
+    pub shared: &'a Shared,
+    pub monitor: &'a Monitor,
+    pub settings: RunSettings,
+    /// The measured window's length as asked for.
+    pub duration: Duration,
+    pub size: usize,
+    /// The note of a closed-loop run (what bounds the sender).
+    pub closed_note: &'static str,
+    pub notes: Vec<String>,
+    pub error: Option<String>,
+    pub ended_ns: u64,
+}
+
+/// The summary of a run from its shared state: counts over the measured
+/// window (shortened when the run failed), rates and percentiles.
+pub fn summary_of(e: Ending) -> Summary {
+    let shared = e.shared;
     let window = shared.window();
-    let full = cfg.duration.as_secs_f64();
-    let duration_s = if error.is_none() {
+    let full = e.duration.as_secs_f64();
+    let duration_s = if e.error.is_none() {
         full
-    } else if window.start_ns == u64::MAX || ended_ns <= window.start_ns {
+    } else if window.start_ns == u64::MAX || e.ended_ns <= window.start_ns {
         0.0
     } else {
-        ((ended_ns - window.start_ns) as f64 / 1e9).min(full)
+        ((e.ended_ns - window.start_ns) as f64 / 1e9).min(full)
     };
     let produced = shared.produced();
     let consumed = shared.consumed();
@@ -356,25 +397,22 @@ fn summarize(
             0.0
         }
     };
-    let closed = cfg.closed_loop();
+    let closed = e.settings.rate_msgs_per_s() == 0.0;
     let note = if closed {
-        "closed loop (--rate 0): each message is timed from its creation and at most --max-in-flight requests are in flight per connection, so a stalled broker slows the sender instead of showing in the tail (coordinated omission NOT corrected)".to_string()
+        e.closed_note.to_string()
     } else {
         "open loop: latency counts from each message's intended send time, so a stalled broker shows in the tail (coordinated omission corrected)".to_string()
     };
-    if cfg.acks == 0 {
-        notes.push("acks=0: produce latency is the time until the request was written to the socket (no acknowledgement exists)".to_string());
-    }
-    let mut s = Summary {
+    Summary {
         tool: "ringmq-loadgen".to_string(),
         version: env!("CARGO_PKG_VERSION").to_string(),
-        complete: error.is_none(),
-        error,
+        complete: e.error.is_none(),
+        error: e.error,
         mode: if closed { "closed-loop" } else { "open-loop" }.to_string(),
         coordinated_omission_corrected: !closed,
         note,
-        notes,
-        config: ConfigSummary::of(cfg),
+        notes: e.notes,
+        config: e.settings,
         produced,
         consumed,
         sent: shared.sent.load(std::sync::atomic::Ordering::Relaxed),
@@ -382,7 +420,7 @@ fn summarize(
         duration_s: (duration_s * 1000.0).round() / 1000.0,
         throughput_msgs_per_s: per_s(produced),
         throughput_mb_per_s: if duration_s > 0.0 {
-            ((produced as f64 * cfg.size as f64 / duration_s / 1e6) * 1000.0).round() / 1000.0
+            ((produced as f64 * e.size as f64 / duration_s / 1e6) * 1000.0).round() / 1000.0
         } else {
             0.0
         },
@@ -392,17 +430,14 @@ fn summarize(
         send_delay_us: Percentiles::of(&shared.send_delay.total()),
         files: FILES.iter().map(|f| f.to_string()).collect(),
         baseline: None,
-        intervals: monitor.intervals.clone(),
-    };
-    if let (Some(b), Some(path)) = (baseline, cfg.baseline.as_ref()) {
-        s.baseline = Some(report::ratios(path, b, &s));
+        amqp: None,
+        intervals: e.monitor.intervals.clone(),
     }
-    s
 }
 
 /// A run that could not start (bad flags, unreadable baseline): the outputs
 /// still appear, with zero counts and the reason.
-pub fn write_failure(dir: &Path, config: ConfigSummary, error: &str) {
+pub fn write_failure(dir: &Path, config: RunSettings, error: &str) {
     if std::fs::create_dir_all(dir).is_err() {
         return;
     }
@@ -411,8 +446,8 @@ pub fn write_failure(dir: &Path, config: ConfigSummary, error: &str) {
         version: env!("CARGO_PKG_VERSION").to_string(),
         complete: false,
         error: Some(error.to_string()),
-        mode: if config.rate_msgs_per_s == 0.0 { "closed-loop" } else { "open-loop" }.to_string(),
-        coordinated_omission_corrected: config.rate_msgs_per_s != 0.0,
+        mode: if config.rate_msgs_per_s() == 0.0 { "closed-loop" } else { "open-loop" }.to_string(),
+        coordinated_omission_corrected: config.rate_msgs_per_s() != 0.0,
         note: "the run did not start".to_string(),
         notes: Vec::new(),
         config,
@@ -429,6 +464,7 @@ pub fn write_failure(dir: &Path, config: ConfigSummary, error: &str) {
         send_delay_us: Percentiles::default(),
         files: FILES[..4].iter().map(|f| f.to_string()).collect(),
         baseline: None,
+        amqp: None,
         intervals: Vec::new(),
     };
     let empty = new_histogram();

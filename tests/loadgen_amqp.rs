@@ -1,0 +1,479 @@
+//! ringmq-loadgen's AMQP mode (`ringmq-loadgen amqp …`) against the real
+//! broker's AMQP listener (`tests/common` starts it with `--amqp-listen
+//! 127.0.0.1:0`): a closed loop delivers every confirmed message exactly
+//! once, an open loop reports its latencies in summary.json, .hgrm and SVG,
+//! a fanout delivers each message to every queue, and a bad URL, a refused
+//! connection or a missing queue fail at once with a clear message.
+//!
+//! The load generator is the `ringmq-loadgen` file beside the broker binary
+//! (`cargo build --release --workspace` builds both). The .hgrm and SVG
+//! checkers at the end are the same as tests/loadgen.rs's.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::sync::Mutex;
+use std::thread;
+use std::time::Duration;
+
+use common::{Broker, BrokerOpts};
+
+/// Runs that load a broker go one at a time, so that two of them do not
+/// share the two cores and slow each other past their limits.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn loadgen_bin() -> PathBuf {
+    let p = common::broker_bin().with_file_name("ringmq-loadgen");
+    assert!(
+        p.is_file(),
+        "the load generator {} does not exist: build it with `cargo build --release --workspace` \
+         (tests/run does) before running these tests",
+        p.display()
+    );
+    p
+}
+
+/// Runs the load generator with `args`, killing it after `limit`.
+fn run_loadgen(args: &[&str], limit: Duration) -> Output {
+    let child: Child = Command::new(loadgen_bin())
+        .arg("amqp")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ringmq-loadgen");
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(out) => out.expect("wait for ringmq-loadgen"),
+        Err(_) => {
+            let _ = Command::new("kill").arg("-KILL").arg(pid.to_string()).status();
+            panic!("ringmq-loadgen did not finish within {limit:?}");
+        }
+    }
+}
+
+/// A load run against `broker` with the common flags, then `extra`.
+fn run_against(broker: &Broker, out_dir: &Path, extra: &[&str]) -> Output {
+    let url = broker.amqp_url();
+    let mut args = vec!["--url", url.as_str(), "--out", out_dir.to_str().expect("utf-8 path")];
+    args.extend_from_slice(extra);
+    run_loadgen(&args, Duration::from_secs(60))
+}
+
+fn describe(out: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn read_summary(dir: &Path) -> Json {
+    let path = dir.join("summary.json");
+    let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not valid JSON: {e}\n{text}", path.display()))
+}
+
+fn within_pct(value: f64, target: f64, pct: f64) -> bool {
+    (value - target).abs() <= target * pct / 100.0
+}
+
+fn assert_percentiles(summary: &Json, key: &str, count: f64) {
+    let p = summary.get(key).unwrap_or_else(|| panic!("summary has no {key}"));
+    let mut last = 0.0;
+    for q in ["p50", "p90", "p99", "p999", "p9999", "max"] {
+        let v = p.num(q).unwrap_or_else(|| panic!("{key}.{q} missing"));
+        assert!(v >= last, "{key}.{q} = {v} is below the previous percentile {last}");
+        last = v;
+    }
+    assert!(last > 0.0, "{key}.max is 0");
+    assert_eq!(p.num("count"), Some(count), "{key}.count");
+}
+
+/// The AMQP counts of a summary that must show a clean run: no nack, no
+/// return, no redelivery, nothing left over from another run.
+fn assert_clean_amqp(s: &Json, out: &Output) {
+    let a = s.get("amqp").unwrap_or_else(|| panic!("summary has no amqp section\n{}", describe(out)));
+    for k in ["nacked", "returned", "redelivered", "foreign", "ready_at_start"] {
+        assert_eq!(a.num(k), Some(0.0), "amqp.{k}\n{}", describe(out));
+    }
+}
+
+/// Deliveries per queue as summary.json's amqp.consumed_per_queue lists them.
+fn consumed_per_queue(s: &Json) -> Vec<(String, f64)> {
+    let list = s.get("amqp").and_then(|a| a.get("consumed_per_queue")).and_then(Json::as_array);
+    list.expect("amqp.consumed_per_queue")
+        .iter()
+        .map(|q| {
+            let name = q.get("queue").and_then(Json::as_str).expect("queue name").to_string();
+            (name, q.num("consumed").expect("consumed"))
+        })
+        .collect()
+}
+
+fn broker() -> Broker {
+    Broker::start(BrokerOpts::default())
+}
+
+fn temp_out(name: &str) -> tempfile::TempDir {
+    common::test_tempdir(&format!("loadgen-amqp-{name}"))
+}
+
+// ---------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------
+
+#[test]
+fn a_closed_loop_run_delivers_every_confirmed_message_exactly_once() {
+    let _serial = serial();
+    let broker = broker();
+    let dir = temp_out("closed");
+    let out_dir = dir.path().join("out");
+    let out = run_against(
+        &broker,
+        &out_dir,
+        &["--queue", "lg-closed", "--declare", "--rate", "0", "--duration", "2s", "--warmup", "500ms"],
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    let s = read_summary(&out_dir);
+    let produced = s.num("produced").expect("produced");
+    assert!(produced > 0.0, "nothing confirmed\n{}", describe(&out));
+    assert_eq!(s.num("consumed"), Some(produced), "consumed\n{}", describe(&out));
+    assert_eq!(consumed_per_queue(&s), vec![("lg-closed".to_string(), produced)]);
+    assert_eq!(s.get("complete"), Some(&Json::Bool(true)));
+    assert_eq!(s.get("mode").and_then(Json::as_str), Some("closed-loop"));
+    assert_eq!(s.get("coordinated_omission_corrected"), Some(&Json::Bool(false)));
+    assert_clean_amqp(&s, &out);
+    let sent = s.num("sent").expect("sent");
+    assert!(sent >= produced, "sent {sent} < produced {produced}");
+    assert_percentiles(&s, "produce_latency_us", produced);
+    assert_percentiles(&s, "e2e_latency_us", produced);
+}
+
+#[test]
+fn an_open_loop_run_reports_its_latencies_and_writes_summary_hgrm_and_svg() {
+    let _serial = serial();
+    let broker = broker();
+    let dir = temp_out("open");
+    let out_dir = dir.path().join("out");
+    let out = run_against(
+        &broker,
+        &out_dir,
+        &["--queue", "lg-open", "--declare", "--rate", "1000", "--duration", "3s", "--warmup", "1s", "--size", "512"],
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    let s = read_summary(&out_dir);
+    let produced = s.num("produced").expect("produced");
+    let consumed = s.num("consumed").expect("consumed");
+    assert!(within_pct(produced, 3000.0, 1.0), "produced {produced}\n{}", describe(&out));
+    assert_eq!(consumed, produced, "consumed\n{}", describe(&out));
+    assert_eq!(s.num("duration_s"), Some(3.0));
+    let throughput = s.num("throughput_msgs_per_s").expect("throughput_msgs_per_s");
+    assert!(within_pct(throughput, 1000.0, 1.0), "throughput_msgs_per_s {throughput}");
+    assert_eq!(s.get("complete"), Some(&Json::Bool(true)));
+    assert_eq!(s.get("mode").and_then(Json::as_str), Some("open-loop"));
+    assert_eq!(s.get("coordinated_omission_corrected"), Some(&Json::Bool(true)));
+    assert_percentiles(&s, "produce_latency_us", produced);
+    assert_percentiles(&s, "e2e_latency_us", consumed);
+    assert_clean_amqp(&s, &out);
+    let config = s.get("config").expect("config");
+    assert_eq!(config.get("protocol").and_then(Json::as_str), Some("amqp"));
+    assert_eq!(config.num("rate_msgs_per_s"), Some(1000.0));
+    assert_eq!(config.num("confirm_window"), Some(192.0));
+    assert_eq!(config.num("prefetch"), Some(200.0));
+    assert_eq!(config.get("persistent"), Some(&Json::Bool(true)));
+    let url = config.get("url").and_then(Json::as_str).expect("config.url");
+    assert!(!url.contains("guest@") && url.contains(":***@"), "the password must not be in summary.json: {url}");
+
+    for (file, count) in [("produce.hgrm", produced), ("e2e.hgrm", consumed)] {
+        let text = fs::read_to_string(out_dir.join(file)).expect("read hgrm");
+        let total =
+            check_hgrm(&text).unwrap_or_else(|e| panic!("{file} is not a percentile distribution: {e}\n{text}"));
+        assert_eq!(total as f64, count, "{file} total count");
+    }
+    let svg = fs::read_to_string(out_dir.join("latency.svg")).expect("read svg");
+    check_svg(&svg).unwrap_or_else(|e| panic!("latency.svg is not well-formed: {e}"));
+    assert!(svg.matches("<polyline").count() >= 2, "latency.svg needs a publish and an end-to-end curve");
+    assert!(svg.contains("publish→confirm"), "latency.svg names the publish→confirm curve");
+    let hlog = fs::read_to_string(out_dir.join("intervals.hlog")).expect("read hlog");
+    assert!(hlog.lines().filter(|l| l.starts_with("Tag=produce,")).count() >= 3, "too few intervals:\n{hlog}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for col in ["p50", "p99", "p99.9", "max", "publish→confirm", "end-to-end", "throughput", "nacked 0"] {
+        assert!(stdout.contains(col), "the final table lacks {col}:\n{stdout}");
+    }
+}
+
+#[test]
+fn a_fanout_to_three_queues_delivers_each_message_to_every_queue() {
+    let _serial = serial();
+    let broker = broker();
+    let dir = temp_out("fanout");
+    let out_dir = dir.path().join("out");
+    let out = run_against(
+        &broker,
+        &out_dir,
+        &["--queue", "lg-fan", "--declare", "--fanout", "3", "--rate", "500", "--duration", "2s", "--warmup", "500ms"],
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    let s = read_summary(&out_dir);
+    let produced = s.num("produced").expect("produced");
+    assert!(within_pct(produced, 1000.0, 1.0), "produced {produced}\n{}", describe(&out));
+    assert_eq!(s.num("consumed"), Some(3.0 * produced), "each message once per queue\n{}", describe(&out));
+    let per_queue = consumed_per_queue(&s);
+    let want: Vec<(String, f64)> = (1..=3).map(|i| (format!("lg-fan-{i}"), produced)).collect();
+    assert_eq!(per_queue, want, "\n{}", describe(&out));
+    assert_clean_amqp(&s, &out);
+    let config = s.get("config").expect("config");
+    assert_eq!(config.get("exchange").and_then(Json::as_str), Some("lg-fan-fanout"));
+}
+
+#[test]
+fn a_refused_connection_exits_nonzero_with_a_clear_message_and_a_summary() {
+    // A port bound but never listening, held for the whole test: connections
+    // to it are refused, and no broker started meanwhile can take it.
+    let refuser = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    refuser.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into()).expect("bind a port");
+    let port = refuser.local_addr().ok().and_then(|a| a.as_socket()).expect("bound address").port();
+    let dir = temp_out("refused");
+    let out_dir = dir.path().join("out");
+    let url = format!("amqp://guest:guest@127.0.0.1:{port}/");
+    let out = run_loadgen(
+        &["--url", &url, "--queue", "q", "--duration", "1s", "--out", out_dir.to_str().unwrap()],
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("cannot connect to broker 127.0.0.1:{port}")), "{}", describe(&out));
+    let s = read_summary(&out_dir);
+    assert_eq!(s.get("complete"), Some(&Json::Bool(false)));
+    assert!(s.get("error").and_then(Json::as_str).unwrap_or_default().contains("cannot connect"));
+    assert_eq!(s.num("produced"), Some(0.0));
+    check_svg(&fs::read_to_string(out_dir.join("latency.svg")).expect("read svg")).expect("well-formed SVG");
+}
+
+#[test]
+fn a_malformed_url_exits_with_code_2_naming_the_flag() {
+    let dir = temp_out("badurl");
+    let out_dir = dir.path().join("out");
+    for (url, why) in [("http://localhost/", "must start with amqp://"), ("amqp://localhost:99999/", "port")] {
+        let out =
+            run_loadgen(&["--url", url, "--queue", "q", "--out", out_dir.to_str().unwrap()], Duration::from_secs(10));
+        assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("--url") && stderr.contains(why), "{url}: {}", describe(&out));
+    }
+}
+
+#[test]
+fn a_queue_that_does_not_exist_fails_the_run_at_once_unless_declared() {
+    let _serial = serial();
+    let broker = broker();
+    let dir = temp_out("missing");
+    let out_dir = dir.path().join("out");
+    let out = run_against(&broker, &out_dir, &["--queue", "lg-nowhere", "--rate", "100", "--duration", "1s"]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("queue 'lg-nowhere' does not exist") && stderr.contains("--declare"), "{}", describe(&out));
+    assert_eq!(read_summary(&out_dir).get("complete"), Some(&Json::Bool(false)));
+}
+
+// ---------------------------------------------------------------------------
+// Dependency-free checks of the outputs
+// ---------------------------------------------------------------------------
+
+/// Checks HdrHistogram's percentile-distribution text; returns its total count.
+fn check_hgrm(text: &str) -> Result<u64, String> {
+    let mut lines = text.lines();
+    let header = lines.next().ok_or("empty file")?;
+    let cols: Vec<&str> = header.split_whitespace().collect();
+    if cols != ["Value", "Percentile", "TotalCount", "1/(1-Percentile)"] {
+        return Err(format!("bad header '{header}'"));
+    }
+    let (mut last_v, mut last_p, mut last_c) = (0.0f64, 0.0f64, 0u64);
+    let mut rows = 0;
+    let mut footer_total = None;
+    for line in lines {
+        let l = line.trim();
+        if l.is_empty() {
+            continue;
+        }
+        if let Some(rest) = l.strip_prefix("#[") {
+            if let Some(i) = rest.find("Total count") {
+                let n = rest[i..]
+                    .trim_start_matches("Total count")
+                    .trim_start_matches([' ', '='])
+                    .trim_end_matches(']')
+                    .trim();
+                footer_total = Some(n.parse::<u64>().map_err(|_| format!("bad total count in '{l}'"))?);
+            }
+            continue;
+        }
+        let c: Vec<&str> = l.split_whitespace().collect();
+        if c.len() != 3 && c.len() != 4 {
+            return Err(format!("bad row '{l}'"));
+        }
+        let v: f64 = c[0].parse().map_err(|_| format!("bad value in '{l}'"))?;
+        let p: f64 = c[1].parse().map_err(|_| format!("bad percentile in '{l}'"))?;
+        let n: u64 = c[2].parse().map_err(|_| format!("bad count in '{l}'"))?;
+        if v < last_v || p < last_p || n < last_c || !(0.0..=1.0).contains(&p) {
+            return Err(format!("row '{l}' goes backwards"));
+        }
+        (last_v, last_p, last_c) = (v, p, n);
+        rows += 1;
+    }
+    let total = footer_total.ok_or("no '#[Max = …, Total count = …]' footer")?;
+    if rows > 0 && (last_c != total || last_p != 1.0) {
+        return Err(format!("last row (count {last_c}, percentile {last_p}) does not reach the total {total}"));
+    }
+    Ok(total)
+}
+
+/// Checks that the SVG is well-formed: XML prolog, `<svg>` root with the SVG
+/// namespace, every tag closed in order, nothing after the root.
+fn check_svg(text: &str) -> Result<(), String> {
+    let mut rest = text.trim_start();
+    if let Some(r) = rest.strip_prefix("<?xml") {
+        rest = &r[r.find("?>").ok_or("unterminated XML declaration")? + 2..];
+    }
+    let mut stack: Vec<String> = Vec::new();
+    let mut seen_root = false;
+    while let Some(lt) = rest.find('<') {
+        let text_before = &rest[..lt];
+        if stack.is_empty() && !text_before.trim().is_empty() {
+            return Err(format!("text outside the root element: '{}'", text_before.trim()));
+        }
+        if text_before.contains('&') && !entities_ok(text_before) {
+            return Err(format!("bad entity in '{text_before}'"));
+        }
+        rest = &rest[lt..];
+        if let Some(r) = rest.strip_prefix("<!--") {
+            rest = &r[r.find("-->").ok_or("unterminated comment")? + 3..];
+            continue;
+        }
+        let gt = tag_end(rest).ok_or("unterminated tag")?;
+        let tag = &rest[1..gt];
+        rest = &rest[gt + 1..];
+        if let Some(name) = tag.strip_prefix('/') {
+            let open = stack.pop().ok_or_else(|| format!("</{name}> closes nothing"))?;
+            if open != name.trim() {
+                return Err(format!("<{open}> closed by </{name}>"));
+            }
+            continue;
+        }
+        let self_closing = tag.ends_with('/');
+        let name: String = tag.chars().take_while(|c| !c.is_whitespace() && *c != '/').collect();
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == ':' || c == '-') {
+            return Err(format!("bad tag '<{tag}>'"));
+        }
+        if !attrs_ok(&tag[name.len()..]) {
+            return Err(format!("bad attributes in '<{tag}>'"));
+        }
+        if stack.is_empty() {
+            if seen_root {
+                return Err("more than one root element".to_string());
+            }
+            if name != "svg" || !tag.contains(r#"xmlns="http://www.w3.org/2000/svg""#) {
+                return Err(format!("root element is '<{tag}>', not an SVG"));
+            }
+            seen_root = true;
+        }
+        if !self_closing {
+            stack.push(name);
+        }
+    }
+    if !rest.trim().is_empty() {
+        return Err(format!("text after the root: '{}'", rest.trim()));
+    }
+    if !stack.is_empty() {
+        return Err(format!("unclosed elements: {stack:?}"));
+    }
+    if !seen_root {
+        return Err("no root element".to_string());
+    }
+    Ok(())
+}
+
+/// Index of the `>` ending the tag at the start of `s`, skipping quoted values.
+fn tag_end(s: &str) -> Option<usize> {
+    let mut quote = None;
+    for (i, c) in s.char_indices().skip(1) {
+        match (quote, c) {
+            (None, '"' | '\'') => quote = Some(c),
+            (Some(q), c) if c == q => quote = None,
+            (None, '>') => return Some(i),
+            (None, '<') => return None,
+            _ => {}
+        }
+    }
+    None
+}
+
+/// `name="value"` pairs only, values without `<` and with valid entities.
+fn attrs_ok(s: &str) -> bool {
+    let mut rest = s.trim().trim_end_matches('/').trim();
+    while !rest.is_empty() {
+        let Some(eq) = rest.find('=') else { return false };
+        let name = rest[..eq].trim();
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '-' | '_')) {
+            return false;
+        }
+        let after = rest[eq + 1..].trim_start();
+        let Some(q) = after.chars().next().filter(|c| *c == '"' || *c == '\'') else {
+            return false;
+        };
+        let Some(close) = after[1..].find(q) else { return false };
+        let value = &after[1..1 + close];
+        if value.contains('<') || !entities_ok(value) {
+            return false;
+        }
+        rest = after[close + 2..].trim_start();
+    }
+    true
+}
+
+fn entities_ok(s: &str) -> bool {
+    let mut rest = s;
+    while let Some(i) = rest.find('&') {
+        let after = &rest[i + 1..];
+        let Some(semi) = after.find(';') else { return false };
+        let ent = &after[..semi];
+        let ok = matches!(ent, "amp" | "lt" | "gt" | "quot" | "apos")
+            || (ent.starts_with('#')
+                && ent.len() > 1
+                && (ent[1..].chars().all(|c| c.is_ascii_digit())
+                    || (ent[1..].starts_with('x') && ent[2..].chars().all(|c| c.is_ascii_hexdigit()))));
+        if !ok {
+            return false;
+        }
+        rest = &after[semi + 1..];
+    }
+    true
+}
+
+/// summary.json as read by the tests: serde_json's value (strict JSON), and
+/// the one accessor the checks use most.
+type Json = serde_json::Value;
+
+trait NumField {
+    /// The number under `key` of an object.
+    fn num(&self, key: &str) -> Option<f64>;
+}
+
+impl NumField for Json {
+    fn num(&self, key: &str) -> Option<f64> {
+        self.get(key)?.as_f64()
+    }
+}
