@@ -7,7 +7,6 @@
 //! Errors come back as `AmqpError`: the caller closes the channel (soft
 //! codes) or the connection (hard codes) with them.
 
-use std::collections::BTreeSet;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -543,7 +542,8 @@ async fn apply_settle(conn: &Rc<Conn>, ch: u16, s: TxSettle) -> Result<(), AmqpE
     for (queue, offsets) in by_queue(&taken) {
         match requeue {
             Some(true) => conn.broker.requeue(queue, offsets).await,
-            _ => conn.broker.settle(queue, offsets).await,
+            Some(false) => conn.broker.reject(queue, offsets).await,
+            None => conn.broker.settle(queue, offsets).await,
         }
     }
     conn.flush_held(ch).await;
@@ -819,41 +819,11 @@ async fn publish(conn: &Rc<Conn>, ch: u16, msg: ReadyMessage) -> bool {
         }
         true
     } else {
-        store_everywhere(conn, queues, msg.batch, persistent).await
+        conn.broker.store_everywhere(queues, msg.batch, persistent).await
     };
     if let Some(seq) = msg.seq {
         confirm(conn, ch, seq, ok).await;
         conn.broker.counters.publish_confirm_latency_us.borrow_mut().record(started.elapsed().as_micros() as u64);
-    }
-    ok
-}
-
-/// Appends a copy of `batch` to each queue (the last gets the original).
-async fn store_everywhere(conn: &Rc<Conn>, queues: BTreeSet<String>, batch: bytes::BytesMut, durable: bool) -> bool {
-    let n = queues.len();
-    let mut pending = Vec::with_capacity(n);
-    let mut original = Some(batch);
-    for (i, q) in queues.into_iter().enumerate() {
-        let b = if i + 1 == n {
-            original.take().expect("the original goes to the last queue")
-        } else {
-            bytes::BytesMut::from(&original.as_ref().expect("kept for the last queue")[..])
-        };
-        let broker = conn.broker.clone();
-        pending.push(async move { (broker.publish(&q, b, durable).await, q) });
-    }
-    let results = futures_util::future::join_all(pending).await;
-    let mut ok = true;
-    for (r, q) in results {
-        match r {
-            Ok(()) => {}
-            // Deleted since it was routed to: dropped, as RabbitMQ does.
-            Err(e) if e.code == codes::NOT_FOUND => {}
-            Err(e) => {
-                tracing::warn!(queue = %q, error = %e, "a queue refused a message");
-                ok = false;
-            }
-        }
     }
     ok
 }
