@@ -628,6 +628,16 @@ impl Broker {
         self.on_queue(queue, move |q| async move { Ok((q.ready_count(), q.consumer_count(), q.unacked_count())) }).await
     }
 
+    /// A queue.declare's counts (ready, consumers); the declare counts as a
+    /// use of the queue (`x-expires` starts over).
+    pub async fn declared(&self, queue: &str) -> Result<(u64, u32), DefinitionError> {
+        self.on_queue(queue, move |q| async move {
+            q.touch();
+            Ok((q.ready_count(), q.consumer_count()))
+        })
+        .await
+    }
+
     // ---- shutdown and reporting ----
 
     /// Closes every queue this shard owns (pending settles written).
@@ -750,7 +760,7 @@ impl Outlet for BrokerOutlet {
         task::spawn(async move {
             let name = queue.to_string();
             if let Err(e) = broker.change(Change::DeleteQueue { name }).await {
-                tracing::warn!(queue = %queue, error = %e, "deleting an unused auto-delete queue failed");
+                tracing::warn!(queue = %queue, error = %e, "deleting an unused queue (auto-delete or x-expires) failed");
             }
         });
     }

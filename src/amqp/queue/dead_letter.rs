@@ -10,7 +10,9 @@
 
 use bytes::BytesMut;
 
-use super::super::codec::{encode_properties, parse_properties, protocol::basic::AMQPProperties, AMQPValue, FieldTable, LongString};
+use super::super::codec::{
+    encode_properties, parse_properties, protocol::basic::AMQPProperties, AMQPValue, FieldTable, LongString,
+};
 use super::super::message::{MessageMeta, PendingBody, StoredMessage};
 use super::options::DeadLetterTarget;
 
@@ -80,7 +82,14 @@ fn without_expiration(p: &AMQPProperties) -> AMQPProperties {
 
 /// The headers with this death recorded: the (queue, reason) entry of
 /// `x-death` counted up and moved first, or a new one first.
-fn record_death(headers: &mut FieldTable, msg: &StoredMessage, queue: &str, reason: Reason, expiration: Option<&str>, now_s: u64) {
+fn record_death(
+    headers: &mut FieldTable,
+    msg: &StoredMessage,
+    queue: &str,
+    reason: Reason,
+    expiration: Option<&str>,
+    now_s: u64,
+) {
     let mut deaths: Vec<AMQPValue> = match headers.inner().get("x-death") {
         Some(AMQPValue::FieldArray(a)) => a.as_slice().to_vec(),
         _ => Vec::new(),
@@ -136,7 +145,8 @@ pub fn is_cycle(msg: &StoredMessage, queue: &str, reason: Reason) -> bool {
         return false;
     }
     let Ok(props) = parse_properties(&msg.properties) else { return false };
-    let Some(AMQPValue::FieldArray(deaths)) = props.headers().as_ref().and_then(|h| h.inner().get("x-death").cloned()) else {
+    let Some(AMQPValue::FieldArray(deaths)) = props.headers().as_ref().and_then(|h| h.inner().get("x-death").cloned())
+    else {
         return false;
     };
     for d in deaths.as_slice() {
@@ -153,7 +163,13 @@ pub fn is_cycle(msg: &StoredMessage, queue: &str, reason: Reason) -> bool {
 
 /// The dead letter of `msg`, leaving `queue` for `reason`, bound for
 /// `target`; `None` when its properties cannot be read (it is dropped).
-pub fn build(msg: &StoredMessage, queue: &str, reason: Reason, target: &DeadLetterTarget, now_ms: i64) -> Option<DeadLetter> {
+pub fn build(
+    msg: &StoredMessage,
+    queue: &str,
+    reason: Reason,
+    target: &DeadLetterTarget,
+    now_ms: i64,
+) -> Option<DeadLetter> {
     let props = parse_properties(&msg.properties).ok()?;
     let expiration = props.expiration().as_ref().map(|e| e.as_str().to_string());
     let mut headers = props.headers().clone().unwrap_or_default();
@@ -186,7 +202,8 @@ mod tests {
 
     fn stored(props: &AMQPProperties, body: &[u8]) -> StoredMessage {
         let raw = encode_properties(props);
-        let mut p = PendingBody::new("orders", "new", &raw, MessageMeta { persistent: true, ..Default::default() }, body.len());
+        let mut p =
+            PendingBody::new("orders", "new", &raw, MessageMeta { persistent: true, ..Default::default() }, body.len());
         p.space(body.len()).copy_from_slice(body);
         p.advance(body.len());
         StoredMessage::parse(&p.finish().freeze()).expect("parse")
@@ -233,10 +250,13 @@ mod tests {
     #[test]
     fn dying_again_in_the_same_queue_for_the_same_reason_counts_up() {
         let m = stored(&AMQPProperties::default(), b"x");
-        let once = StoredMessage::parse(&build(&m, "q1", Reason::Rejected, &target(Some("rk")), 0).expect("1").batch.freeze())
-            .expect("parse");
-        let twice = StoredMessage::parse(&build(&once, "q1", Reason::Rejected, &target(Some("rk")), 0).expect("2").batch.freeze())
-            .expect("parse");
+        let once =
+            StoredMessage::parse(&build(&m, "q1", Reason::Rejected, &target(Some("rk")), 0).expect("1").batch.freeze())
+                .expect("parse");
+        let twice = StoredMessage::parse(
+            &build(&once, "q1", Reason::Rejected, &target(Some("rk")), 0).expect("2").batch.freeze(),
+        )
+        .expect("parse");
         let d = deaths(&twice);
         assert_eq!(d.len(), 1);
         assert_eq!(d[0].inner().get("count"), Some(&AMQPValue::LongLongInt(2)));
@@ -247,8 +267,9 @@ mod tests {
     fn expiring_twice_in_a_queue_without_a_rejection_is_a_cycle() {
         let m = stored(&AMQPProperties::default(), b"x");
         assert!(!is_cycle(&m, "q1", Reason::Expired));
-        let once = StoredMessage::parse(&build(&m, "q1", Reason::Expired, &target(None), 0).expect("dl").batch.freeze())
-            .expect("parse");
+        let once =
+            StoredMessage::parse(&build(&m, "q1", Reason::Expired, &target(None), 0).expect("dl").batch.freeze())
+                .expect("parse");
         assert!(is_cycle(&once, "q1", Reason::Expired));
         assert!(!is_cycle(&once, "q1", Reason::Rejected));
         assert!(!is_cycle(&once, "q2", Reason::Expired));

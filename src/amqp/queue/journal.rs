@@ -89,4 +89,3 @@ pub(super) async fn recover_settled(store: &Store) -> Result<(RangeSet, i64), St
     tracing::debug!(replayed, start, end, "settle state recovered");
     Ok((checkpoint.settled, checkpoint.delivered_mark))
 }
-

@@ -855,8 +855,13 @@ impl Queue {
         };
         self.take(&next, (!no_ack).then(|| Holder::Consumer(key.clone())), body_bytes);
         bump(&self.counters.delivered, 1);
-        let delivery =
-            Delivery { consumer: key, queue: self.name.clone(), offset: next.offset, redelivered: next.redelivered, batch };
+        let delivery = Delivery {
+            consumer: key,
+            queue: self.name.clone(),
+            offset: next.offset,
+            redelivered: next.redelivered,
+            batch,
+        };
         self.outlet.deliver(delivery).await;
         true
     }
@@ -937,9 +942,12 @@ impl Queue {
                 continue;
             }
             let jobs = work.iter().map(|&(offset, reason)| {
-                let letter = self.store.read(offset).ok().and_then(|b| StoredMessage::parse(&b).ok()).and_then(|m| {
-                    dead_letter::build(&m, &self.name, reason, &target, now_ms())
-                });
+                let letter = self
+                    .store
+                    .read(offset)
+                    .ok()
+                    .and_then(|b| StoredMessage::parse(&b).ok())
+                    .and_then(|m| dead_letter::build(&m, &self.name, reason, &target, now_ms()));
                 async move {
                     match letter {
                         Some(l) => self.outlet.dead_letter(l).await,
@@ -961,7 +969,10 @@ impl Queue {
                 let mut s = self.state.borrow_mut();
                 for o in &done {
                     let held = s.held.remove(o);
-                    assert!(held.is_some_and(|h| h.holder == Holder::DeadLettering), "a dead letter's original is held");
+                    assert!(
+                        held.is_some_and(|h| h.holder == Holder::DeadLettering),
+                        "a dead letter's original is held"
+                    );
                 }
                 s.to_dead_letter.extend(again.iter().copied());
                 self.settle_now(&mut s, &done)

@@ -204,7 +204,10 @@ mod tests {
         assert!(QueueOptions::parse("q", &table(&[("x-dead-letter-routing-key", rk.clone())])).is_err());
         let o = QueueOptions::parse(
             "q",
-            &table(&[("x-dead-letter-exchange", AMQPValue::LongString(LongString::from("dlx"))), ("x-dead-letter-routing-key", rk)]),
+            &table(&[
+                ("x-dead-letter-exchange", AMQPValue::LongString(LongString::from("dlx"))),
+                ("x-dead-letter-routing-key", rk),
+            ]),
         )
         .expect("valid");
         assert_eq!(o.dead_letter, Some(DeadLetterTarget { exchange: "dlx".into(), routing_key: Some("rk".into()) }));
@@ -214,8 +217,11 @@ mod tests {
     fn deduplication_needs_a_cache_size() {
         let on = AMQPValue::Boolean(true);
         assert!(QueueOptions::parse("q", &table(&[("x-message-deduplication", on.clone())])).is_err());
-        let o = QueueOptions::parse("q", &table(&[("x-message-deduplication", on), ("x-cache-size", AMQPValue::LongInt(100))]))
-            .expect("valid");
+        let o = QueueOptions::parse(
+            "q",
+            &table(&[("x-message-deduplication", on), ("x-cache-size", AMQPValue::LongInt(100))]),
+        )
+        .expect("valid");
         assert_eq!(o.dedup, Some(Dedup { cache_size: 100, ttl_ms: None }));
     }
 }
