@@ -183,6 +183,10 @@ struct State {
     had_consumer: bool,
     /// Body bytes of the ready messages (kept for `x-max-length-bytes`).
     ready_bytes: u64,
+    /// Publishes past the length check whose append has not returned yet
+    /// (with a length limit): (messages, body bytes). Counted against the
+    /// limit, so that publishes arriving together cannot all pass it.
+    publishing: (u64, u64),
     /// Times a message came back (kept for `x-delivery-limit`).
     returns: HashMap<i64, u32>,
     /// Messages waiting for their dead letter to be stored.
@@ -191,6 +195,28 @@ struct State {
     last_used_ms: i64,
     /// The queue was reported unused (`x-expires`): once is enough.
     expiry_reported: bool,
+}
+
+/// A publish counted in `State::publishing` while it lives.
+struct Publishing<'a> {
+    state: &'a RefCell<State>,
+    body_bytes: u64,
+}
+
+impl<'a> Publishing<'a> {
+    fn count(state: &'a RefCell<State>, body_bytes: u64) -> Publishing<'a> {
+        let p = &mut state.borrow_mut().publishing;
+        *p = (p.0 + 1, p.1 + body_bytes);
+        Publishing { state, body_bytes }
+    }
+}
+
+impl Drop for Publishing<'_> {
+    fn drop(&mut self) {
+        let p = &mut self.state.borrow_mut().publishing;
+        assert!(p.0 > 0 && p.1 >= self.body_bytes, "a publish is counted once");
+        *p = (p.0 - 1, p.1 - self.body_bytes);
+    }
 }
 
 /// Counters for metrics.
@@ -257,6 +283,7 @@ impl Queue {
                 consumers: VecDeque::new(),
                 had_consumer: false,
                 ready_bytes: 0,
+                publishing: (0, 0),
                 returns: HashMap::new(),
                 to_dead_letter: VecDeque::new(),
                 last_used_ms: now_ms(),
@@ -388,24 +415,36 @@ impl Queue {
     /// Whether `more` messages of `bytes` would pass a length limit.
     fn would_overflow(&self, more: u64, bytes: u64) -> bool {
         let o = &self.spec.options;
-        let count = self.ready_count() + more;
-        let ready_bytes = self.state.borrow().ready_bytes + bytes;
+        let (publishing, publishing_bytes) = self.state.borrow().publishing;
+        let count = self.ready_count() + publishing + more;
+        let ready_bytes = self.state.borrow().ready_bytes + publishing_bytes + bytes;
         o.max_length.is_some_and(|m| count > m) || o.max_length_bytes.is_some_and(|m| ready_bytes > m)
     }
 
     /// Appends a message; with `durable`, returns once it is on disk.
     pub async fn publish(self: &Rc<Self>, batch: BytesMut, durable: bool) -> Result<(), PublishError> {
         let limited = self.spec.options.max_length.is_some() || self.spec.options.max_length_bytes.is_some();
-        let body_bytes = if limited { super::message::body_len(&batch).unwrap_or(0) as u64 } else { 0 };
-        if limited && self.spec.options.overflow != options::Overflow::DropHead && self.would_overflow(1, body_bytes) {
+        if !limited {
+            self.store.append(batch, durable && self.store.is_durable()).await?;
+            bump(&self.counters.published, 1);
+            self.wake.notify(usize::MAX);
+            return Ok(());
+        }
+        let body_bytes = super::message::body_len(&batch).unwrap_or(0) as u64;
+        if self.spec.options.overflow != options::Overflow::DropHead && self.would_overflow(1, body_bytes) {
             if self.spec.options.overflow == options::Overflow::RejectPublishDlx {
                 self.dead_letter_refused(batch).await;
             }
             return Err(PublishError::Full(self.name.to_string()));
         }
-        self.store.append(batch, durable && self.store.is_durable()).await?;
+        // Counted as publishing until the append returns; it waits for the
+        // commit even for a transient message, so that the message is in
+        // the visible log (`ready_count`) by then.
+        let publishing = Publishing::count(&self.state, body_bytes);
+        self.store.append(batch, self.store.is_durable()).await?;
         bump(&self.counters.published, 1);
         self.state.borrow_mut().ready_bytes += body_bytes;
+        drop(publishing);
         self.wake.notify(usize::MAX);
         Ok(())
     }
@@ -607,6 +646,7 @@ impl Queue {
             let ranges = s.ready.take_all(start, end, &s.settled);
             let count: u64 = ranges.iter().map(|r| s.settled.insert(r.clone())).sum();
             s.ready_bytes = 0;
+            s.returns.retain(|o, _| !ranges.iter().any(|r| r.contains(o)));
             (ranges, count)
         };
         self.journal_settled(ranges);

@@ -521,3 +521,22 @@ fn a_queue_unused_for_x_expires_reports_itself_unused() {
         assert_eq!(*rec.unused.borrow(), ["idle".to_string()]);
     });
 }
+
+#[test]
+fn publishes_arriving_together_cannot_all_pass_a_reject_publish_limit() {
+    run_local(async {
+        let dir = tempdir();
+        let rec = Rc::new(Recorder::default());
+        let options =
+            QueueOptions { max_length: Some(5), overflow: options::Overflow::RejectPublish, ..Default::default() };
+        let q = open_with(dir.path(), &rec, options).await;
+        // Twenty appends in one group commit: none is visible when the
+        // others are checked.
+        let publishes = (0..20).map(|i| q.publish(message(&format!("m{i}")), false));
+        let outcomes = futures_util::future::join_all(publishes).await;
+        let taken = outcomes.iter().filter(|o| o.is_ok()).count();
+        assert_eq!(taken, 5, "{outcomes:?}");
+        assert_eq!(q.ready_count(), 5);
+        q.close().await;
+    });
+}
