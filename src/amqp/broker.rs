@@ -464,9 +464,15 @@ impl Broker {
     /// Appends a message to a queue; with `durable`, once it is on disk.
     /// A full queue (`x-overflow` reject-publish) refuses it with
     /// `RESOURCE_ERROR`.
-    pub async fn publish(&self, queue: &str, batch: BytesMut, durable: bool) -> Result<(), DefinitionError> {
+    pub async fn publish(
+        &self,
+        queue: &str,
+        batch: BytesMut,
+        durable: bool,
+        key: Option<Bytes>,
+    ) -> Result<(), DefinitionError> {
         self.on_queue(queue, move |q| async move {
-            q.publish(batch, durable).await.map_err(|e| match e {
+            q.publish(batch, durable, key).await.map_err(|e| match e {
                 PublishError::Full(_) => refused(codes::RESOURCE_ERROR, e.to_string()),
                 PublishError::Store(_) => refused(codes::INTERNAL_ERROR, e.to_string()),
             })
@@ -476,8 +482,15 @@ impl Broker {
 
     /// Appends a copy of `batch` to each of `queues` (the last gets the
     /// original), each on its owner; true if every queue took it (a queue
-    /// deleted since it was routed to drops it, as RabbitMQ does).
-    pub async fn store_everywhere(self: &Rc<Self>, queues: BTreeSet<String>, batch: BytesMut, durable: bool) -> bool {
+    /// deleted since it was routed to drops it, as RabbitMQ does). `key`:
+    /// its de-duplication key, for queues that de-duplicate.
+    pub async fn store_everywhere(
+        self: &Rc<Self>,
+        queues: BTreeSet<String>,
+        batch: BytesMut,
+        durable: bool,
+        key: Option<Bytes>,
+    ) -> bool {
         let n = queues.len();
         let mut pending = Vec::with_capacity(n);
         let mut original = Some(batch);
@@ -488,7 +501,8 @@ impl Broker {
                 BytesMut::from(&original.as_ref().expect("kept for the last queue")[..])
             };
             let broker = self.clone();
-            pending.push(async move { (broker.publish(&q, b, durable).await, q) });
+            let key = key.clone();
+            pending.push(async move { (broker.publish(&q, b, durable, key).await, q) });
         }
         let results = futures_util::future::join_all(pending).await;
         let mut ok = true;
@@ -515,7 +529,8 @@ impl Broker {
     async fn store_dead_letter(self: &Rc<Self>, letter: DeadLetter) -> bool {
         let queues = self.defs.borrow().route(&letter.exchange, &letter.routing_key, Some(&letter.headers));
         match queues {
-            Some(q) if !q.is_empty() => self.store_everywhere(q, letter.batch, letter.persistent).await,
+            // Dead letters are not de-duplicated (no key).
+            Some(q) if !q.is_empty() => self.store_everywhere(q, letter.batch, letter.persistent, None).await,
             _ => {
                 tracing::debug!(exchange = %letter.exchange, "a dead letter reached no queue; dropped");
                 true

@@ -34,7 +34,7 @@ use crate::runtime::task;
 /// Queue arguments that change how messages are kept or delivered, which
 /// this version does not enforce: refused rather than ignored. (The ones it
 /// enforces are checked by `QueueOptions::parse`.)
-const UNSUPPORTED_QUEUE_ARGUMENTS: &[&str] = &["x-message-deduplication", "x-single-active-consumer"];
+const UNSUPPORTED_QUEUE_ARGUMENTS: &[&str] = &["x-single-active-consumer"];
 
 /// A handler's failure: an AMQP error to close with, or the socket's.
 #[derive(Debug)]
@@ -816,7 +816,8 @@ async fn publish(conn: &Rc<Conn>, ch: u16, msg: ReadyMessage) -> bool {
         }
         true
     } else {
-        conn.broker.store_everywhere(queues, msg.batch, persistent).await
+        let key = super::queue::dedup::key_of(&msg.header.properties);
+        conn.broker.store_everywhere(queues, msg.batch, persistent, key).await
     };
     if let Some(seq) = msg.seq {
         confirm(conn, ch, seq, ok).await;

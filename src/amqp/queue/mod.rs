@@ -18,6 +18,7 @@
 //! set is made durable by the settle journal (`journal`, `settle`).
 
 pub mod dead_letter;
+pub mod dedup;
 mod journal;
 pub mod options;
 pub mod ready;
@@ -41,6 +42,7 @@ use crate::runtime::task;
 use crate::storage::log::AckWait;
 use crate::storage::{now_ms, LogConfig};
 use dead_letter::{DeadLetter, Reason};
+use dedup::{DedupCache, Seen};
 use journal::Journal;
 pub use options::QueueOptions;
 use ready::{Next, Order, Ready};
@@ -197,6 +199,23 @@ struct State {
     expiry_reported: bool,
 }
 
+/// The de-duplication cache of a reopened queue: the keys of its last
+/// `cache_size` messages (a memory queue starts empty).
+fn restore_dedup(store: &Store, d: &options::Dedup) -> DedupCache {
+    let mut cache = DedupCache::new(d);
+    let end = store.visible_end();
+    let from = store.start().max(end - i64::from(d.cache_size));
+    for offset in from..end {
+        let Ok(batch) = store.read(offset) else { continue };
+        let Ok(msg) = StoredMessage::parse(&batch) else { continue };
+        let Ok(props) = super::codec::parse_properties(&msg.properties) else { continue };
+        if let Some(key) = dedup::key_of(&props) {
+            cache.restore(key, msg.meta.published_ms);
+        }
+    }
+    cache
+}
+
 /// A publish counted in `State::publishing` while it lives.
 struct Publishing<'a> {
     state: &'a RefCell<State>,
@@ -228,6 +247,7 @@ pub struct QueueCounters {
     pub expired: Cell<u64>,
     pub dead_lettered: Cell<u64>,
     pub dropped: Cell<u64>,
+    pub deduplicated: Cell<u64>,
 }
 
 pub struct Queue {
@@ -241,6 +261,10 @@ pub struct Queue {
     wake: Event,
     /// Fired when there is something to dead-letter.
     dead_letter_work: Event,
+    /// `x-message-deduplication`: the keys of the last messages stored.
+    dedup: Option<RefCell<DedupCache>>,
+    /// Fired when a key of `dedup` stops being pending.
+    dedup_changed: Event,
     closed: Cell<bool>,
     tasks_running: Cell<usize>,
     tasks_done: Event,
@@ -273,6 +297,7 @@ impl Queue {
         let journal = Journal::default();
         journal.mark_wanted.set(mark);
         journal.mark_durable.set(mark);
+        let dedup = spec.options.dedup.as_ref().map(|d| RefCell::new(restore_dedup(&store, d)));
         let q = Rc::new(Queue {
             name: spec.name.clone(),
             state: RefCell::new(State {
@@ -295,6 +320,8 @@ impl Queue {
             outlet,
             wake: Event::new(),
             dead_letter_work: Event::new(),
+            dedup,
+            dedup_changed: Event::new(),
             closed: Cell::new(false),
             tasks_running: Cell::new(0),
             tasks_done: Event::new(),
@@ -421,8 +448,38 @@ impl Queue {
         o.max_length.is_some_and(|m| count > m) || o.max_length_bytes.is_some_and(|m| ready_bytes > m)
     }
 
-    /// Appends a message; with `durable`, returns once it is on disk.
-    pub async fn publish(self: &Rc<Self>, batch: BytesMut, durable: bool) -> Result<(), PublishError> {
+    /// Appends a message; with `durable`, returns once it is on disk. With
+    /// de-duplication, a message whose `key` was stored recently is not
+    /// appended (`Ok`: it is confirmed as stored).
+    pub async fn publish(
+        self: &Rc<Self>,
+        batch: BytesMut,
+        durable: bool,
+        key: Option<Bytes>,
+    ) -> Result<(), PublishError> {
+        let (Some(cache), Some(key)) = (&self.dedup, key) else { return self.append(batch, durable).await };
+        let at_ms = loop {
+            let changed = self.dedup_changed.listen();
+            match cache.borrow_mut().check(&key, now_ms()) {
+                Seen::New { at_ms } => break at_ms,
+                Seen::Stored => {
+                    bump(&self.counters.deduplicated, 1);
+                    return Ok(());
+                }
+                Seen::Pending => {}
+            }
+            changed.await;
+        };
+        let appended = self.append(batch, durable).await;
+        match appended {
+            Ok(()) => cache.borrow_mut().stored(&key, at_ms),
+            Err(_) => cache.borrow_mut().forget(&key, at_ms),
+        }
+        self.dedup_changed.notify(usize::MAX);
+        appended
+    }
+
+    async fn append(self: &Rc<Self>, batch: BytesMut, durable: bool) -> Result<(), PublishError> {
         let limited = self.spec.options.max_length.is_some() || self.spec.options.max_length_bytes.is_some();
         if !limited {
             self.store.append(batch, durable && self.store.is_durable()).await?;
@@ -1077,7 +1134,12 @@ impl Queue {
     }
 
     async fn maybe_trim_log(&self) {
-        let head = self.settled_head();
+        let mut head = self.settled_head();
+        if let Some(d) = &self.spec.options.dedup {
+            // The last `x-cache-size` messages stay: the cache is read back
+            // from them at open.
+            head = head.min(self.store.visible_end() - i64::from(d.cache_size));
+        }
         if head - self.last_trim.get() < TRIM_AFTER_MESSAGES {
             return;
         }

@@ -133,7 +133,7 @@ fn messages_go_round_robin_to_consumers_in_publish_order() {
         q.consume(key("a"), false, 0, false).expect("consume a");
         q.consume(key("b"), false, 0, false).expect("consume b");
         for i in 0..4 {
-            q.publish(message(&format!("m{i}")), false).await.expect("publish");
+            q.publish(message(&format!("m{i}")), false, None).await.expect("publish");
         }
         settle_until(|| rec.deliveries.borrow().len() == 4).await;
         let d = rec.deliveries.borrow();
@@ -151,7 +151,7 @@ fn a_consumer_gets_no_more_than_its_prefetch_until_it_acks() {
         let dir = tempdir();
         let q = open(dir.path(), &rec).await;
         for i in 0..5 {
-            q.publish(message(&format!("m{i}")), true).await.expect("publish");
+            q.publish(message(&format!("m{i}")), true, None).await.expect("publish");
         }
         q.consume(key("a"), false, 2, false).expect("consume");
         settle_until(|| rec.deliveries.borrow().len() == 2).await;
@@ -172,7 +172,7 @@ fn requeued_messages_come_back_first_in_their_original_order_flagged_redelivered
         let dir = tempdir();
         let q = open(dir.path(), &rec).await;
         for i in 0..4 {
-            q.publish(message(&format!("m{i}")), true).await.expect("publish");
+            q.publish(message(&format!("m{i}")), true, None).await.expect("publish");
         }
         q.consume(key("a"), false, 3, false).expect("consume");
         settle_until(|| rec.deliveries.borrow().len() == 3).await;
@@ -212,7 +212,7 @@ fn acknowledged_messages_stay_gone_and_unacknowledged_come_back_redelivered_afte
         let rec = Rc::new(Recorder::default());
         let q = open(dir.path(), &rec).await;
         for i in 0..10 {
-            q.publish(message(&format!("m{i}")), true).await.expect("publish");
+            q.publish(message(&format!("m{i}")), true, None).await.expect("publish");
         }
         q.consume(key("a"), false, 6, false).expect("consume");
         settle_until(|| rec.deliveries.borrow().len() == 6).await;
@@ -244,7 +244,7 @@ fn purge_settles_ready_messages_only() {
         let rec = Rc::new(Recorder::default());
         let q = open(dir.path(), &rec).await;
         for i in 0..5 {
-            q.publish(message(&format!("m{i}")), true).await.expect("publish");
+            q.publish(message(&format!("m{i}")), true, None).await.expect("publish");
         }
         q.consume(key("a"), false, 2, false).expect("consume");
         settle_until(|| rec.deliveries.borrow().len() == 2).await;
@@ -266,10 +266,10 @@ fn a_deleted_queue_cancels_its_consumers_and_removes_its_files() {
         let qdir = dir.path().join("q");
         let rec = Rc::new(Recorder::default());
         let q = open(&qdir, &rec).await;
-        q.publish(message("x"), true).await.expect("publish");
+        q.publish(message("x"), true, None).await.expect("publish");
         q.consume(key("a"), false, 0, false).expect("consume");
         settle_until(|| rec.deliveries.borrow().len() == 1).await;
-        q.publish(message("y"), true).await.expect("publish");
+        q.publish(message("y"), true, None).await.expect("publish");
         assert_eq!(q.delete().await, 1, "one ready message (the other is unacked)");
         assert_eq!(*rec.cancelled.borrow(), vec!["a".to_string()]);
         assert!(!qdir.exists());
@@ -305,7 +305,7 @@ fn a_memory_queue_refuses_messages_beyond_its_budget_and_frees_settled_ones() {
             Rc::new(RecordingOutlet(rec.clone())),
         );
         let mut taken = 0;
-        while q.publish(message("0123456789"), false).await.is_ok() {
+        while q.publish(message("0123456789"), false, None).await.is_ok() {
             taken += 1;
             assert!(taken < 100, "the budget must bind");
         }
@@ -313,7 +313,7 @@ fn a_memory_queue_refuses_messages_beyond_its_budget_and_frees_settled_ones() {
         q.consume(key("a"), true, 0, false).expect("consume");
         settle_until(|| rec.deliveries.borrow().len() == taken).await;
         assert_eq!(budget.used_bytes.get(), 0, "no-ack deliveries free their bytes");
-        q.publish(message("again"), false).await.expect("room again");
+        q.publish(message("again"), false, None).await.expect("room again");
     });
 }
 
@@ -325,7 +325,7 @@ fn whole_segments_of_settled_messages_are_deleted() {
         let q = open(dir.path(), &rec).await;
         let body = "x".repeat(1000);
         for _ in 0..4000 {
-            q.publish(message(&body), true).await.expect("publish");
+            q.publish(message(&body), true, None).await.expect("publish");
         }
         assert_eq!(q.store.start(), 0);
         q.consume(key("a"), true, 0, false).expect("consume");
@@ -371,7 +371,7 @@ fn higher_priorities_go_first_fifo_within_one_and_after_a_reopen() {
         let options = QueueOptions { max_priority: Some(5), ..Default::default() };
         let q = open_with(dir.path(), &rec, options.clone()).await;
         for (body, p) in [("low-1", 1), ("high-1", 5), ("none", 0), ("low-2", 1), ("high-2", 9)] {
-            q.publish(with_priority(body, p), true).await.expect("publish");
+            q.publish(with_priority(body, p), true, None).await.expect("publish");
         }
         q.close().await;
         let q = open_with(dir.path(), &rec, options).await;
@@ -391,9 +391,9 @@ fn a_message_past_the_queue_ttl_is_never_delivered_and_is_dead_lettered_as_expir
         let options =
             QueueOptions { message_ttl_ms: Some(30), dead_letter: dead_letter_to("dlx"), ..Default::default() };
         let q = open_with(dir.path(), &rec, options).await;
-        q.publish(message("stale"), true).await.expect("publish");
+        q.publish(message("stale"), true, None).await.expect("publish");
         settle_until(|| rec.dead_letters.borrow().len() == 1).await;
-        q.publish(message("fresh"), true).await.expect("publish");
+        q.publish(message("fresh"), true, None).await.expect("publish");
         q.consume(key("a"), true, 0, false).expect("consume");
         settle_until(|| rec.deliveries.borrow().len() == 1).await;
         assert_eq!(bodies(&rec), ["fresh"]);
@@ -417,8 +417,8 @@ fn a_message_past_its_own_expiration_is_dropped_at_the_head_without_a_dead_lette
             Rc::new(RecordingOutlet(rec.clone())),
         );
         let gone = MessageMeta { expires_at_ms: now_ms() + 20, ..Default::default() };
-        q.publish(message_with("short-lived", gone), false).await.expect("publish");
-        q.publish(message("kept"), false).await.expect("publish");
+        q.publish(message_with("short-lived", gone), false, None).await.expect("publish");
+        q.publish(message("kept"), false, None).await.expect("publish");
         crate::runtime::task::sleep(std::time::Duration::from_millis(40)).await;
         q.consume(key("a"), true, 0, false).expect("consume");
         settle_until(|| rec.deliveries.borrow().len() == 1).await;
@@ -435,7 +435,7 @@ fn a_rejected_message_is_dead_lettered_and_then_settled() {
         let rec = Rc::new(Recorder::default());
         let options = QueueOptions { dead_letter: dead_letter_to("dlx"), ..Default::default() };
         let q = open_with(dir.path(), &rec, options).await;
-        q.publish(message("bad"), true).await.expect("publish");
+        q.publish(message("bad"), true, None).await.expect("publish");
         q.consume(key("a"), false, 0, false).expect("consume");
         settle_until(|| rec.deliveries.borrow().len() == 1).await;
         q.reject(&[rec.deliveries.borrow()[0].offset]);
@@ -455,7 +455,7 @@ fn drop_head_keeps_the_newest_messages_within_max_length_and_dead_letters_the_re
         let options = QueueOptions { max_length: Some(2), dead_letter: dead_letter_to("dlx"), ..Default::default() };
         let q = open_with(dir.path(), &rec, options).await;
         for i in 0..5 {
-            q.publish(message(&format!("m{i}")), true).await.expect("drop-head takes every publish");
+            q.publish(message(&format!("m{i}")), true, None).await.expect("drop-head takes every publish");
         }
         settle_until(|| rec.dead_letters.borrow().len() == 3).await;
         assert_eq!(dead_bodies(&rec), ["m0", "m1", "m2"]);
@@ -476,9 +476,9 @@ fn reject_publish_refuses_a_message_past_max_length_bytes() {
             ..Default::default()
         };
         let q = Queue::in_memory(spec("q", false, options), budget(), Rc::new(RecordingOutlet(rec.clone())));
-        q.publish(message("12345"), false).await.expect("5 of 10 bytes");
-        q.publish(message("67890"), false).await.expect("10 of 10 bytes");
-        let refused = q.publish(message("x"), false).await;
+        q.publish(message("12345"), false, None).await.expect("5 of 10 bytes");
+        q.publish(message("67890"), false, None).await.expect("10 of 10 bytes");
+        let refused = q.publish(message("x"), false, None).await;
         assert!(matches!(refused, Err(PublishError::Full(_))), "{refused:?}");
         assert_eq!(q.ready_count(), 2);
         assert!(rec.dead_letters.borrow().is_empty(), "reject-publish does not dead-letter");
@@ -493,7 +493,7 @@ fn a_message_returned_more_than_the_delivery_limit_is_dead_lettered() {
         let options =
             QueueOptions { delivery_limit: Some(2), dead_letter: dead_letter_to("dlx"), ..Default::default() };
         let q = open_with(dir.path(), &rec, options).await;
-        q.publish(message("poison"), true).await.expect("publish");
+        q.publish(message("poison"), true, None).await.expect("publish");
         q.consume(key("a"), false, 0, false).expect("consume");
         for round in 1..=3 {
             settle_until(|| rec.deliveries.borrow().len() == round).await;
@@ -532,11 +532,68 @@ fn publishes_arriving_together_cannot_all_pass_a_reject_publish_limit() {
         let q = open_with(dir.path(), &rec, options).await;
         // Twenty appends in one group commit: none is visible when the
         // others are checked.
-        let publishes = (0..20).map(|i| q.publish(message(&format!("m{i}")), false));
+        let publishes = (0..20).map(|i| q.publish(message(&format!("m{i}")), false, None));
         let outcomes = futures_util::future::join_all(publishes).await;
         let taken = outcomes.iter().filter(|o| o.is_ok()).count();
         assert_eq!(taken, 5, "{outcomes:?}");
         assert_eq!(q.ready_count(), 5);
+        q.close().await;
+    });
+}
+
+/// A message with `message_id` `id`, and its de-duplication key.
+fn keyed(body: &str, id: &str) -> (bytes::BytesMut, Option<Bytes>) {
+    use crate::amqp::codec::{encode_properties, protocol::basic::AMQPProperties, short};
+    let props = AMQPProperties::default().with_message_id(short(id)).with_delivery_mode(2);
+    let raw = encode_properties(&props);
+    let meta = MessageMeta { persistent: true, published_ms: now_ms(), ..Default::default() };
+    let mut p = PendingBody::new("", "q", &raw, meta, body.len());
+    p.space(body.len()).copy_from_slice(body.as_bytes());
+    p.advance(body.len());
+    (p.finish(), dedup::key_of(&props))
+}
+
+fn dedup_options(cache_size: u32) -> QueueOptions {
+    QueueOptions { dedup: Some(options::Dedup { cache_size, ttl_ms: None }), ..Default::default() }
+}
+
+#[test]
+fn a_message_whose_key_was_stored_is_taken_but_not_enqueued_also_after_a_reopen() {
+    run_local(async {
+        let dir = tempdir();
+        let rec = Rc::new(Recorder::default());
+        let q = open_with(dir.path(), &rec, dedup_options(100)).await;
+        for (body, id) in [("first", "a"), ("again", "a"), ("other", "b")] {
+            let (batch, key) = keyed(body, id);
+            q.publish(batch, true, key).await.expect("taken");
+        }
+        assert_eq!(q.ready_count(), 2);
+        assert_eq!(q.counters.deduplicated.get(), 1);
+        // Consumed and settled: the keys stay (the log keeps the messages).
+        q.consume(key("c"), true, 0, false).expect("consume");
+        settle_until(|| rec.deliveries.borrow().len() == 2).await;
+        q.close().await;
+        let q = open_with(dir.path(), &rec, dedup_options(100)).await;
+        let (batch, key) = keyed("after the reopen", "a");
+        q.publish(batch, true, key).await.expect("taken");
+        assert_eq!(q.ready_count(), 0, "a duplicate of a message stored before the reopen");
+        assert_eq!(bodies(&rec), ["first", "other"]);
+        q.close().await;
+    });
+}
+
+#[test]
+fn a_duplicate_arriving_while_its_original_is_appended_waits_for_it() {
+    run_local(async {
+        let dir = tempdir();
+        let rec = Rc::new(Recorder::default());
+        let q = open_with(dir.path(), &rec, dedup_options(100)).await;
+        let (first, k1) = keyed("first", "same");
+        let (second, k2) = keyed("second", "same");
+        let (a, b) = futures_lite::future::zip(q.publish(first, true, k1), q.publish(second, true, k2)).await;
+        assert!(a.is_ok() && b.is_ok());
+        assert_eq!(q.ready_count(), 1, "one of the two is stored");
+        assert_eq!(q.counters.deduplicated.get(), 1);
         q.close().await;
     });
 }
