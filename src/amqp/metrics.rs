@@ -24,6 +24,7 @@ pub struct QueueGauges {
     pub expired: u64,
     pub dead_lettered: u64,
     pub dropped: u64,
+    pub deduplicated: u64,
 }
 
 /// One shard's AMQP report.
@@ -55,6 +56,7 @@ impl Broker {
                 expired: q.counters.expired.get(),
                 dead_lettered: q.counters.dead_lettered.get(),
                 dropped: q.counters.dropped.get(),
+                deduplicated: q.counters.deduplicated.get(),
             })
             .collect();
         queues.sort_by(|a, b| a.name.cmp(&b.name));
@@ -122,7 +124,7 @@ pub fn render(reports: &[AmqpReport]) -> String {
         );
     }
     type QueueValue = fn(&QueueGauges) -> u64;
-    let queue_values: [(&str, &str, QueueValue); 9] = [
+    let queue_values: [(&str, &str, QueueValue); 10] = [
         ("ringmq_amqp_queue_messages_ready", "Messages ready for delivery.", |q| q.ready),
         ("ringmq_amqp_queue_messages_unacked", "Messages delivered and not yet acknowledged.", |q| q.unacked),
         ("ringmq_amqp_queue_consumers", "Consumers of the queue.", |q| u64::from(q.consumers)),
@@ -135,6 +137,11 @@ pub fn render(reports: &[AmqpReport]) -> String {
             "ringmq_amqp_queue_dropped_total",
             "Messages dropped (expired or over a limit, no dead-letter exchange) since it opened.",
             |q| q.dropped,
+        ),
+        (
+            "ringmq_amqp_queue_deduplicated_total",
+            "Messages taken as duplicates (confirmed, not stored) since it opened.",
+            |q| q.deduplicated,
         ),
     ];
     for (name, help, get) in queue_values {
@@ -181,6 +188,7 @@ mod tests {
                 expired: 0,
                 dead_lettered: 0,
                 dropped: 0,
+                deduplicated: 0,
             }],
         };
         let text = render(&[r]);
