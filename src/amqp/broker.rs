@@ -491,6 +491,19 @@ impl Broker {
         durable: bool,
         key: Option<Bytes>,
     ) -> bool {
+        let stored = self.store_in_queues(queues, batch, durable, key).await;
+        stored.full == 0 && stored.failed == 0
+    }
+
+    /// `store_everywhere`, telling full queues (`x-overflow` reject-publish)
+    /// from failures.
+    async fn store_in_queues(
+        self: &Rc<Self>,
+        queues: BTreeSet<String>,
+        batch: BytesMut,
+        durable: bool,
+        key: Option<Bytes>,
+    ) -> Refusals {
         let n = queues.len();
         let mut pending = Vec::with_capacity(n);
         let mut original = Some(batch);
@@ -505,32 +518,36 @@ impl Broker {
             pending.push(async move { (broker.publish(&q, b, durable, key).await, q) });
         }
         let results = futures_util::future::join_all(pending).await;
-        let mut ok = true;
+        let mut refusals = Refusals::default();
         for (r, q) in results {
             match r {
                 Ok(()) => {}
                 Err(e) if e.code == codes::NOT_FOUND => {}
                 Err(e) if e.code == codes::RESOURCE_ERROR => {
                     tracing::debug!(queue = %q, error = %e, "a full queue refused a message");
-                    ok = false;
+                    refusals.full += 1;
                 }
                 Err(e) => {
                     tracing::warn!(queue = %q, error = %e, "a queue refused a message");
-                    ok = false;
+                    refusals.failed += 1;
                 }
             }
         }
-        ok
+        refusals
     }
 
     /// Routes a dead letter with this shard's definitions and stores it at
     /// every queue it reaches (durably when persistent). True once stored,
-    /// or when it reaches no queue (dropped, as RabbitMQ does).
+    /// when it reaches no queue or only full ones (dropped there, as
+    /// RabbitMQ does); false when a queue failed to store it (tried again
+    /// whole, so the queues that took it may get it twice).
     async fn store_dead_letter(self: &Rc<Self>, letter: DeadLetter) -> bool {
         let queues = self.defs.borrow().route(&letter.exchange, &letter.routing_key, Some(&letter.headers));
         match queues {
             // Dead letters are not de-duplicated (no key).
-            Some(q) if !q.is_empty() => self.store_everywhere(q, letter.batch, letter.persistent, None).await,
+            Some(q) if !q.is_empty() => {
+                self.store_in_queues(q, letter.batch, letter.persistent, None).await.failed == 0
+            }
             _ => {
                 tracing::debug!(exchange = %letter.exchange, "a dead letter reached no queue; dropped");
                 true
@@ -699,6 +716,15 @@ pub fn spawn_disk_watch(broker: Rc<Broker>) {
             task::sleep(DISK_CHECK_EVERY).await;
         }
     });
+}
+
+/// Queues that did not take a message.
+#[derive(Debug, Default)]
+struct Refusals {
+    /// Full (`x-overflow` reject-publish).
+    full: usize,
+    /// Failed to store it (or gone elsewhere than deleted).
+    failed: usize,
 }
 
 impl Outlet for BrokerOutlet {
