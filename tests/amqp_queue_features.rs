@@ -309,30 +309,39 @@ fn stored_dead_letters_of_persistent_messages_survive_a_sigkill() {
     assert_healthy(&mut b);
 }
 
+/// Rounds of reject-then-kill: the kill must land while the last rejects
+/// are being dead-lettered, which one round may miss.
+const REJECT_KILL_ROUNDS: usize = 3;
+
 #[test]
 fn a_message_rejected_just_before_a_sigkill_is_afterwards_in_exactly_one_queue() {
     const COUNT: usize = 200;
     let count = COUNT.to_string();
     let mut b = broker();
-    let addr = b.amqp_addr();
-    let mut setup =
-        Script::spawn(Client::Pika.script("queue_features", &["reject_kill_setup", &addr, "kill", &count]), "setup");
-    setup.wait_line("rejected", Duration::from_secs(30));
-    b.kill9();
-    drop(setup);
-    b.restart();
-    let report = run(&b, "reject_kill_check", &["kill", &count]);
-    let (dead, back) = (strings(&report["dead"]), strings(&report["back"]));
-    let dead_set: BTreeSet<String> = dead.iter().cloned().collect();
-    let back_set: BTreeSet<String> = back.iter().cloned().collect();
-    assert_eq!(dead.len(), dead_set.len(), "a dead letter is stored once: {report}");
-    assert_eq!(back.len(), back_set.len(), "{report}");
-    let both: Vec<&String> = dead_set.intersection(&back_set).collect();
-    assert!(both.is_empty(), "in both the dead-letter queue and the original: {both:?}");
-    let all: BTreeSet<String> = dead_set.union(&back_set).cloned().collect();
-    let expected = numbered(COUNT);
-    let lost: Vec<&String> = expected.difference(&all).collect();
-    assert!(lost.is_empty(), "in neither queue: {lost:?}");
-    eprintln!("[reject then kill] {} dead-lettered, {} back in the original", dead.len(), back.len());
+    let prefixes: Vec<String> = (0..REJECT_KILL_ROUNDS).map(|r| format!("kill{r}")).collect();
+    for prefix in &prefixes {
+        let addr = b.amqp_addr();
+        let cmd = Client::Pika.script("queue_features", &["reject_kill_setup", &addr, prefix, &count]);
+        let mut setup = Script::spawn(cmd, "reject_kill_setup");
+        setup.wait_line("rejected", Duration::from_secs(30));
+        b.kill9();
+        drop(setup);
+        b.restart();
+    }
+    for prefix in &prefixes {
+        let report = run(&b, "reject_kill_check", &[prefix, &count]);
+        let (dead, back) = (strings(&report["dead"]), strings(&report["back"]));
+        let dead_set: BTreeSet<String> = dead.iter().cloned().collect();
+        let back_set: BTreeSet<String> = back.iter().cloned().collect();
+        assert_eq!(dead.len(), dead_set.len(), "{prefix}: a dead letter is stored once: {report}");
+        assert_eq!(back.len(), back_set.len(), "{prefix}: {report}");
+        let both: Vec<&String> = dead_set.intersection(&back_set).collect();
+        assert!(both.is_empty(), "{prefix}: in both the dead-letter queue and the original: {both:?}");
+        let all: BTreeSet<String> = dead_set.union(&back_set).cloned().collect();
+        let expected = numbered(COUNT);
+        let lost: Vec<&String> = expected.difference(&all).collect();
+        assert!(lost.is_empty(), "{prefix}: in neither queue: {lost:?}");
+        eprintln!("[reject then kill, {prefix}] {} dead-lettered, {} back in the original", dead.len(), back.len());
+    }
     assert_healthy(&mut b);
 }
