@@ -169,6 +169,14 @@ fn x_dead_letter_routing_key_replaces_the_routing_key_of_the_dead_letter() {
 }
 
 #[test]
+fn a_dead_letter_routed_to_a_full_queue_and_an_open_one_reaches_the_open_one_once() {
+    let report = scenario("dead_letter_fanout_one_full", &[]);
+    assert_eq!(report["open_queue"], json!(["refused"]), "{report}");
+    assert_eq!(report["full_queue"], json!(["filler"]), "the full queue refuses it: {report}");
+    assert_eq!(report["source_ready"], 0, "{report}");
+}
+
+#[test]
 fn a_ttl_queue_without_consumers_delays_messages_into_its_dead_letter_queue() {
     const TTL_MS: u64 = 500;
     let report = scenario("delay_queue", &[&TTL_MS.to_string()]);

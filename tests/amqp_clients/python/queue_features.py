@@ -20,6 +20,7 @@ Subcommands:
     invalid_expiration ADDR             expiration "soon": the channel is closed
     dead_letter_rejected ADDR reject|nack
     dead_letter_routing_key ADDR
+    dead_letter_fanout_one_full ADDR    a dead letter to two queues, one full
     delay_queue ADDR TTL_MS
     delivery_limit ADDR LIMIT
     drop_head ADDR
@@ -407,6 +408,40 @@ def delivery_limit(addr, limit):
     report(deliveries=len(deliveries), redelivered=deliveries, body=body, death=death(props))
 
 
+def dead_letter_fanout_one_full(addr):
+    """A dead letter routed to two queues, one of them full (reject-publish):
+    the other gets it once."""
+    conn = connect(addr)
+    ch = conn.channel()
+    dlx = unique("dlx-fanout")
+    ch.exchange_declare(exchange=dlx, exchange_type="fanout")
+    open_queue, full_queue = unique("dead-open"), unique("dead-full")
+    ch.queue_declare(queue=open_queue)
+    ch.queue_declare(queue=full_queue, arguments={"x-max-length": 1, "x-overflow": "reject-publish"})
+    for q in (open_queue, full_queue):
+        ch.queue_bind(queue=q, exchange=dlx)
+    ch.confirm_delivery()
+    if publish(ch, full_queue, "filler") != "ack":
+        fail("the filler was not confirmed")
+    exchange, queue = source(ch, "fanout", {"x-dead-letter-exchange": dlx})
+    publish(ch, "work", "refused", exchange=exchange)
+    method, _, _ = ch.basic_get(queue=queue, auto_ack=False)
+    if method is None:
+        fail("the published message is not in its queue")
+    ch.basic_reject(method.delivery_tag, requeue=False)
+    wait_count(conn, ch, open_queue, 1, "dead letter in the open queue")
+    # Long enough for the broker to try a dead letter again (it waits a second).
+    conn.sleep(DEAD_LETTER_SETTLE_S)
+    in_open = [b for b, _ in get_all(ch, open_queue)]
+    in_full = [b for b, _ in get_all(ch, full_queue)]
+    source_count = ch.queue_declare(queue=queue, passive=True).method.message_count
+    conn.close()
+    report(open_queue=in_open, full_queue=in_full, source_ready=source_count)
+
+
+DEAD_LETTER_SETTLE_S = 2.5
+
+
 # ---------------------------------------------------------------------------
 # Length limits
 # ---------------------------------------------------------------------------
@@ -596,6 +631,7 @@ def main():
         "expiration": expiration,
         "invalid_expiration": invalid_expiration,
         "dead_letter_routing_key": dead_letter_routing_key,
+        "dead_letter_fanout_one_full": dead_letter_fanout_one_full,
         "bad_arguments": bad_arguments,
         "deduplication": deduplication,
         "drop_head": lambda a: limited(a, "drop-head", {"x-max-length": 3}, True, numbered(5)),
