@@ -1462,3 +1462,78 @@ def _(ctx):
     q, ch = filled_queue(ctx, c, 0)
     ch.basic_publish("", q, "bad", BasicProperties(expiration="soon"))
     sync(ctx, ch, "after publish")
+
+
+@scenario("dlx-fanout-one-queue-full", "a dead letter routed to an open queue and a full reject-publish queue")
+def _(ctx):
+    c = ctx.connect()
+    ch = ctx.channel(c)
+    dlx = ctx.n("dlx")
+    ctx.step("declare dlx", lambda: ch.exchange_declare(dlx, "fanout"))
+    open_q, full_q = ctx.n("open"), ctx.n("full")
+    declare(ctx, ch, open_q)
+    declare(ctx, ch, full_q, arguments={"x-max-length": 1, "x-overflow": "reject-publish"})
+    for q in (open_q, full_q):
+        ctx.step(f"bind {q}", lambda: ch.queue_bind(q, dlx))
+    pub = publisher(ctx, c)
+    pub.send("", full_q, "filler")
+    pub.sync()
+    q, ch = filled_queue(ctx, c, 1, arguments={"x-dead-letter-exchange": dlx})
+    ctx.step("get", lambda: ch.basic_get(q), show=lambda r: "get-ok" if r[0] else "get-empty")
+    ctx.step("reject", lambda: ch.basic_reject(1, requeue=False))
+    ctx.wait_ready(open_q, 1)
+    time.sleep(2.5)
+    counts(ctx, ch, q)
+    counts(ctx, ch, open_q)
+    counts(ctx, ch, full_q)
+
+
+@scenario("ttl-requeued-after-expiry", "a message requeued after its TTL passed is not delivered again")
+def _(ctx):
+    c = ctx.connect()
+    ch = ctx.channel(c)
+    dead = dead_letter_queue(ctx, ch)
+    args = {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": dead, "x-message-ttl": 300}
+    q, ch = filled_queue(ctx, c, 1, arguments=args)
+    ctx.step("get", lambda: ch.basic_get(q), show=lambda r: "get-ok" if r[0] else "get-empty")
+    time.sleep(0.6)
+    ctx.step("nack requeue", lambda: ch.basic_nack(1, requeue=True))
+    ctx.wait_ready(dead, 1)
+    counts(ctx, ch, q)
+    drain(ctx, ch, q)
+    drain(ctx, ch, dead)
+    note_deaths(ctx, c, ch, "x-death")
+
+
+@scenario("ttl-zero", "x-message-ttl 0: a message is delivered only to a waiting consumer")
+def _(ctx):
+    c = ctx.connect()
+    q, ch = filled_queue(ctx, c, 1, arguments={"x-message-ttl": 0})
+    counts(ctx, ch, q)
+    cons = ctx.channel(c)
+    ctx.step("consume", lambda: cons.basic_consume(q, lambda *a: None, consumer_tag="t"))
+    pub = publisher(ctx, c)
+    pub.send("", q, "to a waiting consumer")
+    pub.sync()
+    ctx.wait_deliveries(c, cons, 1)
+
+
+@scenario("dlx-only-queue-full", "a dead letter whose only queue is full (reject-publish), that queue drained later")
+def _(ctx):
+    c = ctx.connect()
+    ch = ctx.channel(c)
+    full_q = ctx.n("full")
+    declare(ctx, ch, full_q, arguments={"x-max-length": 1, "x-overflow": "reject-publish"})
+    pub = publisher(ctx, c)
+    pub.send("", full_q, "filler")
+    pub.sync()
+    args = {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": full_q}
+    q, ch = filled_queue(ctx, c, 1, arguments=args)
+    ctx.step("get", lambda: ch.basic_get(q), show=lambda r: "get-ok" if r[0] else "get-empty")
+    ctx.step("reject", lambda: ch.basic_reject(1, requeue=False))
+    time.sleep(1.2)
+    drain(ctx, ch, full_q)
+    time.sleep(1.5)
+    counts(ctx, ch, q)
+    drain(ctx, ch, full_q)
+    note_deaths(ctx, c, ch, "x-death")
