@@ -80,6 +80,8 @@ const PRIORITY_ORDER: [&str; 10] =
 fn a_priority_queue_hands_out_higher_priorities_first_and_fifo_within_a_priority() {
     let report = scenario("priority_order", &[]);
     assert_eq!(strings(&report["order"]), PRIORITY_ORDER, "{report}");
+    let as_sent = json!([20, 10, 9, 9, 5, 5, 0, null, 0, null]);
+    assert_eq!(report["priorities"], as_sent, "the priority property is delivered as sent, not capped: {report}");
 }
 
 #[test]
@@ -110,6 +112,28 @@ fn a_message_past_the_queue_ttl_is_not_returned_by_basic_get() {
 fn a_consumer_of_a_ttl_queue_gets_only_the_messages_within_their_ttl() {
     let report = scenario("ttl_consume", &[]);
     assert_eq!(strings(&report["consumed"]), ["fresh-0", "fresh-1"], "{report}");
+}
+
+#[test]
+fn a_message_requeued_after_its_ttl_passed_is_dead_lettered_as_expired() {
+    let report = scenario("ttl_requeued", &[]);
+    assert_eq!(report["again"], json!([]), "{report}");
+    assert_eq!(report["dead"], "held", "{report}");
+    assert_eq!(only_death(&report["death"])["reason"], "expired", "{report}");
+}
+
+#[test]
+fn a_message_whose_ttl_passed_while_the_broker_was_down_is_not_delivered_after_restart() {
+    let mut b = broker();
+    run(&b, "ttl_restart_publish", &["ttl-durable"]);
+    b.kill9();
+    // The TTL (300 ms) passes while the broker is down.
+    std::thread::sleep(Duration::from_millis(600));
+    b.restart();
+    let report = run(&b, "ttl_restart_get", &["ttl-durable"]);
+    assert_eq!(report["without_ttl"], json!(["before the restart"]), "the restart kept messages: {report}");
+    assert_eq!(report["got"], json!([]), "{report}");
+    assert_healthy(&mut b);
 }
 
 #[test]

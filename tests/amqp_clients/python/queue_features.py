@@ -16,6 +16,9 @@ Subcommands:
     priority_consume ADDR QUEUE COUNT   consume COUNT from QUEUE (after a restart)
     ttl_get ADDR                        x-message-ttl: basic.get after the TTL
     ttl_consume ADDR                    x-message-ttl: a consumer gets only fresh messages
+    ttl_requeued ADDR                   a message requeued after its TTL passed
+    ttl_restart_publish ADDR QUEUE      durable TTL queue, a persistent message
+    ttl_restart_get ADDR QUEUE          what basic.get finds there (after a restart)
     expiration ADDR                     per-message expiration property
     invalid_expiration ADDR             expiration "soon": the channel is closed
     dead_letter_rejected ADDR reject|nack
@@ -251,6 +254,51 @@ def ttl_consume(addr):
         conn.process_data_events(time_limit=0.05)
     conn.close()
     report(consumed=got)
+
+
+def ttl_requeued(addr):
+    """A message held (unacknowledged) past its TTL, then requeued."""
+    conn = connect(addr)
+    ch = conn.channel()
+    dlx, dead = dlx_pair(ch, "requeued")
+    ch.queue_bind(queue=dead, exchange=dlx, routing_key="work")
+    exchange, queue = source(ch, "requeued", {"x-message-ttl": TTL_MS, "x-dead-letter-exchange": dlx})
+    ch.confirm_delivery()
+    publish(ch, "work", "held", exchange=exchange)
+    method, _, _ = ch.basic_get(queue=queue, auto_ack=False)
+    if method is None:
+        fail("the message is not there within its TTL")
+    conn.sleep(TTL_MS / 1000 * 2)
+    ch.basic_nack(method.delivery_tag, requeue=True)
+    body, props = wait_get(conn, ch, dead, "dead letter of the requeued message")
+    again = [b for b, _ in get_all(ch, queue)]
+    conn.close()
+    report(again=again, dead=body, death=death(props))
+
+
+def ttl_restart_publish(addr, queue):
+    conn = connect(addr)
+    ch = conn.channel()
+    ch.queue_declare(queue=queue, durable=True, arguments={"x-message-ttl": TTL_MS})
+    # The same message in a queue without TTL: it shows the restart kept it.
+    ch.queue_declare(queue=f"{queue}-no-ttl", durable=True)
+    ch.confirm_delivery()
+    for q in (queue, f"{queue}-no-ttl"):
+        if publish(ch, q, "before the restart", properties=persistent()) != "ack":
+            fail(f"the publish to {q} was not confirmed")
+    conn.close()
+    report(published=2)
+
+
+def ttl_restart_get(addr, queue):
+    conn = connect(addr)
+    ch = conn.channel()
+    ch.queue_declare(queue=queue, durable=True, arguments={"x-message-ttl": TTL_MS})
+    ch.queue_declare(queue=f"{queue}-no-ttl", durable=True)
+    got = [b for b, _ in get_all(ch, queue)]
+    kept = [b for b, _ in get_all(ch, f"{queue}-no-ttl")]
+    conn.close()
+    report(got=got, without_ttl=kept)
 
 
 def expiration(addr):
@@ -628,6 +676,7 @@ def main():
         "priority_order": priority_order,
         "ttl_get": ttl_get,
         "ttl_consume": ttl_consume,
+        "ttl_requeued": ttl_requeued,
         "expiration": expiration,
         "invalid_expiration": invalid_expiration,
         "dead_letter_routing_key": dead_letter_routing_key,
@@ -647,6 +696,8 @@ def main():
     }
     if cmd in simple and not rest:
         simple[cmd](addr)
+    elif cmd in ("ttl_restart_publish", "ttl_restart_get") and len(rest) == 1:
+        globals()[cmd](addr, rest[0])
     elif cmd == "priority_publish" and len(rest) == 1:
         priority_publish(addr, rest[0])
     elif cmd == "priority_consume" and len(rest) == 2:
