@@ -1537,3 +1537,71 @@ def _(ctx):
     counts(ctx, ch, q)
     drain(ctx, ch, full_q)
     note_deaths(ctx, c, ch, "x-death")
+
+
+@scenario("priority-requeue-keeps-place", "messages requeued in a priority queue go back before later ones of their priority")
+def _(ctx):
+    c = ctx.connect()
+    q, ch = filled_queue(ctx, c, 0, arguments={"x-max-priority": 9})
+    pub = publisher(ctx, c)
+    for body, priority in [("p5a", 5), ("p5b", 5), ("p9", 9), ("p1", 1)]:
+        pub.send("", q, body, BasicProperties(priority=priority))
+    pub.sync()
+    for i in (1, 2):
+        ctx.step(f"get {i}", lambda: ch.basic_get(q), show=lambda r: "get-ok" if r[0] else "get-empty")
+    ctx.step("nack both", lambda: ch.basic_nack(2, multiple=True, requeue=True))
+    drain(ctx, ch, q)
+
+
+@scenario("priority-max-length-drop-head", "drop-head in a priority queue past x-max-length: which message goes")
+def _(ctx):
+    c = ctx.connect()
+    ch = ctx.channel(c)
+    dead = dead_letter_queue(ctx, ch)
+    args = {"x-max-priority": 9, "x-max-length": 2, "x-dead-letter-exchange": "", "x-dead-letter-routing-key": dead}
+    q, ch = filled_queue(ctx, c, 0, arguments=args)
+    pub = publisher(ctx, c)
+    for body, priority in [("p1", 1), ("p9", 9), ("p5", 5)]:
+        pub.send("", q, body, BasicProperties(priority=priority))
+    pub.sync()
+    ctx.wait_ready(dead, 1)
+    drain(ctx, ch, q)
+    drain(ctx, ch, dead)
+    note_deaths(ctx, c, ch, "x-death")
+
+
+@scenario("expiration-behind-head", "a message with a short expiration behind a longer-lived head waits for the head")
+def _(ctx):
+    c = ctx.connect()
+    ch = ctx.channel(c)
+    dead = dead_letter_queue(ctx, ch)
+    args = {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": dead}
+    q, ch = filled_queue(ctx, c, 0, arguments=args)
+    pub = publisher(ctx, c)
+    pub.send("", q, "long", BasicProperties(expiration="1500"))
+    pub.send("", q, "short", BasicProperties(expiration="100"))
+    pub.sync()
+    time.sleep(0.6)
+    counts(ctx, ch, q, "counts after 0.6 s")
+    counts(ctx, ch, dead, "dead after 0.6 s")
+    ctx.wait_ready(dead, 2)
+    drain(ctx, ch, dead)
+    note_deaths(ctx, c, ch, "x-death")
+
+
+@scenario("queue-feature-args-equivalence", "redeclaring a queue with other feature arguments is refused")
+def _(ctx):
+    c = ctx.connect()
+    q = ctx.n("q")
+    declare(ctx, ctx.channel(c), q, arguments={"x-max-priority": 5, "x-message-ttl": 1000})
+    for i, args in enumerate(
+        [
+            {"x-max-priority": 5, "x-message-ttl": 1000},
+            {"x-max-priority": 9, "x-message-ttl": 1000},
+            {"x-max-priority": 5, "x-message-ttl": 2000},
+            {"x-max-priority": 5},
+            {"x-max-priority": 5, "x-message-ttl": 1000, "x-max-length": 3},
+        ]
+    ):
+        ch = ctx.channel(c)
+        ctx.step(f"redeclare {i}", lambda: ch.queue_declare(q, arguments=args), show=declare_ok)
