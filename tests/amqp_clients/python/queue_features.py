@@ -32,7 +32,8 @@ Subcommands:
     max_length_bytes ADDR
     expires ADDR unused|consumed
     bad_arguments ADDR
-    deduplication ADDR
+    deduplication ADDR                  x-message-deduplication by message_id and header
+    dedup_restart ADDR QUEUE BODY       publish BODY with message_id "key" to a durable one
     dlx_durable_setup ADDR PREFIX COUNT     reject COUNT, wait until all are dead letters
     dlx_durable_check ADDR PREFIX COUNT     after a restart: all still dead letters
     reject_kill_setup ADDR PREFIX COUNT     reject COUNT, print `rejected` (the test kills the broker)
@@ -578,11 +579,45 @@ def bad_arguments(addr):
     report(results=results)
 
 
+DEDUP_ARGUMENTS = {"x-message-deduplication": True, "x-cache-size": 100}
+
+
 def deduplication(addr):
+    """Messages keyed by message_id or the x-deduplication-header header;
+    the second of a key is confirmed and not stored, a message without a
+    key is never a duplicate."""
     conn = connect(addr)
-    result = declare_refusal(conn, "x-message-deduplication", True)
+    ch = conn.channel()
+    queue = unique("dedup")
+    ch.queue_declare(queue=queue, arguments=DEDUP_ARGUMENTS)
+    ch.confirm_delivery()
+    sends = [
+        ("a-1", pika.BasicProperties(message_id="a")),
+        ("b-1", pika.BasicProperties(message_id="b")),
+        ("a-2", pika.BasicProperties(message_id="a")),
+        ("h-1", pika.BasicProperties(headers={"x-deduplication-header": "h"})),
+        ("h-2", pika.BasicProperties(headers={"x-deduplication-header": "h"})),
+        ("none-1", None),
+        ("none-2", None),
+    ]
+    outcomes = [publish(ch, queue, body, properties=props) for body, props in sends]
+    kept = [b for b, _ in get_all(ch, queue)]
+    refused = declare_refusal(conn, "x-message-deduplication", True)
     conn.close()
-    report(**result)
+    report(outcomes=outcomes, kept=kept, without_cache_size=refused)
+
+
+def dedup_restart(addr, queue, body):
+    """Publishes `body` with message_id "key" (persistent, confirmed) to a
+    durable de-duplicating queue; reports what the queue then holds."""
+    conn = connect(addr)
+    ch = conn.channel()
+    ch.queue_declare(queue=queue, durable=True, arguments=DEDUP_ARGUMENTS)
+    ch.confirm_delivery()
+    outcome = publish(ch, queue, body, properties=persistent(message_id="key"))
+    count = ch.queue_declare(queue=queue, passive=True).method.message_count
+    conn.close()
+    report(outcome=outcome, count=count)
 
 
 # ---------------------------------------------------------------------------
@@ -696,6 +731,8 @@ def main():
     }
     if cmd in simple and not rest:
         simple[cmd](addr)
+    elif cmd == "dedup_restart" and len(rest) == 2:
+        dedup_restart(addr, rest[0], rest[1])
     elif cmd in ("ttl_restart_publish", "ttl_restart_get") and len(rest) == 1:
         globals()[cmd](addr, rest[0])
     elif cmd == "priority_publish" and len(rest) == 1:
