@@ -78,6 +78,10 @@ impl DedupCache {
         self.entries.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
     fn live(&self, e: &Entry, now_ms: i64) -> bool {
         self.ttl_ms.is_none_or(|ttl| now_ms < e.at_ms + ttl as i64)
     }

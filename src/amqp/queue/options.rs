@@ -110,7 +110,8 @@ impl QueueOptions {
             }
         };
         let mut o = QueueOptions {
-            max_priority: int_in("x-max-priority", 1, 255)?.map(|n| n as u8),
+            // 0: no priorities (RabbitMQ accepts it).
+            max_priority: int_in("x-max-priority", 0, 255)?.filter(|n| *n > 0).map(|n| n as u8),
             message_ttl_ms: int_in("x-message-ttl", 0, i128::from(u32::MAX))?.map(|n| n as u64),
             expires_ms: int_in("x-expires", 1, i128::from(u32::MAX))?.map(|n| n as u64),
             max_length: int_in("x-max-length", 0, i128::from(i64::MAX))?.map(|n| n as u64),

@@ -551,7 +551,7 @@ def expires(addr, mode):
 # ---------------------------------------------------------------------------
 
 BAD_ARGUMENTS = [
-    ("x-max-priority", 0),
+    ("x-max-priority", -1),
     ("x-max-priority", 300),
     ("x-overflow", "bogus"),
     ("x-message-ttl", -1),
