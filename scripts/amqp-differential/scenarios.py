@@ -7,6 +7,7 @@ Where a scenario is not about publish visibility, it publishes in confirm
 mode and waits for the confirms (`Publisher.sync`) before looking at queues.
 """
 
+import copy
 import datetime
 import decimal
 import struct
@@ -573,7 +574,7 @@ def _(ctx):
     ctx.step("delete", lambda: ch.queue_delete(q))
 
 
-@scenario("queue-unsupported-argument", "a queue with x-message-ttl (refused by ringmq on purpose)")
+@scenario("queue-unsupported-argument", "a queue with x-message-ttl is declared")
 def _(ctx):
     ch = ctx.channel(ctx.connect())
     declare(ctx, ch, ctx.n("q"), arguments={"x-message-ttl": 60000})
@@ -1298,3 +1299,309 @@ def _(ctx):
     pub.send(x, "", "typed headers via headers exchange", BasicProperties(headers=headers))
     pub.sync()
     drain(ctx, ch, q)
+
+
+# ---------------------------------------------------------------- queue features
+
+
+def note_deaths(ctx, conn, ch, label):
+    """Dead letters received on `ch`, compared as content: each message
+    whose headers carry x-death is noted with each x-death entry's fields
+    sorted by name (RabbitMQ and ringmq order them differently; a field
+    table is a map) and its `time` as "recent" when within a minute of now
+    (it is the moment of each broker's dead-lettering); the frame as
+    received stays in the observation, shown but not compared."""
+    now = time.time()
+    for e in ctx.frames(conn, ch):
+        props = e.get("props") or []
+        headers = dict((p[0], p[1]) for p in props).get("headers") or []
+        if not any(h[0] == "x-death" for h in headers):
+            continue
+        canonical = copy.deepcopy({k: v for k, v in e.items() if k != "info"})
+        for p in canonical["props"]:
+            if p[0] != "headers":
+                continue
+            for h in p[1]:
+                if h[0] != "x-death":
+                    continue
+                for item in h[2]:
+                    fields = sorted(item[1], key=lambda f: f[0])
+                    for f in fields:
+                        if f[0] == "time" and f[1] == "T" and abs(f[2] - now) < 60:
+                            f[2] = "recent"
+                    item[1] = fields
+        ctx.note(label, canonical)
+        e["info"] = True
+
+
+def dead_letter_queue(ctx, ch):
+    """A queue for dead letters, reached through the default exchange."""
+    dead = ctx.n("dead")
+    declare(ctx, ch, dead)
+    return dead
+
+
+@scenario("priority-order", "a priority queue hands out higher priorities first, FIFO within one, capped to the max")
+def _(ctx):
+    c = ctx.connect()
+    q, ch = filled_queue(ctx, c, 0, arguments={"x-max-priority": 5})
+    pub = publisher(ctx, c)
+    for body, priority in [("p0a", 0), ("p3a", 3), ("none", None), ("p9", 9), ("p3b", 3), ("p5", 5), ("p0b", 0)]:
+        pub.send("", q, body, BasicProperties(priority=priority))
+    pub.sync()
+    counts(ctx, ch, q)
+    drain(ctx, ch, q)
+
+
+@scenario("dlx-rejected-x-death", "a rejected message is dead-lettered with x-death and x-first-death-* headers")
+def _(ctx):
+    c = ctx.connect()
+    ch = ctx.channel(c)
+    dead = dead_letter_queue(ctx, ch)
+    args = {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": dead}
+    q, ch = filled_queue(ctx, c, 0, arguments=args)
+    pub = publisher(ctx, c)
+    pub.send("", q, "refused", BasicProperties(headers={"app": "kept"}, priority=2))
+    pub.sync()
+    ctx.step("get", lambda: ch.basic_get(q), show=lambda r: "get-ok" if r[0] else "get-empty")
+    ctx.step("reject", lambda: ch.basic_reject(1, requeue=False))
+    ctx.wait_ready(dead, 1)
+    counts(ctx, ch, q)
+    drain(ctx, ch, dead)
+    note_deaths(ctx, c, ch, "x-death")
+
+
+@scenario("dlx-twice-x-death-count", "a message dead-lettered twice by the same queue for the same reason: count 2")
+def _(ctx):
+    c = ctx.connect()
+    ch = ctx.channel(c)
+    q = ctx.n("q")
+    declare(ctx, ch, q, arguments={"x-dead-letter-exchange": "", "x-dead-letter-routing-key": q})
+    pub = publisher(ctx, c)
+    pub.send("", q, "twice")
+    pub.sync()
+    for i in (1, 2):
+        ctx.wait_ready(q, 1)
+        r = ctx.step(f"get {i}", lambda: ch.basic_get(q), show=lambda r: "get-ok" if r[0] else "get-empty")
+        if r and r[0]:
+            ch.basic_nack(r[0].delivery_tag, requeue=False)
+    ctx.wait_ready(q, 1)
+    drain(ctx, ch, q)
+    note_deaths(ctx, c, ch, "x-death")
+
+
+@scenario("dlx-expired-x-death", "an expired message is dead-lettered with reason expired, without its expiration")
+def _(ctx):
+    c = ctx.connect()
+    ch = ctx.channel(c)
+    dead = dead_letter_queue(ctx, ch)
+    args = {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": dead, "x-message-ttl": 200}
+    q, ch = filled_queue(ctx, c, 0, arguments=args)
+    pub = publisher(ctx, c)
+    pub.send("", q, "queue ttl")
+    pub.send("", q, "own expiration", BasicProperties(expiration="50"))
+    pub.sync()
+    ctx.wait_ready(dead, 2)
+    counts(ctx, ch, q)
+    drain(ctx, ch, dead)
+    note_deaths(ctx, c, ch, "x-death")
+
+
+@scenario("dlx-maxlen-drop-head", "drop-head past x-max-length dead-letters the oldest with reason maxlen")
+def _(ctx):
+    c = ctx.connect()
+    ch = ctx.channel(c)
+    dead = dead_letter_queue(ctx, ch)
+    args = {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": dead, "x-max-length": 2}
+    q, ch = filled_queue(ctx, c, 4, arguments=args)
+    ctx.wait_ready(dead, 2)
+    counts(ctx, ch, q)
+    drain(ctx, ch, q)
+    drain(ctx, ch, dead)
+    note_deaths(ctx, c, ch, "x-death")
+
+
+@scenario("reject-publish-dlx", "reject-publish-dlx nacks publishes past the limit and dead-letters them")
+def _(ctx):
+    c = ctx.connect()
+    ch = ctx.channel(c)
+    dead = dead_letter_queue(ctx, ch)
+    args = {
+        "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": dead,
+        "x-max-length": 1,
+        "x-overflow": "reject-publish-dlx",
+    }
+    q, ch = filled_queue(ctx, c, 3, arguments=args)
+    ctx.wait_ready(dead, 2)
+    counts(ctx, ch, q)
+    drain(ctx, ch, q)
+    drain(ctx, ch, dead)
+    note_deaths(ctx, c, ch, "x-death")
+
+
+@scenario("queue-feature-bad-arguments", "out-of-range queue feature arguments are refused at declare")
+def _(ctx):
+    c = ctx.connect()
+    for i, (name, value) in enumerate(
+        [("x-max-priority", 300), ("x-overflow", "bogus"), ("x-message-ttl", -1), ("x-max-length", -1)]
+    ):
+        ch = ctx.channel(c)
+        declare(ctx, ch, ctx.n(f"q{i}"), arguments={name: value})
+
+
+@scenario("queue-max-priority-zero", "a queue declared with x-max-priority 0")
+def _(ctx):
+    ch = ctx.channel(ctx.connect())
+    declare(ctx, ch, ctx.n("q"), arguments={"x-max-priority": 0})
+
+
+@scenario("publish-invalid-expiration", "a publish with a non-numeric expiration closes the channel")
+def _(ctx):
+    c = ctx.connect()
+    q, ch = filled_queue(ctx, c, 0)
+    ch.basic_publish("", q, "bad", BasicProperties(expiration="soon"))
+    sync(ctx, ch, "after publish")
+
+
+@scenario("dlx-fanout-one-queue-full", "a dead letter routed to an open queue and a full reject-publish queue")
+def _(ctx):
+    c = ctx.connect()
+    ch = ctx.channel(c)
+    dlx = ctx.n("dlx")
+    ctx.step("declare dlx", lambda: ch.exchange_declare(dlx, "fanout"))
+    open_q, full_q = ctx.n("open"), ctx.n("full")
+    declare(ctx, ch, open_q)
+    declare(ctx, ch, full_q, arguments={"x-max-length": 1, "x-overflow": "reject-publish"})
+    for q in (open_q, full_q):
+        ctx.step(f"bind {q}", lambda: ch.queue_bind(q, dlx))
+    pub = publisher(ctx, c)
+    pub.send("", full_q, "filler")
+    pub.sync()
+    q, ch = filled_queue(ctx, c, 1, arguments={"x-dead-letter-exchange": dlx})
+    ctx.step("get", lambda: ch.basic_get(q), show=lambda r: "get-ok" if r[0] else "get-empty")
+    ctx.step("reject", lambda: ch.basic_reject(1, requeue=False))
+    ctx.wait_ready(open_q, 1)
+    time.sleep(2.5)
+    counts(ctx, ch, q)
+    counts(ctx, ch, open_q)
+    counts(ctx, ch, full_q)
+
+
+@scenario("ttl-requeued-after-expiry", "a message requeued after its TTL passed is not delivered again")
+def _(ctx):
+    c = ctx.connect()
+    ch = ctx.channel(c)
+    dead = dead_letter_queue(ctx, ch)
+    args = {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": dead, "x-message-ttl": 300}
+    q, ch = filled_queue(ctx, c, 1, arguments=args)
+    ctx.step("get", lambda: ch.basic_get(q), show=lambda r: "get-ok" if r[0] else "get-empty")
+    time.sleep(0.6)
+    ctx.step("nack requeue", lambda: ch.basic_nack(1, requeue=True))
+    ctx.wait_ready(dead, 1)
+    counts(ctx, ch, q)
+    drain(ctx, ch, q)
+    drain(ctx, ch, dead)
+    note_deaths(ctx, c, ch, "x-death")
+
+
+@scenario("ttl-zero", "x-message-ttl 0: a message is delivered only to a waiting consumer")
+def _(ctx):
+    c = ctx.connect()
+    q, ch = filled_queue(ctx, c, 1, arguments={"x-message-ttl": 0})
+    counts(ctx, ch, q)
+    cons = ctx.channel(c)
+    ctx.step("consume", lambda: cons.basic_consume(q, lambda *a: None, consumer_tag="t"))
+    pub = publisher(ctx, c)
+    pub.send("", q, "to a waiting consumer")
+    pub.sync()
+    ctx.wait_deliveries(c, cons, 1)
+
+
+@scenario("dlx-only-queue-full", "a dead letter whose only queue is full (reject-publish), that queue drained later")
+def _(ctx):
+    c = ctx.connect()
+    ch = ctx.channel(c)
+    full_q = ctx.n("full")
+    declare(ctx, ch, full_q, arguments={"x-max-length": 1, "x-overflow": "reject-publish"})
+    pub = publisher(ctx, c)
+    pub.send("", full_q, "filler")
+    pub.sync()
+    args = {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": full_q}
+    q, ch = filled_queue(ctx, c, 1, arguments=args)
+    ctx.step("get", lambda: ch.basic_get(q), show=lambda r: "get-ok" if r[0] else "get-empty")
+    ctx.step("reject", lambda: ch.basic_reject(1, requeue=False))
+    time.sleep(1.2)
+    drain(ctx, ch, full_q)
+    time.sleep(1.5)
+    counts(ctx, ch, q)
+    drain(ctx, ch, full_q)
+    note_deaths(ctx, c, ch, "x-death")
+
+
+@scenario("priority-requeue-keeps-place", "messages requeued in a priority queue go back before later ones of their priority")
+def _(ctx):
+    c = ctx.connect()
+    q, ch = filled_queue(ctx, c, 0, arguments={"x-max-priority": 9})
+    pub = publisher(ctx, c)
+    for body, priority in [("p5a", 5), ("p5b", 5), ("p9", 9), ("p1", 1)]:
+        pub.send("", q, body, BasicProperties(priority=priority))
+    pub.sync()
+    for i in (1, 2):
+        ctx.step(f"get {i}", lambda: ch.basic_get(q), show=lambda r: "get-ok" if r[0] else "get-empty")
+    ctx.step("nack both", lambda: ch.basic_nack(2, multiple=True, requeue=True))
+    drain(ctx, ch, q)
+
+
+@scenario("priority-max-length-drop-head", "drop-head in a priority queue past x-max-length: which message goes")
+def _(ctx):
+    c = ctx.connect()
+    ch = ctx.channel(c)
+    dead = dead_letter_queue(ctx, ch)
+    args = {"x-max-priority": 9, "x-max-length": 2, "x-dead-letter-exchange": "", "x-dead-letter-routing-key": dead}
+    q, ch = filled_queue(ctx, c, 0, arguments=args)
+    pub = publisher(ctx, c)
+    for body, priority in [("p1", 1), ("p9", 9), ("p5", 5)]:
+        pub.send("", q, body, BasicProperties(priority=priority))
+    pub.sync()
+    ctx.wait_ready(dead, 1)
+    drain(ctx, ch, q)
+    drain(ctx, ch, dead)
+    note_deaths(ctx, c, ch, "x-death")
+
+
+@scenario("expiration-behind-head", "a message with a short expiration behind a longer-lived head waits for the head")
+def _(ctx):
+    c = ctx.connect()
+    ch = ctx.channel(c)
+    dead = dead_letter_queue(ctx, ch)
+    args = {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": dead}
+    q, ch = filled_queue(ctx, c, 0, arguments=args)
+    pub = publisher(ctx, c)
+    pub.send("", q, "long", BasicProperties(expiration="1500"))
+    pub.send("", q, "short", BasicProperties(expiration="100"))
+    pub.sync()
+    time.sleep(0.6)
+    counts(ctx, ch, q, "counts after 0.6 s")
+    counts(ctx, ch, dead, "dead after 0.6 s")
+    ctx.wait_ready(dead, 2)
+    drain(ctx, ch, dead)
+    note_deaths(ctx, c, ch, "x-death")
+
+
+@scenario("queue-feature-args-equivalence", "redeclaring a queue with other feature arguments is refused")
+def _(ctx):
+    c = ctx.connect()
+    q = ctx.n("q")
+    declare(ctx, ctx.channel(c), q, arguments={"x-max-priority": 5, "x-message-ttl": 1000})
+    for i, args in enumerate(
+        [
+            {"x-max-priority": 5, "x-message-ttl": 1000},
+            {"x-max-priority": 9, "x-message-ttl": 1000},
+            {"x-max-priority": 5, "x-message-ttl": 2000},
+            {"x-max-priority": 5},
+            {"x-max-priority": 5, "x-message-ttl": 1000, "x-max-length": 3},
+        ]
+    ):
+        ch = ctx.channel(c)
+        ctx.step(f"redeclare {i}", lambda: ch.queue_declare(q, arguments=args), show=declare_ok)

@@ -14,7 +14,7 @@
 //! another shard runs here (`Shard::run_on`).
 
 use std::cell::{Cell, Ref, RefCell};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
@@ -24,7 +24,10 @@ use futures_util::future::LocalBoxFuture;
 
 use super::codes;
 use super::definitions::{Change, DefinitionError, Definitions, QueueDefWire};
-use super::queue::{ConsumeError, ConsumerKey, Delivery, MemoryBudget, Outlet, Queue, StoreError};
+use super::queue::dead_letter::DeadLetter;
+use super::queue::{
+    ConsumeError, ConsumerKey, Delivery, MemoryBudget, Outlet, PublishError, Queue, QueueOptions, QueueSpec, StoreError,
+};
 use super::AmqpConfig;
 use crate::runtime::shard::Shard;
 use crate::runtime::task::{self, Semaphore};
@@ -270,18 +273,24 @@ impl Broker {
             return Ok(());
         }
         let arc: Arc<str> = Arc::from(name);
+        // Checked at declare; a definitions file from elsewhere may still
+        // hold a bad one: the queue opens without what it asks.
+        let options = QueueOptions::parse(name, &def.arguments).unwrap_or_else(|e| {
+            tracing::error!(queue = %name, error = %e, "ignoring the queue's arguments");
+            QueueOptions::default()
+        });
+        let spec = QueueSpec { name: arc.clone(), auto_delete: def.auto_delete, options };
         let queue = if def.durable && def.exclusive_owner.is_none() {
             Queue::open_durable(
                 &self.queue_dir(name),
-                arc.clone(),
+                spec,
                 self.queue_log.clone(),
                 self.journal_log.clone(),
                 self.outlet.clone(),
-                def.auto_delete,
             )
             .await?
         } else {
-            Queue::in_memory(arc.clone(), self.memory.clone(), self.outlet.clone(), def.auto_delete)
+            Queue::in_memory(spec, self.memory.clone(), self.outlet.clone())
         };
         self.queues.borrow_mut().insert(arc, queue);
         Ok(())
@@ -453,11 +462,97 @@ impl Broker {
     }
 
     /// Appends a message to a queue; with `durable`, once it is on disk.
-    pub async fn publish(&self, queue: &str, batch: BytesMut, durable: bool) -> Result<(), DefinitionError> {
+    /// A full queue (`x-overflow` reject-publish) refuses it with
+    /// `RESOURCE_ERROR`.
+    pub async fn publish(
+        &self,
+        queue: &str,
+        batch: BytesMut,
+        durable: bool,
+        key: Option<Bytes>,
+    ) -> Result<(), DefinitionError> {
         self.on_queue(queue, move |q| async move {
-            q.publish(batch, durable).await.map_err(|e| refused(codes::INTERNAL_ERROR, e.to_string()))
+            q.publish(batch, durable, key).await.map_err(|e| match e {
+                PublishError::Full(_) => refused(codes::RESOURCE_ERROR, e.to_string()),
+                PublishError::Store(_) => refused(codes::INTERNAL_ERROR, e.to_string()),
+            })
         })
         .await
+    }
+
+    /// Appends a copy of `batch` to each of `queues` (the last gets the
+    /// original), each on its owner; true if every queue took it (a queue
+    /// deleted since it was routed to drops it, as RabbitMQ does). `key`:
+    /// its de-duplication key, for queues that de-duplicate.
+    pub async fn store_everywhere(
+        self: &Rc<Self>,
+        queues: BTreeSet<String>,
+        batch: BytesMut,
+        durable: bool,
+        key: Option<Bytes>,
+    ) -> bool {
+        let stored = self.store_in_queues(queues, batch, durable, key).await;
+        stored.full == 0 && stored.failed == 0
+    }
+
+    /// `store_everywhere`, telling full queues (`x-overflow` reject-publish)
+    /// from failures.
+    async fn store_in_queues(
+        self: &Rc<Self>,
+        queues: BTreeSet<String>,
+        batch: BytesMut,
+        durable: bool,
+        key: Option<Bytes>,
+    ) -> Refusals {
+        let n = queues.len();
+        let mut pending = Vec::with_capacity(n);
+        let mut original = Some(batch);
+        for (i, q) in queues.into_iter().enumerate() {
+            let b = if i + 1 == n {
+                original.take().expect("the original goes to the last queue")
+            } else {
+                BytesMut::from(&original.as_ref().expect("kept for the last queue")[..])
+            };
+            let broker = self.clone();
+            let key = key.clone();
+            pending.push(async move { (broker.publish(&q, b, durable, key).await, q) });
+        }
+        let results = futures_util::future::join_all(pending).await;
+        let mut refusals = Refusals::default();
+        for (r, q) in results {
+            match r {
+                Ok(()) => {}
+                Err(e) if e.code == codes::NOT_FOUND => {}
+                Err(e) if e.code == codes::RESOURCE_ERROR => {
+                    tracing::debug!(queue = %q, error = %e, "a full queue refused a message");
+                    refusals.full += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(queue = %q, error = %e, "a queue refused a message");
+                    refusals.failed += 1;
+                }
+            }
+        }
+        refusals
+    }
+
+    /// Routes a dead letter with this shard's definitions and stores it at
+    /// every queue it reaches (durably when persistent). True once stored,
+    /// when it reaches no queue or only full ones (dropped there, as
+    /// RabbitMQ does); false when a queue failed to store it (tried again
+    /// whole, so the queues that took it may get it twice).
+    async fn store_dead_letter(self: &Rc<Self>, letter: DeadLetter) -> bool {
+        let queues = self.defs.borrow().route(&letter.exchange, &letter.routing_key, Some(&letter.headers));
+        match queues {
+            // Dead letters are not de-duplicated (no key).
+            Some(q) if !q.is_empty() => {
+                self.store_in_queues(q, letter.batch, letter.persistent, None).await.failed == 0
+            }
+            _ => {
+                tracing::debug!(exchange = %letter.exchange, "a dead letter reached no queue; dropped");
+                true
+            }
+        }
     }
 
     pub async fn consume(
@@ -512,6 +607,12 @@ impl Broker {
         self.tell_queue(queue, move |q| q.settle(&offsets)).await;
     }
 
+    /// Rejects `offsets` of `queue` without requeue (dead-lettered when it
+    /// has a dead-letter exchange).
+    pub async fn reject(&self, queue: Arc<str>, offsets: Vec<i64>) {
+        self.tell_queue(queue, move |q| q.reject(&offsets)).await;
+    }
+
     /// Puts `offsets` of `queue` back in their places.
     pub async fn requeue(&self, queue: Arc<str>, offsets: Vec<i64>) {
         self.tell_queue(queue, move |q| q.requeue(&offsets)).await;
@@ -557,6 +658,16 @@ impl Broker {
     /// (ready messages, consumers, unacknowledged messages) of a queue.
     pub async fn queue_counts(&self, queue: &str) -> Result<(u64, u32, u64), DefinitionError> {
         self.on_queue(queue, move |q| async move { Ok((q.ready_count(), q.consumer_count(), q.unacked_count())) }).await
+    }
+
+    /// A queue.declare's counts (ready, consumers); the declare counts as a
+    /// use of the queue (`x-expires` starts over).
+    pub async fn declared(&self, queue: &str) -> Result<(u64, u32), DefinitionError> {
+        self.on_queue(queue, move |q| async move {
+            q.touch();
+            Ok((q.ready_count(), q.consumer_count()))
+        })
+        .await
     }
 
     // ---- shutdown and reporting ----
@@ -607,6 +718,15 @@ pub fn spawn_disk_watch(broker: Rc<Broker>) {
     });
 }
 
+/// Queues that did not take a message.
+#[derive(Debug, Default)]
+struct Refusals {
+    /// Full (`x-overflow` reject-publish).
+    full: usize,
+    /// Failed to store it (or gone elsewhere than deleted).
+    failed: usize,
+}
+
 impl Outlet for BrokerOutlet {
     fn deliver(&self, delivery: Delivery) -> LocalBoxFuture<'_, ()> {
         Box::pin(async move {
@@ -650,6 +770,15 @@ impl Outlet for BrokerOutlet {
         })
     }
 
+    fn dead_letter(&self, letter: DeadLetter) -> LocalBoxFuture<'_, bool> {
+        Box::pin(async move {
+            match self.0.upgrade() {
+                Some(broker) => broker.store_dead_letter(letter).await,
+                None => false,
+            }
+        })
+    }
+
     fn cancelled(&self, consumer: ConsumerKey) {
         let Some(broker) = self.0.upgrade() else { return };
         task::spawn(async move {
@@ -672,7 +801,7 @@ impl Outlet for BrokerOutlet {
         task::spawn(async move {
             let name = queue.to_string();
             if let Err(e) = broker.change(Change::DeleteQueue { name }).await {
-                tracing::warn!(queue = %queue, error = %e, "deleting an unused auto-delete queue failed");
+                tracing::warn!(queue = %queue, error = %e, "deleting an unused queue (auto-delete or x-expires) failed");
             }
         });
     }

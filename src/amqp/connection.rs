@@ -486,6 +486,10 @@ impl ConnectionPort for Conn {
     }
 }
 
+/// Items written together at most: what is queued when the writer wakes
+/// goes out in one `sendmsg` (frames are moved, not copied).
+const WRITE_BATCH_ITEMS_MAX: usize = 64;
+
 /// Writes what `rx` gives until it closes or a write fails; returns credit
 /// for written deliveries to their queues. Marks `conn` dead when done.
 pub async fn write_loop<W: futures_lite::AsyncWrite + Unpin>(
@@ -494,6 +498,7 @@ pub async fn write_loop<W: futures_lite::AsyncWrite + Unpin>(
     mut sink: FrameSink<W>,
 ) {
     let mut credits: HashMap<(Arc<str>, ConsumerKey), u32> = HashMap::new();
+    let mut chunks: Vec<Bytes> = Vec::new();
     loop {
         // Credits go back when the queue of frames ran dry or a batch filled.
         let next = match futures_lite::future::poll_once(rx.recv()).await {
@@ -503,24 +508,38 @@ pub async fn write_loop<W: futures_lite::AsyncWrite + Unpin>(
                 rx.recv().await
             }
         };
-        let Some(item) = next else { break };
-        let result = match item {
-            Outbound::Stop => break,
-            Outbound::Frames(frames) => sink.write_chunks(&frames).await,
-            Outbound::Delivered { frames, queue, consumer } => {
-                let r = sink.write_chunks(&frames).await;
-                let n = credits.entry((queue, consumer)).or_insert(0);
-                *n += 1;
-                if *n >= CREDIT_BATCH {
-                    return_credits(&conn, &mut credits).await;
+        let Some(first) = next else { break };
+        // This item and those queued behind it, up to the batch.
+        let (mut stop, mut items, mut item) = (false, 0, Some(first));
+        while let Some(it) = item.take() {
+            items += 1;
+            match it {
+                Outbound::Stop => {
+                    stop = true;
+                    break;
                 }
-                r
+                Outbound::Frames(frames) => chunks.extend(frames),
+                Outbound::Delivered { frames, queue, consumer } => {
+                    chunks.extend(frames);
+                    *credits.entry((queue, consumer)).or_insert(0) += 1;
+                }
             }
-        };
+            if items < WRITE_BATCH_ITEMS_MAX {
+                item = futures_lite::future::poll_once(rx.recv()).await.flatten();
+            }
+        }
+        let result = sink.write_chunks(&chunks).await;
+        chunks.clear();
         conn.last_write.set(Instant::now());
         if let Err(e) = result {
             tracing::debug!(conn = conn.id, error = %e, "write failed; closing");
             break;
+        }
+        if stop {
+            break;
+        }
+        if credits.values().any(|n| *n >= CREDIT_BATCH) {
+            return_credits(&conn, &mut credits).await;
         }
     }
     conn.dead.set(true);

@@ -7,7 +7,6 @@
 //! Errors come back as `AmqpError`: the caller closes the channel (soft
 //! codes) or the connection (hard codes) with them.
 
-use std::collections::BTreeSet;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,24 +27,14 @@ use super::definitions::{Binding, Change, Destination, Exchange, QueueDef, Queue
 use super::frame::{body_frames, header_frame};
 use super::io::FrameSource;
 use super::message::{MessageMeta, PendingBody, StoredMessage};
+use super::queue::QueueOptions;
 use super::routing::ExchangeKind;
 use crate::runtime::task;
 
 /// Queue arguments that change how messages are kept or delivered, which
-/// this version does not enforce: refused rather than ignored.
-const UNSUPPORTED_QUEUE_ARGUMENTS: &[&str] = &[
-    "x-max-priority",
-    "x-message-ttl",
-    "x-expires",
-    "x-max-length",
-    "x-max-length-bytes",
-    "x-overflow",
-    "x-dead-letter-exchange",
-    "x-dead-letter-routing-key",
-    "x-delivery-limit",
-    "x-message-deduplication",
-    "x-single-active-consumer",
-];
+/// this version does not enforce: refused rather than ignored. (The ones it
+/// enforces are checked by `QueueOptions::parse`.)
+const UNSUPPORTED_QUEUE_ARGUMENTS: &[&str] = &["x-single-active-consumer"];
 
 /// A handler's failure: an AMQP error to close with, or the socket's.
 #[derive(Debug)]
@@ -252,6 +241,7 @@ fn check_queue_arguments(
             ));
         }
     }
+    QueueOptions::parse(name, args).map_err(|e| err(codes::PRECONDITION_FAILED, e.to_string()))?;
     let kind = match args.inner().get("x-queue-type") {
         None => "classic".to_string(),
         Some(AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
@@ -288,7 +278,7 @@ async fn declare_ok(conn: &Rc<Conn>, ch: u16, name: &str, nowait: bool) -> Resul
     if nowait {
         return Ok(());
     }
-    let (ready, consumers, _) = conn.broker.queue_counts(name).await?;
+    let (ready, consumers) = conn.broker.declared(name).await?;
     let reply = AMQPClass::Queue(queue::AMQPMethod::DeclareOk(queue::DeclareOk {
         queue: short(name),
         message_count: u32::try_from(ready).unwrap_or(u32::MAX),
@@ -543,7 +533,8 @@ async fn apply_settle(conn: &Rc<Conn>, ch: u16, s: TxSettle) -> Result<(), AmqpE
     for (queue, offsets) in by_queue(&taken) {
         match requeue {
             Some(true) => conn.broker.requeue(queue, offsets).await,
-            _ => conn.broker.settle(queue, offsets).await,
+            Some(false) => conn.broker.reject(queue, offsets).await,
+            None => conn.broker.settle(queue, offsets).await,
         }
     }
     conn.flush_held(ch).await;
@@ -610,24 +601,30 @@ pub async fn on_header(conn: &Rc<Conn>, ch: u16, payload: Bytes) -> Result<(), A
                 format!("message size {} is larger than configured max size {max}", header.body_size),
             ));
         }
-        if let Some(user) = header.properties.user_id().as_ref().filter(|u| u.as_str() != super::session::USER) {
-            // Validated as RabbitMQ does: consumers may trust user-id.
-            let e = AmqpError {
-                class_id: CLASS_BASIC,
-                method_id: BASIC_PUBLISH,
-                ..err(
-                    codes::PRECONDITION_FAILED,
-                    format!(
-                        "user_id property set to '{}' but authenticated user was '{}'",
-                        user.as_str(),
-                        super::session::USER
-                    ),
-                )
-            };
+        // A refused publish: its body frames are read and dropped.
+        let refuse = |content: &mut Content, text: String| {
             content.discard_remaining = Some(header.body_size);
             content.header = Some(header.clone());
-            return Err(e);
+            AmqpError { class_id: CLASS_BASIC, method_id: BASIC_PUBLISH, ..err(codes::PRECONDITION_FAILED, text) }
+        };
+        if let Some(user) = header.properties.user_id().as_ref().filter(|u| u.as_str() != super::session::USER) {
+            // Validated as RabbitMQ does: consumers may trust user-id.
+            let text = format!(
+                "user_id property set to '{}' but authenticated user was '{}'",
+                user.as_str(),
+                super::session::USER
+            );
+            return Err(refuse(content, text));
         }
+        let published_ms = crate::storage::now_ms();
+        // `expiration`: milliseconds as a decimal string (RabbitMQ's rule).
+        let expires_at_ms = match header.properties.expiration().as_ref().map(|e| e.as_str()) {
+            None => 0,
+            Some(text) => match text.parse::<u32>() {
+                Ok(ms) => published_ms + i64::from(ms),
+                Err(_) => return Err(refuse(content, format!("invalid expiration '{text}' for message"))),
+            },
+        };
         let budget = super::connection::receiving_bytes_max(conn.broker.config.max_message_bytes);
         let Some(reserved) = Reservation::take(&conn.receiving_bytes, header.body_size as usize, budget) else {
             return Err(err(
@@ -639,9 +636,9 @@ pub async fn on_header(conn: &Rc<Conn>, ch: u16, payload: Bytes) -> Result<(), A
         let meta = MessageMeta {
             persistent: header.properties.delivery_mode() == &Some(2),
             priority: header.properties.priority().unwrap_or(0),
-            expires_at_ms: 0,
+            expires_at_ms,
             due_at_ms: 0,
-            published_ms: crate::storage::now_ms(),
+            published_ms,
         };
         let body = PendingBody::new(
             &content.exchange,
@@ -819,41 +816,12 @@ async fn publish(conn: &Rc<Conn>, ch: u16, msg: ReadyMessage) -> bool {
         }
         true
     } else {
-        store_everywhere(conn, queues, msg.batch, persistent).await
+        let key = super::queue::dedup::key_of(&msg.header.properties);
+        conn.broker.store_everywhere(queues, msg.batch, persistent, key).await
     };
     if let Some(seq) = msg.seq {
         confirm(conn, ch, seq, ok).await;
         conn.broker.counters.publish_confirm_latency_us.borrow_mut().record(started.elapsed().as_micros() as u64);
-    }
-    ok
-}
-
-/// Appends a copy of `batch` to each queue (the last gets the original).
-async fn store_everywhere(conn: &Rc<Conn>, queues: BTreeSet<String>, batch: bytes::BytesMut, durable: bool) -> bool {
-    let n = queues.len();
-    let mut pending = Vec::with_capacity(n);
-    let mut original = Some(batch);
-    for (i, q) in queues.into_iter().enumerate() {
-        let b = if i + 1 == n {
-            original.take().expect("the original goes to the last queue")
-        } else {
-            bytes::BytesMut::from(&original.as_ref().expect("kept for the last queue")[..])
-        };
-        let broker = conn.broker.clone();
-        pending.push(async move { (broker.publish(&q, b, durable).await, q) });
-    }
-    let results = futures_util::future::join_all(pending).await;
-    let mut ok = true;
-    for (r, q) in results {
-        match r {
-            Ok(()) => {}
-            // Deleted since it was routed to: dropped, as RabbitMQ does.
-            Err(e) if e.code == codes::NOT_FOUND => {}
-            Err(e) => {
-                tracing::warn!(queue = %q, error = %e, "a queue refused a message");
-                ok = false;
-            }
-        }
     }
     ok
 }

@@ -243,6 +243,22 @@ impl SingleRecord {
     }
 }
 
+/// The body length of a message batch built by `PendingBody` (before or
+/// after it is stored), without copying it.
+pub fn body_len(batch: &[u8]) -> Option<usize> {
+    let record = SingleRecord::parse(batch).ok()?;
+    let v = batch.get(record.value.clone())?;
+    let mut p = ENVELOPE_FIXED_BYTES;
+    for len_bytes in [1usize, 1, 4] {
+        let len = match len_bytes {
+            1 => usize::from(*v.get(p)?),
+            _ => u32::from_be_bytes(v.get(p..p + 4)?.try_into().ok()?) as usize,
+        };
+        p = p.checked_add(len_bytes + len)?;
+    }
+    v.len().checked_sub(p)
+}
+
 /// A message read back from a queue's log: slices of the stored batch.
 #[derive(Debug, Clone)]
 pub struct StoredMessage {

@@ -21,6 +21,10 @@ pub struct QueueGauges {
     pub published: u64,
     pub delivered: u64,
     pub acknowledged: u64,
+    pub expired: u64,
+    pub dead_lettered: u64,
+    pub dropped: u64,
+    pub deduplicated: u64,
 }
 
 /// One shard's AMQP report.
@@ -49,6 +53,10 @@ impl Broker {
                 published: q.counters.published.get(),
                 delivered: q.counters.delivered.get(),
                 acknowledged: q.counters.acknowledged.get(),
+                expired: q.counters.expired.get(),
+                dead_lettered: q.counters.dead_lettered.get(),
+                dropped: q.counters.dropped.get(),
+                deduplicated: q.counters.deduplicated.get(),
             })
             .collect();
         queues.sort_by(|a, b| a.name.cmp(&b.name));
@@ -116,13 +124,25 @@ pub fn render(reports: &[AmqpReport]) -> String {
         );
     }
     type QueueValue = fn(&QueueGauges) -> u64;
-    let queue_values: [(&str, &str, QueueValue); 6] = [
+    let queue_values: [(&str, &str, QueueValue); 10] = [
         ("ringmq_amqp_queue_messages_ready", "Messages ready for delivery.", |q| q.ready),
         ("ringmq_amqp_queue_messages_unacked", "Messages delivered and not yet acknowledged.", |q| q.unacked),
         ("ringmq_amqp_queue_consumers", "Consumers of the queue.", |q| u64::from(q.consumers)),
         ("ringmq_amqp_queue_published_total", "Messages stored in the queue since it opened.", |q| q.published),
         ("ringmq_amqp_queue_delivered_total", "Deliveries (consumers and basic.get) since it opened.", |q| q.delivered),
         ("ringmq_amqp_queue_acknowledged_total", "Messages acknowledged since it opened.", |q| q.acknowledged),
+        ("ringmq_amqp_queue_expired_total", "Messages expired (TTL) since it opened.", |q| q.expired),
+        ("ringmq_amqp_queue_dead_lettered_total", "Messages dead-lettered since it opened.", |q| q.dead_lettered),
+        (
+            "ringmq_amqp_queue_dropped_total",
+            "Messages dropped (expired or over a limit, no dead-letter exchange) since it opened.",
+            |q| q.dropped,
+        ),
+        (
+            "ringmq_amqp_queue_deduplicated_total",
+            "Messages taken as duplicates (confirmed, not stored) since it opened.",
+            |q| q.deduplicated,
+        ),
     ];
     for (name, help, get) in queue_values {
         let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
@@ -165,6 +185,10 @@ mod tests {
                 published: 4,
                 delivered: 1,
                 acknowledged: 0,
+                expired: 0,
+                dead_lettered: 0,
+                dropped: 0,
+                deduplicated: 0,
             }],
         };
         let text = render(&[r]);

@@ -26,6 +26,11 @@ pub fn spawn_joinable<T: 'static, F: Future<Output = T> + 'static>(future: F) ->
     Task(glommio::spawn_local(future).detach())
 }
 
+/// Lets the shard's other tasks run before this one goes on.
+pub async fn yield_now() {
+    futures_lite::future::yield_now().await;
+}
+
 pub async fn sleep(duration: Duration) {
     glommio::timer::sleep(duration).await;
 }
