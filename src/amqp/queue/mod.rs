@@ -12,9 +12,10 @@
 //! The three are disjoint (asserted where a message moves between them).
 //! A message that comes back (requeue) takes its place again. What the
 //! declare arguments ask (`options`: priorities, TTL, dead letters, length
-//! limits, a delivery limit, expiry of the queue itself) is applied here:
-//! an expired message is never delivered (checked as it reaches the head),
-//! length limits on publish, dead letters through the outlet. The settled
+//! limits, a delivery limit, expiry of the queue itself, de-duplication)
+//! is applied here: an expired message is never delivered (checked as it
+//! reaches the head), length limits and duplicates (`dedup`) on publish,
+//! dead letters through the outlet. The settled
 //! set is made durable by the settle journal (`journal`, `settle`).
 
 pub mod dead_letter;
