@@ -21,7 +21,9 @@ use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use loadgen_checks::{check_hgrm, check_svg, Json, NumField};
+use loadgen_checks::{
+    assert_percentiles, check_hgrm, check_svg, describe, finish, read_summary, within_pct, Json, NumField,
+};
 
 /// Runs that put load on a broker go one at a time, so that timings are the
 /// broker's and not the neighbour test's.
@@ -174,21 +176,6 @@ fn spawn_loadgen(args: &[&str]) -> Child {
         .expect("spawn ringmq-loadgen")
 }
 
-fn finish(child: Child, limit: Duration) -> Output {
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(limit) {
-        Ok(out) => out.expect("wait for ringmq-loadgen"),
-        Err(_) => {
-            let _ = Command::new("kill").arg("-KILL").arg(pid.to_string()).status();
-            panic!("ringmq-loadgen did not finish within {limit:?}");
-        }
-    }
-}
-
 fn run_loadgen(args: &[&str], limit: Duration) -> Output {
     finish(spawn_loadgen(args), limit)
 }
@@ -250,37 +237,6 @@ fn progress_rate(line: &str) -> Option<u64> {
 /// A progress line of the measured part of the run (after the warmup).
 fn measured_progress(line: &str) -> bool {
     progress_rate(line).is_some() && !line.contains("warmup")
-}
-
-fn describe(out: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn read_summary(dir: &Path) -> Json {
-    let path = dir.join("summary.json");
-    let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not valid JSON: {e}\n{text}", path.display()))
-}
-
-fn within_pct(value: f64, target: f64, pct: f64) -> bool {
-    (value - target).abs() <= target * pct / 100.0
-}
-
-fn assert_percentiles(summary: &Json, key: &str, count: f64) {
-    let p = summary.get(key).unwrap_or_else(|| panic!("summary has no {key}"));
-    let mut last = 0.0;
-    for q in ["p50", "p90", "p99", "p999", "p9999", "max"] {
-        let v = p.num(q).unwrap_or_else(|| panic!("{key}.{q} missing"));
-        assert!(v >= last, "{key}.{q} = {v} is below the previous percentile {last}");
-        last = v;
-    }
-    assert!(last > 0.0, "{key}.max is 0");
-    assert_eq!(p.num("count"), Some(count), "{key}.count");
 }
 
 const OUTPUTS: [&str; 5] = ["summary.json", "produce.hgrm", "e2e.hgrm", "latency.svg", "intervals.hlog"];

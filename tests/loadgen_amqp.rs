@@ -15,12 +15,12 @@ mod loadgen_checks;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
 use std::sync::Mutex;
-use std::thread;
 use std::time::Duration;
 
-use loadgen_checks::{check_hgrm, check_svg, Json, NumField};
+use loadgen_checks::{
+    assert_percentiles, check_hgrm, check_svg, describe, finish, read_summary, within_pct, Json, NumField,
+};
 
 use common::{Broker, BrokerOpts};
 
@@ -53,18 +53,7 @@ fn run_loadgen(args: &[&str], limit: Duration) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn ringmq-loadgen");
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(limit) {
-        Ok(out) => out.expect("wait for ringmq-loadgen"),
-        Err(_) => {
-            let _ = Command::new("kill").arg("-KILL").arg(pid.to_string()).status();
-            panic!("ringmq-loadgen did not finish within {limit:?}");
-        }
-    }
+    finish(child, limit)
 }
 
 /// A load run against `broker` with the common flags, then `extra`.
@@ -73,37 +62,6 @@ fn run_against(broker: &Broker, out_dir: &Path, extra: &[&str]) -> Output {
     let mut args = vec!["--url", url.as_str(), "--out", out_dir.to_str().expect("utf-8 path")];
     args.extend_from_slice(extra);
     run_loadgen(&args, Duration::from_secs(60))
-}
-
-fn describe(out: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn read_summary(dir: &Path) -> Json {
-    let path = dir.join("summary.json");
-    let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not valid JSON: {e}\n{text}", path.display()))
-}
-
-fn within_pct(value: f64, target: f64, pct: f64) -> bool {
-    (value - target).abs() <= target * pct / 100.0
-}
-
-fn assert_percentiles(summary: &Json, key: &str, count: f64) {
-    let p = summary.get(key).unwrap_or_else(|| panic!("summary has no {key}"));
-    let mut last = 0.0;
-    for q in ["p50", "p90", "p99", "p999", "p9999", "max"] {
-        let v = p.num(q).unwrap_or_else(|| panic!("{key}.{q} missing"));
-        assert!(v >= last, "{key}.{q} = {v} is below the previous percentile {last}");
-        last = v;
-    }
-    assert!(last > 0.0, "{key}.max is 0");
-    assert_eq!(p.num("count"), Some(count), "{key}.count");
 }
 
 /// The AMQP counts of a summary that must show a clean run: no nack, no

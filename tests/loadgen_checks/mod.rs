@@ -1,8 +1,62 @@
-//! Dependency-free checks of the load generator's output files (HdrHistogram
-//! percentile text, SVG well-formedness) and a numeric accessor for its
-//! JSON summaries, shared by `tests/loadgen.rs` and `tests/loadgen_amqp.rs`.
+//! What `tests/loadgen.rs` and `tests/loadgen_amqp.rs` share: waiting for a
+//! load generator run, reading its summary, and dependency-free checks of
+//! its output files (HdrHistogram percentile text, SVG well-formedness).
 
 #![allow(dead_code)]
+
+use std::fs;
+use std::path::Path;
+use std::process::{Child, Command, Output};
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+/// Waits for the load generator `child`, killing it after `limit`.
+pub fn finish(child: Child, limit: Duration) -> Output {
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(out) => out.expect("wait for ringmq-loadgen"),
+        Err(_) => {
+            let _ = Command::new("kill").arg("-KILL").arg(pid.to_string()).status();
+            panic!("ringmq-loadgen did not finish within {limit:?}");
+        }
+    }
+}
+
+pub fn describe(out: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+pub fn read_summary(dir: &Path) -> Json {
+    let path = dir.join("summary.json");
+    let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not valid JSON: {e}\n{text}", path.display()))
+}
+
+pub fn within_pct(value: f64, target: f64, pct: f64) -> bool {
+    (value - target).abs() <= target * pct / 100.0
+}
+
+pub fn assert_percentiles(summary: &Json, key: &str, count: f64) {
+    let p = summary.get(key).unwrap_or_else(|| panic!("summary has no {key}"));
+    let mut last = 0.0;
+    for q in ["p50", "p90", "p99", "p999", "p9999", "max"] {
+        let v = p.num(q).unwrap_or_else(|| panic!("{key}.{q} missing"));
+        assert!(v >= last, "{key}.{q} = {v} is below the previous percentile {last}");
+        last = v;
+    }
+    assert!(last > 0.0, "{key}.max is 0");
+    assert_eq!(p.num("count"), Some(count), "{key}.count");
+}
 
 /// Checks HdrHistogram's percentile-distribution text; returns its total count.
 pub fn check_hgrm(text: &str) -> Result<u64, String> {
